@@ -1,0 +1,137 @@
+/**
+ * Small transformer-shaped models built with the project's own builder: real embedding tables,
+ * dynamic batch and sequence, runnable on onnxruntime-node. Tests, benchmarks and the README
+ * example all use these.
+ */
+import { DataType, ModelBuilder, Tensor, attr, type GraphBuilder, type Model, type Value } from '../src/graph/index.js';
+
+export type FloatType = 'float' | 'float16' | 'bfloat16';
+
+/** Deterministic pseudo-random floats in [-scale, scale) (xorshift32), so models are reproducible. */
+export function randomFloats(count: number, seed: number, scale = 0.5): Float32Array {
+  const out = new Float32Array(count);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = ((x / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+export interface TinyModelOptions {
+  vocab?: number;
+  dim?: number;
+  maxPositions?: number;
+  dtype?: FloatType;
+  opset?: number;
+  irVersion?: number;
+  /** Also expose the raw lookup outputs as graph outputs (for tests that read them). */
+  exposeEmbeddings?: boolean;
+}
+
+function table(b: GraphBuilder, name: string, rows: number, dim: number, dtype: FloatType, seed: number, options: { asInput?: boolean } = {}): Value {
+  return b.initializer(name, Tensor.fromArray(dtype, [rows, dim], randomFloats(rows * dim, seed)), options);
+}
+
+/** Casts to float32 when the model's float type is narrower, so later ops run on every EP. */
+function toFloat(b: GraphBuilder, x: Value, dtype: FloatType): Value {
+  return dtype === 'float' ? x : b.op('Cast', [x], { to: DataType.FLOAT });
+}
+
+function layerNorm(b: GraphBuilder, x: Value, dim: number, prefix: string): Value {
+  const gamma = b.constant(`${prefix}.weight`, 'float', [dim], new Float32Array(dim).fill(1));
+  const beta = b.constant(`${prefix}.bias`, 'float', [dim], new Float32Array(dim));
+  return b.op('LayerNormalization', [x, gamma, beta], { axis: -1, epsilon: attr.float(1e-5) });
+}
+
+function positionIds(b: GraphBuilder, ids: Value): Value {
+  const shape = b.op('Shape', [ids]);
+  const one = b.constant('pos.one', 'int64', [], [1]);
+  const zero = b.constant('pos.zero', 'int64', [], [0]);
+  const seq = b.op('Gather', [shape, one], { axis: 0 });
+  const range = b.op('Range', [zero, seq, one]);
+  const axes = b.constant('pos.axes', 'int64', [1], [0]);
+  return b.op('Unsqueeze', [range, axes], {}, { outputs: ['position_ids'] });
+}
+
+/** GPT-2 shaped: token + learned position embeddings, LayerNorm, tied LM head. */
+export function buildTinyGpt(options: TinyModelOptions = {}): Model {
+  const { vocab = 64, dim = 16, maxPositions = 32, dtype = 'float', opset = 17, irVersion = 8 } = options;
+  const b = new ModelBuilder({ opset, irVersion, graphName: 'tiny_gpt' });
+  const ids = b.input('input_ids', 'int64', ['batch', 'sequence']);
+  const wte = table(b, 'transformer.wte.weight', vocab, dim, dtype, 11);
+  const wpe = table(b, 'transformer.wpe.weight', maxPositions, dim, dtype, 12);
+  const tok = b.op('Gather', [wte, ids], { axis: 0 }, { name: 'wte_lookup', outputs: ['inputs_embeds'] });
+  const pos = b.op('Gather', [wpe, positionIds(b, ids)], { axis: 0 }, { name: 'wpe_lookup', outputs: ['position_embeds'] });
+  const hidden = b.op('Add', [toFloat(b, tok, dtype), toFloat(b, pos, dtype)]);
+  const normed = layerNorm(b, hidden, dim, 'ln_f');
+  const head = toFloat(b, b.op('Transpose', [wte], { perm: [1, 0] }), dtype);
+  b.output(b.op('MatMul', [normed, head], {}, { outputs: ['logits'] }), 'float', ['batch', 'sequence', vocab]);
+  if (options.exposeEmbeddings) b.output(tok, dtype, ['batch', 'sequence', dim]);
+  return b.build();
+}
+
+/** BERT shaped: word + position + token-type embeddings, attention mask applied to the output. */
+export function buildTinyBert(options: TinyModelOptions = {}): Model {
+  const { vocab = 64, dim = 16, maxPositions = 32, dtype = 'float', opset = 17, irVersion = 8 } = options;
+  const b = new ModelBuilder({ opset, irVersion, graphName: 'tiny_bert' });
+  const ids = b.input('input_ids', 'int64', ['batch', 'sequence']);
+  const types = b.input('token_type_ids', 'int64', ['batch', 'sequence']);
+  const mask = b.input('attention_mask', 'int64', ['batch', 'sequence']);
+  const word = table(b, 'embeddings.word_embeddings.weight', vocab, dim, dtype, 21);
+  const position = table(b, 'embeddings.position_embeddings.weight', maxPositions, dim, dtype, 22);
+  const tokenType = table(b, 'embeddings.token_type_embeddings.weight', 2, dim, dtype, 23);
+  const w = b.op('Gather', [word, ids], { axis: 0 }, { name: 'word_lookup', outputs: ['word_embeds'] });
+  const p = b.op('Gather', [position, positionIds(b, ids)], { axis: 0 }, { name: 'position_lookup' });
+  const t = b.op('Gather', [tokenType, types], { axis: 0 }, { name: 'token_type_lookup' });
+  const sum = b.op('Add', [b.op('Add', [toFloat(b, w, dtype), toFloat(b, p, dtype)]), toFloat(b, t, dtype)]);
+  const normed = layerNorm(b, sum, dim, 'embeddings.LayerNorm');
+  const dense = b.constant('encoder.dense.weight', 'float', [dim, dim], randomFloats(dim * dim, 24));
+  const maskF = b.op('Unsqueeze', [b.op('Cast', [mask], { to: DataType.FLOAT }), b.constant('mask.axes', 'int64', [1], [2])]);
+  const out = b.op('Mul', [b.op('MatMul', [normed, dense]), maskF], {}, { outputs: ['last_hidden_state'] });
+  b.output(out, 'float', ['batch', 'sequence', dim]);
+  if (options.exposeEmbeddings) b.output(w, dtype, ['batch', 'sequence', dim]);
+  return b.build();
+}
+
+/** T5 shaped: one `shared` table read by the encoder and by the decoder, tied LM head. */
+export function buildTinyT5(options: TinyModelOptions = {}): Model {
+  const { vocab = 64, dim = 16, dtype = 'float', opset = 17, irVersion = 8 } = options;
+  const b = new ModelBuilder({ opset, irVersion, graphName: 'tiny_t5' });
+  const ids = b.input('input_ids', 'int64', ['batch', 'encoder_sequence']);
+  const decIds = b.input('decoder_input_ids', 'int64', ['batch', 'decoder_sequence']);
+  const shared = table(b, 'shared.weight', vocab, dim, dtype, 31);
+  const enc = b.op('Gather', [shared, ids], { axis: 0 }, { name: 'encoder_embed_tokens', outputs: ['encoder_embeds'] });
+  const dec = b.op('Gather', [shared, decIds], { axis: 0 }, { name: 'decoder_embed_tokens', outputs: ['decoder_embeds'] });
+  const encW = b.constant('encoder.block.0.weight', 'float', [dim, dim], randomFloats(dim * dim, 32));
+  const encOut = b.op('MatMul', [toFloat(b, enc, dtype), encW]);
+  const context = b.op('ReduceMean', [encOut, b.constant('ctx.axes', 'int64', [1], [1])], { keepdims: 1 });
+  const decHidden = b.op('Add', [toFloat(b, dec, dtype), context]);
+  const head = toFloat(b, b.op('Transpose', [shared], { perm: [1, 0] }), dtype);
+  b.output(b.op('MatMul', [decHidden, head], {}, { outputs: ['logits'] }), 'float', ['batch', 'decoder_sequence', vocab]);
+  if (options.exposeEmbeddings) {
+    b.output(enc, dtype, ['batch', 'encoder_sequence', dim]);
+    b.output(dec, dtype, ['batch', 'decoder_sequence', dim]);
+  }
+  return b.build();
+}
+
+/** Gemma shaped: embeddings scaled by sqrt(d) right after the lookup, rotary-style cos cache lookup. */
+export function buildTinyGemma(options: TinyModelOptions = {}): Model {
+  const { vocab = 64, dim = 16, maxPositions = 32, dtype = 'float', opset = 17, irVersion = 8 } = options;
+  const b = new ModelBuilder({ opset, irVersion, graphName: 'tiny_gemma' });
+  const ids = b.input('input_ids', 'int64', ['batch', 'sequence']);
+  const embed = table(b, 'model.embed_tokens.weight', vocab, dim, dtype, 41);
+  const cos = table(b, 'model.rotary_emb.cos_cached', maxPositions, dim / 2, dtype, 42);
+  const tok = b.op('Gather', [embed, ids], { axis: 0 }, { name: 'embed_tokens', outputs: ['inputs_embeds'] });
+  const normalizer = b.initializer('model.embed_scale', Tensor.fromArray(dtype, [], [Math.sqrt(dim)]));
+  const scaled = b.op('Mul', [tok, normalizer], {}, { name: 'embed_scale_mul', outputs: ['scaled_embeds'] });
+  const cosValues = b.op('Gather', [cos, positionIds(b, ids)], { axis: 0 }, { name: 'rotary_cos_lookup' });
+  const rot = b.op('ReduceMean', [toFloat(b, cosValues, dtype), b.constant('rot.axes', 'int64', [1], [-1])], { keepdims: 1 });
+  const hidden = b.op('Add', [toFloat(b, scaled, dtype), rot]);
+  const normed = layerNorm(b, hidden, dim, 'model.norm');
+  const head = toFloat(b, b.op('Transpose', [embed], { perm: [1, 0] }), dtype);
+  b.output(b.op('MatMul', [normed, head], {}, { outputs: ['logits'] }), 'float', ['batch', 'sequence', vocab]);
+  if (options.exposeEmbeddings) b.output(scaled, dtype, ['batch', 'sequence', dim]);
+  return b.build();
+}

@@ -1,0 +1,10 @@
+export * from './errors.js';
+export * from './dtype.js';
+export * from './tensor.js';
+export * from './ir.js';
+export * from './codec.js';
+export { modelFromProto, modelToProto, graphToProto, nodeToProto } from './serde.js';
+export * from './proto.js';
+export * from './builder.js';
+export * from './toposort.js';
+export * from './names.js';

@@ -1,0 +1,33 @@
+import type { Model } from './ir.js';
+
+/**
+ * Hands out value and node names that no scope of the model uses yet: main graph, subgraphs,
+ * functions and training graphs. Existing names are never changed; callers that add things ask
+ * here instead of checking uniqueness themselves.
+ */
+export class NameAllocator {
+  private readonly taken = new Set<string>();
+
+  constructor(model: Model) {
+    for (const graph of model.allGraphs()) {
+      for (const v of [...graph.inputs, ...graph.outputs, ...graph.valueInfo, ...graph.initializers, ...graph.sparseInitializers]) this.taken.add(v.name);
+      for (const name of graph.scope.keys()) this.taken.add(name);
+      for (const node of graph) {
+        if (node.name !== undefined) this.taken.add(node.name);
+        for (const v of node.inputs) if (v) this.taken.add(v.name);
+        for (const v of node.outputs) if (v) this.taken.add(v.name);
+      }
+    }
+    for (const fn of model.functions) this.taken.add(fn.name);
+  }
+
+  /** `base` itself if free, else `base_1`, `base_2`, ...; the name is reserved on return. */
+  fresh(base: string): string {
+    let name = base;
+    for (let i = 1; this.taken.has(name); i++) name = `${base}_${i}`;
+    this.taken.add(name);
+    return name;
+  }
+
+  has(name: string): boolean { return this.taken.has(name); }
+}

@@ -1,0 +1,241 @@
+/**
+ * ModelProto <-> IR. Decoding never needs topological order: every name defined in a graph is
+ * registered before any node input is resolved, and subgraphs resolve against their own scope
+ * first, then the enclosing ones. Encoding writes each object's kept proto back with the fields
+ * the IR owns (names, inputs, outputs, nodes, subgraphs) filled in from the IR.
+ */
+import { Attribute, Graph, Model, Node, OnnxFunction, TrainingInfo, Value, type DeclarationList } from './ir.js';
+import {
+  ModelProtoType, cloneShallow,
+  type AttributeProto, type FunctionProto, type GraphProto, type ModelProto, type NodeProto,
+  type TensorProto, type ValueInfoProto,
+} from './proto.js';
+import { Tensor } from './tensor.js';
+
+// ---------------------------------------------------------------- decode
+
+export function modelFromProto(proto: ModelProto): Model {
+  const graph = graphFromProto(proto.graph ?? {}, null);
+  const model = new Model(proto, graph);
+  model.functions = (proto.functions ?? []).map(functionFromProto);
+  model.trainingInfo = (proto.training_info ?? []).map((t) => new TrainingInfo(
+    t,
+    Object.hasOwn(t, 'initialization') ? graphFromProto(t.initialization!, graph) : undefined,
+    Object.hasOwn(t, 'algorithm') ? graphFromProto(t.algorithm!, graph) : undefined,
+  ));
+  return model;
+}
+
+function graphFromProto(proto: GraphProto, parentScope: Graph | null): Graph {
+  const graph = new Graph(stripGraphFields(proto));
+  graph.parentScope = parentScope;
+  const declare = (list: DeclarationList, target: Value[], info: ValueInfoProto) => {
+    const name = info.name ?? '';
+    let value = graph.scope.get(name);
+    if (!value) {
+      // Outputs and value_info may name values of an enclosing scope (a body that passes an outer value through).
+      value = (list === 'input' ? undefined : parentScope?.lookup(name)) ?? graph.define(new Value(name));
+    }
+    if (value.info === undefined) value.info = info;
+    else if (!sameDeclaration(value.info, info)) {
+      let overrides = graph.declarationOverrides.get(list);
+      if (!overrides) graph.declarationOverrides.set(list, overrides = new Map());
+      overrides.set(value, info);
+    }
+    target.push(value);
+  };
+  for (const info of proto.input ?? []) {
+    const value = graph.define(new Value(info.name ?? ''));
+    if (graph.scope.get(value.name) !== value) {
+      // The same name listed twice as an input: keep both entries, sharing the first value.
+      declare('input', graph.inputs, info);
+      continue;
+    }
+    value.info = info;
+    graph.inputs.push(value);
+  }
+  for (const tensor of proto.initializer ?? []) {
+    const name = tensor.name ?? '';
+    const value = graph.scope.get(name) ?? graph.define(new Value(name));
+    value.initializer = new Tensor(tensor);
+    graph.initializers.push(value);
+  }
+  for (const sparse of proto.sparse_initializer ?? []) {
+    const name = sparse.values?.name ?? '';
+    const value = graph.scope.get(name) ?? graph.define(new Value(name));
+    value.sparseInitializer = sparse;
+    graph.sparseInitializers.push(value);
+  }
+  const nodeProtos = proto.node ?? [];
+  const nodes = nodeProtos.map((np) => {
+    const outputs = (np.output ?? []).map((name) => (name === '' ? null : new Value(name)));
+    const node = new Node(np.op_type ?? '', [], outputs, { proto: stripNodeFields(np) });
+    for (const out of outputs) if (out) graph.define(out);
+    return node;
+  });
+  for (const info of proto.output ?? []) declare('output', graph.outputs, info);
+  for (const info of proto.value_info ?? []) declare('value_info', graph.valueInfo, info);
+
+  nodeProtos.forEach((np, i) => {
+    const node = nodes[i]!;
+    for (const ap of np.attribute ?? []) node.attributes.push(attributeFromProto(ap, graph, node));
+    for (const name of np.input ?? []) node.appendInput(name === '' ? null : resolve(graph, name));
+    graph.append(node);
+  });
+  return graph;
+}
+
+/** A name no scope defines (a broken or partial model) still gets one Value per scope chain. */
+function resolve(graph: Graph, name: string): Value {
+  const found = graph.lookup(name);
+  if (found) return found;
+  let root = graph;
+  while (root.parentScope) root = root.parentScope;
+  return root.define(new Value(name));
+}
+
+function attributeFromProto(proto: AttributeProto, graph: Graph, owner: Node): Attribute {
+  const attr = new Attribute(proto);
+  const subgraphs = Object.hasOwn(proto, 'g') ? [proto.g!] : proto.graphs ?? [];
+  for (const gp of subgraphs) {
+    const sub = graphFromProto(gp, graph);
+    sub.owner = owner;
+    attr.graphs.push(sub);
+  }
+  if (attr.graphs.length) {
+    attr.holdsOneGraph = Object.hasOwn(proto, 'g');
+    attr.proto = cloneShallow(proto);
+    delete attr.proto.g;
+    delete attr.proto.graphs;
+  }
+  return attr;
+}
+
+function functionFromProto(proto: FunctionProto): OnnxFunction {
+  const body = new Graph({});
+  for (const name of proto.input ?? []) body.inputs.push(body.define(new Value(name)));
+  const nodeProtos = proto.node ?? [];
+  const nodes = nodeProtos.map((np) => {
+    const outputs = (np.output ?? []).map((name) => (name === '' ? null : new Value(name)));
+    for (const out of outputs) if (out) body.define(out);
+    return new Node(np.op_type ?? '', [], outputs, { proto: stripNodeFields(np) });
+  });
+  nodeProtos.forEach((np, i) => {
+    const node = nodes[i]!;
+    for (const ap of np.attribute ?? []) node.attributes.push(attributeFromProto(ap, body, node));
+    for (const name of np.input ?? []) node.appendInput(name === '' ? null : resolve(body, name));
+    body.append(node);
+  });
+  for (const name of proto.output ?? []) body.outputs.push(resolve(body, name));
+  for (const info of proto.value_info ?? []) {
+    const value = resolve(body, info.name ?? '');
+    value.info ??= info;
+    body.valueInfo.push(value);
+  }
+  const kept = cloneShallow(proto);
+  for (const k of ['input', 'output', 'node', 'value_info'] as const) delete kept[k];
+  return new OnnxFunction(kept, body);
+}
+
+function stripGraphFields(proto: GraphProto): GraphProto {
+  const kept = cloneShallow(proto);
+  for (const k of ['node', 'initializer', 'sparse_initializer', 'input', 'output', 'value_info'] as const) delete kept[k];
+  return kept;
+}
+
+function stripNodeFields(proto: NodeProto): NodeProto {
+  const kept = cloneShallow(proto);
+  delete kept.input;
+  delete kept.output;
+  delete kept.attribute;
+  return kept;
+}
+
+const infoType = ModelProtoType.root.lookupType('onnx.ValueInfoProto');
+function sameDeclaration(a: ValueInfoProto, b: ValueInfoProto): boolean {
+  const x = infoType.encode({ ...withoutName(a) }).finish();
+  const y = infoType.encode({ ...withoutName(b) }).finish();
+  return x.length === y.length && x.every((byte, i) => byte === y[i]);
+}
+function withoutName(info: ValueInfoProto): ValueInfoProto {
+  const copy = cloneShallow(info);
+  delete copy.name;
+  return copy;
+}
+
+// ---------------------------------------------------------------- encode
+
+export function modelToProto(model: Model): ModelProto {
+  const out = cloneShallow(model.proto);
+  if (Object.hasOwn(model.proto, 'graph') || model.graph.nodeCount || model.graph.inputs.length) {
+    out.graph = graphToProto(model.graph);
+  }
+  if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map(functionToProto);
+  if (model.trainingInfo.length || Object.hasOwn(model.proto, 'training_info')) {
+    out.training_info = model.trainingInfo.map((t) => {
+      const tp = cloneShallow(t.proto);
+      if (t.initialization) tp.initialization = graphToProto(t.initialization); else delete tp.initialization;
+      if (t.algorithm) tp.algorithm = graphToProto(t.algorithm); else delete tp.algorithm;
+      return tp;
+    });
+  }
+  return out;
+}
+
+export function graphToProto(graph: Graph): GraphProto {
+  const out = cloneShallow(graph.proto);
+  out.node = [];
+  for (const node of graph) out.node.push(nodeToProto(node));
+  out.initializer = graph.initializers.map((v) => namedTensor(v.initializer!.proto, v.name));
+  out.sparse_initializer = graph.sparseInitializers.map((v) => {
+    const sparse = v.sparseInitializer!;
+    if (sparse.values?.name === v.name) return sparse;
+    return { ...cloneShallow(sparse), values: namedTensor(sparse.values ?? {}, v.name) };
+  });
+  out.input = graph.inputs.map((v) => declaration(graph, 'input', v));
+  out.output = graph.outputs.map((v) => declaration(graph, 'output', v));
+  out.value_info = graph.valueInfo.map((v) => declaration(graph, 'value_info', v));
+  return out;
+}
+
+function namedTensor(tensor: TensorProto, name: string): TensorProto {
+  if (tensor.name === name) return tensor;
+  const copy = cloneShallow(tensor);
+  copy.name = name;
+  return copy;
+}
+
+function declaration(graph: Graph, list: DeclarationList, value: Value): ValueInfoProto {
+  const info = graph.declarationOverrides.get(list)?.get(value) ?? value.info;
+  if (info && info.name === value.name) return info;
+  const out: ValueInfoProto = info ? cloneShallow(info) : {};
+  out.name = value.name;
+  return out;
+}
+
+export function nodeToProto(node: Node): NodeProto {
+  const out = cloneShallow(node.proto);
+  out.input = node.inputs.map((v) => v?.name ?? '');
+  out.output = node.outputs.map((v) => v?.name ?? '');
+  if (Object.hasOwn(node.proto, 'op_type') || node.opType !== '') out.op_type = node.opType;
+  out.attribute = node.attributes.map(attributeToProto);
+  return out;
+}
+
+function attributeToProto(attr: Attribute): AttributeProto {
+  if (!attr.graphs.length) return attr.proto;
+  const out = cloneShallow(attr.proto);
+  if (attr.holdsOneGraph) out.g = graphToProto(attr.graphs[0]!);
+  else out.graphs = attr.graphs.map(graphToProto);
+  return out;
+}
+
+function functionToProto(fn: OnnxFunction): FunctionProto {
+  const out = cloneShallow(fn.proto);
+  out.input = fn.body.inputs.map((v) => v.name);
+  out.output = fn.body.outputs.map((v) => v.name);
+  out.node = [];
+  for (const node of fn.body) out.node.push(nodeToProto(node));
+  out.value_info = fn.body.valueInfo.map((v) => declaration(fn.body, 'value_info', v));
+  return out;
+}

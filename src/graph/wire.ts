@@ -1,0 +1,145 @@
+/**
+ * A schema-driven walk over protobuf wire bytes that checks structure before anything is
+ * decoded: every tag, wire type and length prefix is checked against the bytes that are really
+ * there, so corrupt input fails with the field path and byte offset instead of a crash, a hang
+ * or an allocation sized by a lying length prefix. Payload bytes are skipped, not read.
+ */
+import type protobuf from 'protobufjs/light.js';
+import { OnnxDecodeError } from './errors.js';
+
+const MAX_DEPTH = 100;
+
+const enum Wire { Varint = 0, Fixed64 = 1, Bytes = 2, StartGroup = 3, EndGroup = 4, Fixed32 = 5 }
+
+const VARINT_SCALARS = new Set(['int32', 'int64', 'uint32', 'uint64', 'sint32', 'sint64', 'bool']);
+const FIXED32_SCALARS = new Set(['float', 'fixed32', 'sfixed32']);
+const FIXED64_SCALARS = new Set(['double', 'fixed64', 'sfixed64']);
+
+interface Frame { type: protobuf.Type; start: number; fieldNo: number; tagAt: number }
+
+class WireWalker {
+  private readonly stack: Frame[] = [];
+  constructor(private readonly buf: Uint8Array) {}
+
+  fail(reason: string, offset: number): never {
+    throw new OnnxDecodeError(reason, this.path(), offset);
+  }
+
+  /** Builds the field path only when an error is reported, so the happy path stays cheap. */
+  private path(): string {
+    let text = this.stack.length ? this.stack[0]!.type.name : 'message';
+    for (let i = 1; i < this.stack.length; i++) {
+      const parent = this.stack[i - 1]!;
+      const child = this.stack[i]!;
+      const field = parent.type.fieldsById[child.fieldNo];
+      const name = field ? field.name : `#${child.fieldNo}`;
+      text += field?.repeated ? `.${name}[${this.countBefore(parent.start, child.tagAt, child.fieldNo)}]` : `.${name}`;
+    }
+    return text;
+  }
+
+  private countBefore(start: number, end: number, fieldNo: number): number {
+    let count = 0;
+    let pos = start;
+    while (pos < end) {
+      const [tag, afterTag] = this.varint(pos, end);
+      if ((tag - (tag % 8)) / 8 === fieldNo) count++;
+      pos = this.skip(tag % 8, afterTag, end);
+    }
+    return count;
+  }
+
+  /** Reads a varint as a JS number (exact below 2^53; enough for tags and lengths). */
+  varint(pos: number, end: number): [number, number] {
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < 10; i++) {
+      if (pos >= end) this.fail('a varint runs past the end of its field', pos);
+      const byte = this.buf[pos++]!;
+      result += (byte & 0x7f) * scale;
+      if (byte < 0x80) return [result, pos];
+      scale *= 128;
+    }
+    return this.fail('a varint is longer than 10 bytes', pos);
+  }
+
+  private skip(wire: number, pos: number, end: number): number {
+    switch (wire) {
+      case Wire.Varint: return this.varint(pos, end)[1];
+      case Wire.Fixed64: return this.need(pos, 8, end);
+      case Wire.Fixed32: return this.need(pos, 4, end);
+      case Wire.Bytes: {
+        const [len, at] = this.varint(pos, end);
+        return this.need(at, len, end);
+      }
+      case Wire.StartGroup:
+      case Wire.EndGroup:
+        return this.fail('group wire type (ONNX never uses protobuf groups)', pos);
+      default:
+        return this.fail(`invalid wire type ${wire}`, pos);
+    }
+  }
+
+  private need(pos: number, len: number, end: number): number {
+    if (len > end - pos) {
+      this.fail(`a field claims ${len} bytes but only ${Math.max(0, end - pos)} remain`, pos);
+    }
+    return pos + len;
+  }
+
+  walk(type: protobuf.Type, start: number, end: number, fieldNo: number, tagAt: number): void {
+    if (this.stack.length >= MAX_DEPTH) this.fail(`messages nested deeper than ${MAX_DEPTH} levels`, start);
+    this.stack.push({ type, start, fieldNo, tagAt });
+    let pos = start;
+    while (pos < end) {
+      const at = pos;
+      const [tag, afterTag] = this.varint(pos, end);
+      const wire = tag % 8;
+      const number = (tag - wire) / 8;
+      if (number === 0) this.fail('field number 0', at);
+      const field = type.fieldsById[number];
+      if (!field) {
+        pos = this.skip(wire, afterTag, end); // unknown field: kept verbatim by the decoder
+        continue;
+      }
+      const resolved = field.resolve().resolvedType;
+      if (resolved && 'fieldsById' in resolved) {
+        if (wire !== Wire.Bytes) this.fail(`field ${field.name} has wire type ${wire}, expected a message`, at);
+        const [len, body] = this.varint(afterTag, end);
+        const bodyEnd = this.need(body, len, end);
+        this.walk(resolved as protobuf.Type, body, bodyEnd, number, at);
+        pos = bodyEnd;
+        continue;
+      }
+      const scalar = resolved ? 'int32' : field.type; // enums travel as varints
+      const expected = VARINT_SCALARS.has(scalar) ? Wire.Varint
+        : FIXED32_SCALARS.has(scalar) ? Wire.Fixed32
+        : FIXED64_SCALARS.has(scalar) ? Wire.Fixed64 : Wire.Bytes;
+      if (wire === expected) {
+        pos = this.skip(wire, afterTag, end);
+      } else if (wire === Wire.Bytes && field.repeated && expected !== Wire.Bytes) {
+        const [len, body] = this.varint(afterTag, end);
+        const bodyEnd = this.need(body, len, end);
+        this.checkPacked(expected, body, bodyEnd, field.name);
+        pos = bodyEnd;
+      } else {
+        this.fail(`field ${field.name} has wire type ${wire}, expected ${expected}`, at);
+      }
+    }
+    this.stack.pop();
+  }
+
+  private checkPacked(wire: Wire, start: number, end: number, name: string): void {
+    const width = wire === Wire.Fixed32 ? 4 : wire === Wire.Fixed64 ? 8 : 0;
+    if (width) {
+      if ((end - start) % width !== 0) this.fail(`packed field ${name} is not a whole number of ${width}-byte values`, start);
+      return;
+    }
+    for (let pos = start; pos < end;) pos = this.varint(pos, end)[1];
+  }
+}
+
+/** Throws OnnxDecodeError unless `bytes` is a structurally sound encoding of `type`. */
+export function checkWireStructure(bytes: Uint8Array, type: protobuf.Type): void {
+  new WireWalker(bytes).walk(type, 0, bytes.length, 0, 0);
+}

@@ -1,0 +1,75 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import protobuf from 'protobufjs';
+import {
+  ModelProtoType, decodeModel, decodeModelProto, encodeModel, encodeModelProto, type ModelProto,
+} from '../src/graph/index.js';
+import { buildTinyBert, buildTinyGemma, buildTinyGpt, buildTinyT5 } from '../examples/models.js';
+import { firstDifference, fixtureNames, readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
+
+test('every third-party fixture round-trips byte for byte through the IR', { skip: skipWithoutFixtures }, () => {
+  const names = fixtureNames();
+  assert.ok(names.length >= 19, `expected the shared fixtures, found ${names.length}`);
+  for (const name of names) {
+    const bytes = readFixture(name);
+    const out = encodeModel(decodeModel(bytes));
+    assert.ok(sameBytes(out, bytes), `${name}: first difference at byte ${firstDifference(out, bytes)}`);
+  }
+});
+
+const builders = { gpt: buildTinyGpt, bert: buildTinyBert, t5: buildTinyT5, gemma: buildTinyGemma };
+for (const [kind, build] of Object.entries(builders)) {
+  for (const dtype of ['float', 'float16', 'bfloat16'] as const) {
+    test(`builder-made ${kind} (${dtype}) round-trips byte for byte`, () => {
+      const bytes = encodeModel(build({ dtype }));
+      const again = encodeModel(decodeModel(bytes));
+      assert.ok(sameBytes(again, bytes), `first difference at byte ${firstDifference(again, bytes)}`);
+      // And the proto layer on its own agrees with the IR path.
+      assert.ok(sameBytes(encodeModelProto(decodeModelProto(bytes)), bytes));
+    });
+  }
+}
+
+/** Appends `field` (wire type 0, value 7) to a message's encoding, as a newer ONNX writer would. */
+function unknownVarintField(field: number): Uint8Array {
+  const w = protobuf.Writer.create();
+  w.uint32((field << 3) | 0).uint32(7);
+  return w.finish();
+}
+
+test('fields from a newer ONNX survive decode, edit and encode', () => {
+  const model = buildTinyGpt();
+  const base = decodeModelProto(encodeModel(model));
+  // Unknown fields at three depths: model, graph, node; and an unknown field inside a tensor.
+  (base as { $unknowns?: Uint8Array[] }).$unknowns = [unknownVarintField(100)];
+  (base.graph as { $unknowns?: Uint8Array[] }).$unknowns = [unknownVarintField(101)];
+  (base.graph!.node![0] as { $unknowns?: Uint8Array[] }).$unknowns = [unknownVarintField(102)];
+  (base.graph!.initializer![0] as { $unknowns?: Uint8Array[] }).$unknowns = [unknownVarintField(103)];
+  const withUnknowns = encodeModelProto(base);
+
+  const ir = decodeModel(withUnknowns);
+  assert.ok(sameBytes(encodeModel(ir), withUnknowns), 'unedited round trip keeps unknown fields byte for byte');
+
+  // Edit the node that carries an unknown field; the field must still be there afterwards.
+  const first = ir.graph.first!;
+  first.name = 'renamed_by_test';
+  const reader = protobuf.Reader.create(encodeModel(ir));
+  reader.discardUnknown = false;
+  const after = ModelProtoType.decode(reader) as unknown as ModelProto & { $unknowns?: Uint8Array[] };
+  const unknownsOf = (m: unknown) => ((m as { $unknowns?: Uint8Array[] }).$unknowns ?? []).map((u) => [...u].join(','));
+  assert.deepEqual(unknownsOf(after), [[...unknownVarintField(100)].join(',')]);
+  assert.deepEqual(unknownsOf(after.graph), [[...unknownVarintField(101)].join(',')]);
+  assert.equal(after.graph!.node![0]!.name, 'renamed_by_test');
+  assert.deepEqual(unknownsOf(after.graph!.node![0]), [[...unknownVarintField(102)].join(',')]);
+  assert.deepEqual(unknownsOf(after.graph!.initializer![0]), [[...unknownVarintField(103)].join(',')]);
+});
+
+test('tensor payloads stay views on the loaded bytes', () => {
+  const bytes = encodeModel(buildTinyGpt({ vocab: 128, dim: 32 }));
+  const model = decodeModel(bytes);
+  const wte = model.graph.initializer('transformer.wte.weight')!.initializer!;
+  const raw = wte.rawBytes();
+  assert.equal(raw.buffer, bytes.buffer, 'raw_data is a view, not a copy');
+  assert.equal(raw.length, 128 * 32 * 4);
+  assert.deepEqual(wte.dims, [128, 32]);
+});

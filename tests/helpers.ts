@@ -1,0 +1,32 @@
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** The project root, whether running from tests/ (sources) or dist/tests/ (compiled). */
+export const projectRoot = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
+  return dir;
+})();
+
+export const fixturesDir = path.resolve(projectRoot, '../shared/fixtures');
+export const haveFixtures = existsSync(path.join(fixturesDir, 'MANIFEST.json'));
+/** Pass as the `skip` option of a test that reads third-party fixtures. */
+export const skipWithoutFixtures: string | false = haveFixtures ? false
+  : `third-party fixtures not found at ${fixturesDir}; tests that read them are skipped`;
+
+export const fixtureNames = (): string[] =>
+  haveFixtures ? readdirSync(fixturesDir).filter((f) => f.endsWith('.onnx')).sort() : [];
+
+export const readFixture = (name: string): Uint8Array => new Uint8Array(readFileSync(path.join(fixturesDir, name)));
+
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.length), Buffer.from(b.buffer, b.byteOffset, b.length)) === 0;
+}
+
+/** First differing offset, for readable failures. */
+export function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : n;
+}
