@@ -33,9 +33,17 @@ function table(b: GraphBuilder, name: string, rows: number, dim: number, dtype: 
   return b.initializer(name, Tensor.fromArray(dtype, [rows, dim], randomFloats(rows * dim, seed)), options);
 }
 
-/** Casts to float32 when the model's float type is narrower, so later ops run on every EP. */
+/**
+ * Casts to float32 when the model's float type is narrower, so later ops run on every EP.
+ * The cast of a lookup is named `<lookup>_float`, which tests read (ORT's JS API cannot return bf16).
+ */
 function toFloat(b: GraphBuilder, x: Value, dtype: FloatType): Value {
-  return dtype === 'float' ? x : b.op('Cast', [x], { to: DataType.FLOAT });
+  return dtype === 'float' ? x : b.op('Cast', [x], { to: DataType.FLOAT }, { outputs: [`${x.name}_float`] });
+}
+
+/** Graph output showing a lookup's value as float32 (the lookup itself when already float32). */
+function expose(b: GraphBuilder, asFloat: Value, dim: number, seqDim: string): void {
+  b.output(asFloat, 'float', ['batch', seqDim, dim]);
 }
 
 function layerNorm(b: GraphBuilder, x: Value, dim: number, prefix: string): Value {
@@ -63,11 +71,12 @@ export function buildTinyGpt(options: TinyModelOptions = {}): Model {
   const wpe = table(b, 'transformer.wpe.weight', maxPositions, dim, dtype, 12);
   const tok = b.op('Gather', [wte, ids], { axis: 0 }, { name: 'wte_lookup', outputs: ['inputs_embeds'] });
   const pos = b.op('Gather', [wpe, positionIds(b, ids)], { axis: 0 }, { name: 'wpe_lookup', outputs: ['position_embeds'] });
-  const hidden = b.op('Add', [toFloat(b, tok, dtype), toFloat(b, pos, dtype)]);
+  const tokF = toFloat(b, tok, dtype);
+  const hidden = b.op('Add', [tokF, toFloat(b, pos, dtype)]);
   const normed = layerNorm(b, hidden, dim, 'ln_f');
   const head = toFloat(b, b.op('Transpose', [wte], { perm: [1, 0] }), dtype);
   b.output(b.op('MatMul', [normed, head], {}, { outputs: ['logits'] }), 'float', ['batch', 'sequence', vocab]);
-  if (options.exposeEmbeddings) b.output(tok, dtype, ['batch', 'sequence', dim]);
+  if (options.exposeEmbeddings) expose(b, tokF, dim, 'sequence');
   return b.build();
 }
 
@@ -84,13 +93,14 @@ export function buildTinyBert(options: TinyModelOptions = {}): Model {
   const w = b.op('Gather', [word, ids], { axis: 0 }, { name: 'word_lookup', outputs: ['word_embeds'] });
   const p = b.op('Gather', [position, positionIds(b, ids)], { axis: 0 }, { name: 'position_lookup' });
   const t = b.op('Gather', [tokenType, types], { axis: 0 }, { name: 'token_type_lookup' });
-  const sum = b.op('Add', [b.op('Add', [toFloat(b, w, dtype), toFloat(b, p, dtype)]), toFloat(b, t, dtype)]);
+  const wF = toFloat(b, w, dtype);
+  const sum = b.op('Add', [b.op('Add', [wF, toFloat(b, p, dtype)]), toFloat(b, t, dtype)]);
   const normed = layerNorm(b, sum, dim, 'embeddings.LayerNorm');
   const dense = b.constant('encoder.dense.weight', 'float', [dim, dim], randomFloats(dim * dim, 24));
   const maskF = b.op('Unsqueeze', [b.op('Cast', [mask], { to: DataType.FLOAT }), b.constant('mask.axes', 'int64', [1], [2])]);
   const out = b.op('Mul', [b.op('MatMul', [normed, dense]), maskF], {}, { outputs: ['last_hidden_state'] });
   b.output(out, 'float', ['batch', 'sequence', dim]);
-  if (options.exposeEmbeddings) b.output(w, dtype, ['batch', 'sequence', dim]);
+  if (options.exposeEmbeddings) expose(b, wF, dim, 'sequence');
   return b.build();
 }
 
@@ -104,14 +114,16 @@ export function buildTinyT5(options: TinyModelOptions = {}): Model {
   const enc = b.op('Gather', [shared, ids], { axis: 0 }, { name: 'encoder_embed_tokens', outputs: ['encoder_embeds'] });
   const dec = b.op('Gather', [shared, decIds], { axis: 0 }, { name: 'decoder_embed_tokens', outputs: ['decoder_embeds'] });
   const encW = b.constant('encoder.block.0.weight', 'float', [dim, dim], randomFloats(dim * dim, 32));
-  const encOut = b.op('MatMul', [toFloat(b, enc, dtype), encW]);
-  const context = b.op('ReduceMean', [encOut, b.constant('ctx.axes', 'int64', [1], [1])], { keepdims: 1 });
-  const decHidden = b.op('Add', [toFloat(b, dec, dtype), context]);
+  const encF = toFloat(b, enc, dtype);
+  const decF = toFloat(b, dec, dtype);
+  const encOut = b.op('MatMul', [encF, encW]);
+  const context = b.op('ReduceMean', [encOut], { axes: [1], keepdims: 1 });
+  const decHidden = b.op('Add', [decF, context]);
   const head = toFloat(b, b.op('Transpose', [shared], { perm: [1, 0] }), dtype);
   b.output(b.op('MatMul', [decHidden, head], {}, { outputs: ['logits'] }), 'float', ['batch', 'decoder_sequence', vocab]);
   if (options.exposeEmbeddings) {
-    b.output(enc, dtype, ['batch', 'encoder_sequence', dim]);
-    b.output(dec, dtype, ['batch', 'decoder_sequence', dim]);
+    expose(b, encF, dim, 'encoder_sequence');
+    expose(b, decF, dim, 'decoder_sequence');
   }
   return b.build();
 }
@@ -127,11 +139,12 @@ export function buildTinyGemma(options: TinyModelOptions = {}): Model {
   const normalizer = b.initializer('model.embed_scale', Tensor.fromArray(dtype, [], [Math.sqrt(dim)]));
   const scaled = b.op('Mul', [tok, normalizer], {}, { name: 'embed_scale_mul', outputs: ['scaled_embeds'] });
   const cosValues = b.op('Gather', [cos, positionIds(b, ids)], { axis: 0 }, { name: 'rotary_cos_lookup' });
-  const rot = b.op('ReduceMean', [toFloat(b, cosValues, dtype), b.constant('rot.axes', 'int64', [1], [-1])], { keepdims: 1 });
-  const hidden = b.op('Add', [toFloat(b, scaled, dtype), rot]);
+  const rot = b.op('ReduceMean', [toFloat(b, cosValues, dtype)], { axes: [-1], keepdims: 1 });
+  const scaledF = toFloat(b, scaled, dtype);
+  const hidden = b.op('Add', [scaledF, rot]);
   const normed = layerNorm(b, hidden, dim, 'model.norm');
   const head = toFloat(b, b.op('Transpose', [embed], { perm: [1, 0] }), dtype);
   b.output(b.op('MatMul', [normed, head], {}, { outputs: ['logits'] }), 'float', ['batch', 'sequence', vocab]);
-  if (options.exposeEmbeddings) b.output(scaled, dtype, ['batch', 'sequence', dim]);
+  if (options.exposeEmbeddings) expose(b, scaledF, dim, 'sequence');
   return b.build();
 }

@@ -30,7 +30,9 @@ export function decodeModelProto(bytes: Uint8Array): ModelProto {
 }
 
 export function encodeModelProto(proto: ModelProto): Uint8Array {
-  return ModelProtoType.encode(proto as unknown as protobuf.Message).finish();
+  const bytes = ModelProtoType.encode(proto as unknown as protobuf.Message).finish();
+  // In Node protobufjs returns Node's buffer subclass, whose slice() shares memory; hand out a plain view.
+  return bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** Decodes an ONNX model into the graph IR. */

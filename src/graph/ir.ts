@@ -66,8 +66,17 @@ export class Value {
   get isGraphInput(): boolean { return !!this.graph?.inputs.includes(this); }
   get isGraphOutput(): boolean { return !!this.graph?.outputs.includes(this); }
 
-  /** All graph outputs (in any scope) and node inputs that read this value. */
+  /** Distinct nodes that read this value (including nodes inside subgraphs). */
   consumers(): Node[] { return [...new Set(this.usesList.map((u) => u.node))]; }
+
+  /**
+   * Points every reader of this value at `other` instead, except the nodes in `except` (typically
+   * the node that computes `other` from this value). Graph outputs are left alone.
+   */
+  replaceAllUsesWith(other: Value, options: { except?: readonly Node[] } = {}): void {
+    const except = new Set(options.except ?? []);
+    for (const use of [...this.usesList]) if (!except.has(use.node)) use.node.replaceInput(use.index, other);
+  }
 
   toString(): string { return `%${this.name}`; }
 }

@@ -80,9 +80,9 @@ class WireWalker {
     }
   }
 
-  private need(pos: number, len: number, end: number): number {
+  private need(pos: number, len: number, end: number, label = 'a field'): number {
     if (len > end - pos) {
-      this.fail(`a field claims ${len} bytes but only ${Math.max(0, end - pos)} remain`, pos);
+      this.fail(`${label} claims ${len} bytes but only ${Math.max(0, end - pos)} remain`, pos);
     }
     return pos + len;
   }
@@ -106,7 +106,7 @@ class WireWalker {
       if (resolved && 'fieldsById' in resolved) {
         if (wire !== Wire.Bytes) this.fail(`field ${field.name} has wire type ${wire}, expected a message`, at);
         const [len, body] = this.varint(afterTag, end);
-        const bodyEnd = this.need(body, len, end);
+        const bodyEnd = this.need(body, len, end, `field ${field.name}`);
         this.walk(resolved as protobuf.Type, body, bodyEnd, number, at);
         pos = bodyEnd;
         continue;
@@ -115,11 +115,14 @@ class WireWalker {
       const expected = VARINT_SCALARS.has(scalar) ? Wire.Varint
         : FIXED32_SCALARS.has(scalar) ? Wire.Fixed32
         : FIXED64_SCALARS.has(scalar) ? Wire.Fixed64 : Wire.Bytes;
-      if (wire === expected) {
+      if (wire === expected && wire === Wire.Bytes) {
+        const [len, body] = this.varint(afterTag, end);
+        pos = this.need(body, len, end, `field ${field.name}`);
+      } else if (wire === expected) {
         pos = this.skip(wire, afterTag, end);
       } else if (wire === Wire.Bytes && field.repeated && expected !== Wire.Bytes) {
         const [len, body] = this.varint(afterTag, end);
-        const bodyEnd = this.need(body, len, end);
+        const bodyEnd = this.need(body, len, end, `field ${field.name}`);
         this.checkPacked(expected, body, bodyEnd, field.name);
         pos = bodyEnd;
       } else {

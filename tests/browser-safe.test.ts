@@ -1,0 +1,45 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { projectRoot } from './helpers.js';
+
+const ALLOWED_PACKAGES = new Set(['protobufjs/light.js']);
+const graphDir = path.join(projectRoot, 'src', 'graph');
+
+/** Every module reachable from src/graph/index.ts, with the bare specifiers each imports. */
+function importGraph(): Map<string, string[]> {
+  const seen = new Map<string, string[]>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    const text = readFileSync(file, 'utf8');
+    const specs = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g)]
+      .map((m) => m[1] ?? m[2]!);
+    const bare: string[] = [];
+    seen.set(file, bare);
+    for (const spec of specs) {
+      if (spec.startsWith('.')) visit(path.resolve(path.dirname(file), spec.replace(/\.js$/, '.ts')));
+      else bare.push(spec);
+    }
+  };
+  visit(path.join(graphDir, 'index.ts'));
+  return seen;
+}
+
+test('src/graph imports no node: module, no runtime, nothing outside the browser-safe set', () => {
+  const graph = importGraph();
+  assert.ok(graph.size >= 8, 'walked the module graph');
+  for (const [file, bare] of graph) {
+    assert.ok(file.startsWith(graphDir), `${file} is outside src/graph`);
+    for (const spec of bare) assert.ok(ALLOWED_PACKAGES.has(spec), `${path.relative(projectRoot, file)} imports ${spec}`);
+  }
+});
+
+test('src/graph sources use no Node globals', () => {
+  for (const name of readdirSync(graphDir).filter((f) => f.endsWith('.ts'))) {
+    const text = readFileSync(path.join(graphDir, name), 'utf8');
+    for (const global of [/\bprocess\./, /\bBuffer\b/, /\brequire\(/, /\b__dirname\b/]) {
+      assert.doesNotMatch(text, global, `${name} uses ${global}`);
+    }
+  }
+});
