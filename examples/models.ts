@@ -27,6 +27,8 @@ export interface TinyModelOptions {
   irVersion?: number;
   /** Also expose the raw lookup outputs as graph outputs (for tests that read them). */
   exposeEmbeddings?: boolean;
+  /** Take `position_ids` [batch, sequence] as a graph input (packed rows) instead of computing 0..L-1. */
+  positionIdsInput?: boolean;
 }
 
 function table(b: GraphBuilder, name: string, rows: number, dim: number, dtype: FloatType, seed: number, options: { asInput?: boolean } = {}): Value {
@@ -52,7 +54,8 @@ function layerNorm(b: GraphBuilder, x: Value, dim: number, prefix: string): Valu
   return b.op('LayerNormalization', [x, gamma, beta], { axis: -1, epsilon: attr.float(1e-5) });
 }
 
-function positionIds(b: GraphBuilder, ids: Value): Value {
+function positionIds(b: GraphBuilder, ids: Value, asInput = false): Value {
+  if (asInput) return b.input('position_ids', 'int64', ['batch', 'sequence']);
   const shape = b.op('Shape', [ids]);
   const one = b.constant('pos.one', 'int64', [], [1]);
   const zero = b.constant('pos.zero', 'int64', [], [0]);
@@ -70,7 +73,7 @@ export function buildTinyGpt(options: TinyModelOptions = {}): Model {
   const wte = table(b, 'transformer.wte.weight', vocab, dim, dtype, 11);
   const wpe = table(b, 'transformer.wpe.weight', maxPositions, dim, dtype, 12);
   const tok = b.op('Gather', [wte, ids], { axis: 0 }, { name: 'wte_lookup', outputs: ['inputs_embeds'] });
-  const pos = b.op('Gather', [wpe, positionIds(b, ids)], { axis: 0 }, { name: 'wpe_lookup', outputs: ['position_embeds'] });
+  const pos = b.op('Gather', [wpe, positionIds(b, ids, options.positionIdsInput)], { axis: 0 }, { name: 'wpe_lookup', outputs: ['position_embeds'] });
   const tokF = toFloat(b, tok, dtype);
   const hidden = b.op('Add', [tokF, toFloat(b, pos, dtype)]);
   const normed = layerNorm(b, hidden, dim, 'ln_f');
@@ -91,7 +94,7 @@ export function buildTinyBert(options: TinyModelOptions = {}): Model {
   const position = table(b, 'embeddings.position_embeddings.weight', maxPositions, dim, dtype, 22);
   const tokenType = table(b, 'embeddings.token_type_embeddings.weight', 2, dim, dtype, 23);
   const w = b.op('Gather', [word, ids], { axis: 0 }, { name: 'word_lookup', outputs: ['word_embeds'] });
-  const p = b.op('Gather', [position, positionIds(b, ids)], { axis: 0 }, { name: 'position_lookup' });
+  const p = b.op('Gather', [position, positionIds(b, ids, options.positionIdsInput)], { axis: 0 }, { name: 'position_lookup' });
   const t = b.op('Gather', [tokenType, types], { axis: 0 }, { name: 'token_type_lookup' });
   const wF = toFloat(b, w, dtype);
   const sum = b.op('Add', [b.op('Add', [wF, toFloat(b, p, dtype)]), toFloat(b, t, dtype)]);

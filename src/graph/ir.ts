@@ -234,23 +234,36 @@ export class Node {
 
   appendOutput(value: Value | null): void {
     if (value) {
-      if (value.producer) throw new GraphEditError(`Value ${value.name} already has producer ${value.producer.describe()}`);
+      if (value.producer && !value.producer.isRemoved) throw new GraphEditError(`Value ${value.name} already has producer ${value.producer.describe()}`);
       value.producer = this;
       value.producerIndex = this.outputList.length;
     }
     this.outputList.push(value);
   }
 
-  /** Makes this node write `value` at output `index` instead of what it wrote before. */
+  /**
+   * Makes this node write `value` at output `index` instead of what it wrote before. `value` must
+   * have no producer, or one that was removed from its graph.
+   */
   replaceOutput(index: number, value: Value): void {
     const old = this.outputList[index];
     if (old === value) return;
-    if (value.producer) throw new GraphEditError(`Value ${value.name} already has producer ${value.producer.describe()}`);
-    if (old) { old.producer = null; old.producerIndex = -1; }
+    const current = value.producer;
+    if (current && current !== this && !current.isRemoved) {
+      throw new GraphEditError(`Value ${value.name} already has producer ${current.describe()}`);
+    }
+    if (old) {
+      old.producer = null;
+      old.producerIndex = -1;
+      if (this.graph?.scope.get(old.name) === old) this.graph.scope.delete(old.name);
+    }
     value.producer = this;
     value.producerIndex = index;
-    value.graph = this.graph;
     this.outputList[index] = value;
+    if (this.graph) {
+      value.graph = this.graph;
+      this.graph.scope.set(value.name, value);
+    }
   }
 
   /** @internal Whether this node's inputs are counted in their values' use lists. */

@@ -1,0 +1,4 @@
+export * from './errors.js';
+export * from './embeddings.js';
+export * from './neftune.js';
+export { Emitter } from './emit.js';

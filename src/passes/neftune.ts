@@ -1,0 +1,396 @@
+/**
+ * NEFTune: adds U(-1, 1) * alpha / sqrt(L * d) to the output of each token-embedding lookup, and
+ * removes exactly that again. The lookup writes a fresh name and the noise Add writes the original
+ * value, so every reader (forward, backward, subgraph captures, graph outputs) sees the noisy
+ * embedding and nothing else in the graph changes.
+ */
+import { DataType, dataTypeName } from '../graph/dtype.js';
+import { Value, type Graph, type Model, type Node } from '../graph/ir.js';
+import { attr } from '../graph/builder.js';
+import { NameAllocator } from '../graph/names.js';
+import { tensorType } from '../graph/builder.js';
+import { Emitter } from './emit.js';
+import { describeCandidate, findEmbeddings, type EmbeddingCandidate, type EmbeddingReport } from './embeddings.js';
+import { AlreadyPatchedError, AmbiguousEmbeddingError, NoEmbeddingError, PatchOptionError } from './errors.js';
+
+export const TOOL_VERSION = '0.1.0';
+/** Every node and value the pass adds is named with this prefix. */
+export const RESERVED_PREFIX = 'neftune__';
+/** The model metadata_props key that records a patch. */
+export const PATCH_METADATA_KEY = 'onnx_neftune.patch';
+export const DEFAULT_ALPHA_INPUT = 'neftune_alpha';
+
+export type NeftuneMode = 'hf' | 'mask' | 'packed';
+
+export interface NeftuneOptions {
+  /** Noise scale (default 5); finite and > 0. */
+  alpha?: number;
+  /** How L is counted: `hf` (runtime size of the last two dims), `mask` (per row), `packed` (per segment). */
+  mode?: NeftuneMode;
+  /** `mask` / `packed`: the attention-mask input (default `attention_mask`; `decoder_attention_mask` for decoder ids). */
+  maskInput?: string;
+  /** `packed`: the position-ids input (default `position_ids`). */
+  positionIdsInput?: string;
+  /** Patch the lookups of these tables instead of the default token table. */
+  tables?: string[];
+  /** Patch these lookup nodes (by node name). */
+  nodes?: string[];
+  /** Patch every patchable candidate. */
+  allCandidates?: boolean;
+  /** Integer seed written as RandomUniformLike's seed: reproducible noise per session. */
+  seed?: number;
+  /** Read alpha from a required float scalar graph input (true: `neftune_alpha`) so training can anneal it. */
+  alphaInput?: boolean | string;
+  /** Add the noise after a scalar scale Mul that directly follows the lookup (Gemma's sqrt(d)). */
+  afterScale?: boolean;
+  /** Patch a model that is already patched: strip first, then patch. */
+  repatch?: boolean;
+}
+
+export interface PatchedSite {
+  graphPath: string[];
+  lookup: string;
+  table: string;
+  role: string;
+  /** The value readers see (now noisy), and the fresh name the clean embedding got. */
+  value: string;
+  clean: string;
+  afterScale: boolean;
+  addedNodes: string[];
+}
+
+export interface PatchRecord {
+  tool: string;
+  version: string;
+  options: Required<Pick<NeftuneOptions, 'alpha' | 'mode'>> & Omit<NeftuneOptions, 'alpha' | 'mode' | 'repatch'>;
+  sites: PatchedSite[];
+  added: { graphInputs: string[]; opsetImport: boolean };
+}
+
+export interface PatchResult {
+  model: Model;
+  modified: true;
+  record: PatchRecord;
+  report: EmbeddingReport;
+  warnings: string[];
+}
+
+export interface StripResult {
+  model: Model;
+  modified: boolean;
+  message: string;
+  removedNodes: number;
+  restoredValues: string[];
+}
+
+const MIN_OPSET: Record<NeftuneMode, number> = { hf: 7, mask: 8, packed: 16 };
+
+/** Validates and fills in defaults; throws PatchOptionError with what was wrong. */
+export function normalizeOptions(options: NeftuneOptions): PatchRecord['options'] {
+  const alpha = options.alpha ?? 5;
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) {
+    throw new PatchOptionError(`alpha must be a finite number > 0, got ${String(alpha)}; the paper uses 5, 10 or 15`);
+  }
+  const mode = options.mode ?? 'hf';
+  if (!['hf', 'mask', 'packed'].includes(mode)) throw new PatchOptionError(`mode must be hf, mask or packed, got "${mode}"`);
+  if (options.seed !== undefined && (!Number.isInteger(options.seed) || Math.abs(options.seed) > 2 ** 24)) {
+    throw new PatchOptionError(`seed must be an integer with |seed| <= 2^24 (it is stored as a float), got ${options.seed}`);
+  }
+  if (options.alphaInput !== undefined && typeof options.alphaInput === 'string' && !options.alphaInput) {
+    throw new PatchOptionError('alphaInput name must not be empty');
+  }
+  const out: PatchRecord['options'] = { alpha, mode };
+  for (const k of ['maskInput', 'positionIdsInput', 'tables', 'nodes', 'allCandidates', 'seed', 'alphaInput', 'afterScale'] as const) {
+    if (options[k] !== undefined && !(Array.isArray(options[k]) && (options[k] as unknown[]).length === 0)) (out as Record<string, unknown>)[k] = options[k];
+  }
+  return out;
+}
+
+/** Whether the model carries a NEFTune patch (the metadata record, or nodes with the reserved prefix). */
+export function isPatched(model: Model): boolean {
+  return model.metadata.get(PATCH_METADATA_KEY) !== undefined || markedNodes(model).length > 0;
+}
+
+/** The recorded patch, if the metadata entry is present and readable. */
+export function readPatchRecord(model: Model): PatchRecord | undefined {
+  const text = model.metadata.get(PATCH_METADATA_KEY);
+  if (text === undefined) return undefined;
+  try { return JSON.parse(text) as PatchRecord; } catch { return undefined; }
+}
+
+function markedNodes(model: Model): Node[] {
+  const found: Node[] = [];
+  for (const g of model.allGraphs()) for (const n of g) if (n.name?.startsWith(RESERVED_PREFIX)) found.push(n);
+  return found;
+}
+
+/** Chooses the lookups to patch: the default token table, or what the options name. */
+export function selectTargets(report: EmbeddingReport, options: PatchRecord['options']): EmbeddingCandidate[] {
+  const listing = () => report.candidates.length
+    ? `Candidates:\n${report.candidates.map((c) => `  - ${describeCandidate(c)}`).join('\n')}`
+    : 'The model has no embedding lookups (Gather on a 2-D table, GatherBlockQuantized, ATen embedding).';
+  const how = 'Choose with --table <name> (repeatable), --node <name> (repeatable) or --all-candidates.';
+  let chosen: EmbeddingCandidate[];
+  if (options.allCandidates) {
+    chosen = report.candidates.filter((c) => c.patchable);
+  } else if (options.tables?.length || options.nodes?.length) {
+    chosen = [];
+    for (const name of options.tables ?? []) {
+      const hits = report.candidates.filter((c) => c.table.name === name);
+      if (!hits.length) throw new PatchOptionError(`No embedding lookup reads a table named "${name}". ${listing()}`);
+      chosen.push(...hits);
+    }
+    for (const name of options.nodes ?? []) {
+      const hits = report.candidates.filter((c) => c.node.name === name);
+      if (!hits.length) throw new PatchOptionError(`No embedding lookup node is named "${name}". ${listing()}`);
+      chosen.push(...hits.filter((c) => !chosen.includes(c)));
+    }
+    const fused = chosen.filter((c) => !c.patchable);
+    if (fused.length) throw new NoEmbeddingError(`${fused[0]!.nodeLabel} cannot be patched: ${fused[0]!.notPatchableReason}`);
+  } else if (report.ambiguous) {
+    throw new AmbiguousEmbeddingError(`Cannot tell which table is the token embedding: ${report.targetReason}. ${how}\n${listing()}`,
+      report.candidates.map(describeCandidate));
+  } else {
+    chosen = report.defaultTarget;
+  }
+  if (!chosen.length) {
+    throw new NoEmbeddingError(`No token embedding to patch: ${report.targetReason}. ${report.candidates.length ? how : ''}\n${listing()}`.trim());
+  }
+  return chosen;
+}
+
+/**
+ * Inserts NEFTune noise after each selected lookup. Changes `model` in place and returns it with
+ * a record of what was added. Refuses a patched model unless `repatch`.
+ */
+export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchResult {
+  const opts = normalizeOptions(options);
+  if (isPatched(model)) {
+    if (!options.repatch) {
+      const record = readPatchRecord(model);
+      throw new AlreadyPatchedError(`The model is already NEFTune-patched${record ? ` (alpha ${record.options.alpha}, mode ${record.options.mode}, ${record.sites.length} site(s))` : ''}. Strip it first, or ask for a re-patch (--repatch), which strips and patches again.`);
+    }
+    stripNeftune(model);
+  }
+  const opset = model.opsetVersion('');
+  let opsetImport = false;
+  if (opset === undefined) {
+    // A model without a default-domain import (contrib ops only) still needs one for the noise ops:
+    // the newest opset its IR version allows, capped where ONNX Runtime support is broad.
+    model.addOpsetImport('', Math.max(MIN_OPSET[opts.mode], Math.min(21, maxOpsetForIrVersion(model.irVersion))));
+    opsetImport = true;
+  }
+  const effectiveOpset = model.opsetVersion('')!;
+  if (effectiveOpset < MIN_OPSET[opts.mode]) {
+    throw new PatchOptionError(`Mode ${opts.mode} needs default-domain opset >= ${MIN_OPSET[opts.mode]}; this model imports opset ${effectiveOpset}. NEFTune never changes a model's opset: convert the model (onnx.version_converter) or use mode hf${opts.mode === 'packed' ? ' or mask' : ''}.`);
+  }
+
+  const report = findEmbeddings(model);
+  const targets = selectTargets(report, opts);
+  const names = new NameAllocator(model);
+  const warnings: string[] = [];
+  if (!looksLikeTrainingGraph(model)) {
+    warnings.push('This graph has no backward pass: it looks like an eval or inference graph. NEFTune is a training-time method; strip the noise before using the model for inference.');
+  }
+
+  let alphaInput: Value | undefined;
+  const graphInputs: string[] = [];
+  if (opts.alphaInput) {
+    const name = typeof opts.alphaInput === 'string' ? opts.alphaInput : DEFAULT_ALPHA_INPUT;
+    if (names.has(name)) throw new PatchOptionError(`Cannot add alpha input "${name}": the model already uses that name; pass another name to alphaInput`);
+    names.fresh(name);
+    alphaInput = new Value(name);
+    alphaInput.info = { name, type: tensorType(DataType.FLOAT, []) };
+    model.graph.addInput(alphaInput);
+    graphInputs.push(name);
+  }
+
+  const sites: PatchedSite[] = [];
+  for (const candidate of targets) {
+    sites.push(patchSite(model, candidate, opts, names, effectiveOpset, alphaInput, warnings));
+  }
+  const record: PatchRecord = { tool: 'onnx-neftune', version: TOOL_VERSION, options: opts, sites, added: { graphInputs, opsetImport } };
+  model.metadata.set(PATCH_METADATA_KEY, JSON.stringify(record));
+  if (opsetImport) warnings.push(`The model imported no default-domain opset; added ai.onnx version ${effectiveOpset} for the noise ops (strip removes it again).`);
+  return { model, modified: true, record, report, warnings };
+}
+
+function patchSite(model: Model, c: EmbeddingCandidate, opts: PatchRecord['options'], names: NameAllocator, opset: number, alphaInput: Value | undefined, warnings: string[]): PatchedSite {
+  const useScale = !!opts.afterScale && !!c.scale;
+  if (opts.afterScale && !c.scale) warnings.push(`${c.nodeLabel}: no scalar scale Mul follows the lookup; noise added right after the lookup.`);
+  const siteNode: Node = useScale ? c.scale!.node : c.node;
+  const graph = siteNode.graph!;
+  const original = siteNode.outputs[0]!;
+  const type = siteType(c, useScale);
+  if (type === undefined) throw new PatchOptionError(`Cannot tell the element type of ${original.name} (the output of ${c.nodeLabel}); declare it in value_info`);
+  if (![DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16, DataType.DOUBLE].includes(type)) {
+    throw new PatchOptionError(`${c.nodeLabel} outputs ${dataTypeName(type)}; NEFTune noise needs a floating-point embedding`);
+  }
+
+  const clean = new Value(names.fresh(`${RESERVED_PREFIX}${original.name}__clean`));
+  siteNode.replaceOutput(0, clean);
+  const e = new Emitter(graph, siteNode, names, `${RESERVED_PREFIX}${safe(original.name)}__`, opset);
+  const alpha = alphaInput ?? e.scalarFloat(opts.alpha, 'alpha');
+  const shape = e.op('Shape', [clean], {}, 'shape');
+
+  let uniformInput = clean;
+  if (type === DataType.BFLOAT16) {
+    if (opset < 9) throw new PatchOptionError('bfloat16 embeddings need opset >= 9 (ConstantOfShape)');
+    uniformInput = e.op('ConstantOfShape', [shape], {}, 'zeros');
+  }
+  const uniformAttrs: Record<string, ReturnType<typeof attr.float>> = { dtype: attr.int(DataType.FLOAT), low: attr.float(-1), high: attr.float(1) };
+  if (opts.seed !== undefined) uniformAttrs['seed'] = attr.float(opts.seed);
+  const uniform = e.op('RandomUniformLike', [uniformInput], uniformAttrs, 'uniform');
+
+  let noise: Value;
+  if (opts.mode === 'hf') {
+    const lastTwo = e.cast(e.sliceTail(shape, -2, 'last_two_dims'), DataType.FLOAT, 'last_two_dims_float');
+    const ld = e.reduceProd(lastTwo, 'L_times_d');
+    const scale = e.op('Div', [alpha, e.op('Sqrt', [ld], {}, 'sqrt_L_times_d')], {}, 'scale');
+    noise = e.op('Mul', [uniform, scale], {}, 'noise');
+  } else {
+    const maskF = opts.mode === 'mask' ? e.cast(requireInput(graph, maskName(c, opts), 'mask', c), DataType.FLOAT, 'mask_float') : packedMask(e, graph, c, opts);
+    const d = e.cast(e.sliceTail(shape, -1, 'd'), DataType.FLOAT, 'd_float');
+    let lengths: Value;
+    if (opts.mode === 'mask') {
+      lengths = e.reduceSum(maskF, [1], true, 'row_lengths');
+    } else {
+      const positions = requireInput(graph, opts.positionIdsInput ?? 'position_ids', 'position ids', c);
+      const positions64 = e.cast(positions, DataType.INT64, 'position_ids_i64');
+      const starts = e.cast(e.op('Equal', [positions64, e.scalarInt64(0, 'zero')], {}, 'segment_starts'), DataType.INT64, 'segment_starts_i64');
+      const segment = e.op('CumSum', [starts, e.scalarInt64(1, 'cumsum_axis')], {}, 'segment_number');
+      const index = e.op('Max', [e.op('Sub', [segment, e.scalarInt64(1, 'one_i64')], {}, 'segment_index_raw'), e.scalarInt64(0, 'zero_index')], {}, 'segment_index');
+      const zeros = e.op('Sub', [maskF, maskF], {}, 'zeros');
+      const counts = e.op('ScatterElements', [zeros, index, maskF], { axis: attr.int(1), reduction: attr.string('add') }, 'segment_lengths');
+      lengths = e.op('GatherElements', [counts, index], { axis: attr.int(1) }, 'token_segment_length');
+    }
+    const ld = e.op('Max', [e.op('Mul', [lengths, d], {}, 'L_times_d'), e.scalarFloat(1, 'one')], {}, 'L_times_d_at_least_1');
+    const scale = e.op('Div', [alpha, e.op('Sqrt', [ld], {}, 'sqrt_L_times_d')], {}, 'scale');
+    const perToken = e.unsqueeze(e.op('Mul', [maskF, scale], {}, 'token_scale'), [2], 'token_scale_3d');
+    noise = e.op('Mul', [uniform, perToken], {}, 'noise');
+  }
+  if (type === DataType.BFLOAT16) {
+    // ONNX Runtime's CPU and wasm EPs have no bfloat16 Add: add in float32, round once to bfloat16.
+    // bfloat16 -> float32 is exact, so alpha 0 still gives back the clean embedding bit for bit.
+    const sum = e.op('Add', [e.cast(clean, DataType.FLOAT, 'clean_float'), noise], {}, 'add_float');
+    e.op('Cast', [sum], { to: attr.int(DataType.BFLOAT16) }, 'add', original);
+  } else {
+    if (type !== DataType.FLOAT) noise = e.cast(noise, type, 'noise_cast');
+    e.op('Add', [clean, noise], {}, 'add', original);
+  }
+
+  return {
+    graphPath: c.graphPath, lookup: c.nodeLabel, table: c.table.name, role: c.role,
+    value: original.name, clean: clean.name, afterScale: useScale,
+    addedNodes: e.added.map((n) => n.name!),
+  };
+}
+
+/** The newest default-domain opset a given IR version can carry (from the ONNX versioning table). */
+function maxOpsetForIrVersion(ir: number): number {
+  const table: Record<number, number> = { 3: 8, 4: 9, 5: 10, 6: 11, 7: 14, 8: 18, 9: 20, 10: 22, 11: 23, 12: 24, 13: 25 };
+  return table[ir] ?? (ir > 13 ? 25 : 8);
+}
+
+function safe(name: string): string { return name.replace(/[^A-Za-z0-9_.]/g, '_').slice(0, 64); }
+
+function siteType(c: EmbeddingCandidate, afterScale: boolean): DataType | undefined {
+  if (!afterScale) return c.outputType;
+  const mul = c.scale!.node;
+  return mul.outputs[0]?.elemType ?? (c.node.outputs[0]!.uses[0]!.node.opType === 'Cast'
+    ? c.node.outputs[0]!.uses[0]!.node.attributeValue<number>('to') : c.outputType);
+}
+
+/** The mask a site uses: as given, else `decoder_attention_mask` for decoder ids, else `attention_mask` or `input_mask`. */
+function maskName(c: EmbeddingCandidate, opts: PatchRecord['options']): string {
+  if (opts.maskInput) return opts.maskInput;
+  const graph = c.node.graph!;
+  if (c.indices.input?.startsWith('decoder_')) return 'decoder_attention_mask';
+  return ['attention_mask', 'input_mask'].find((name) => findInput(graph, name)) ?? 'attention_mask';
+}
+
+function packedMask(e: Emitter, graph: Graph, c: EmbeddingCandidate, opts: PatchRecord['options']): Value {
+  const mask = findInput(graph, maskName(c, opts));
+  if (mask) return e.cast(mask, DataType.FLOAT, 'mask_float');
+  if (opts.maskInput) requireInput(graph, opts.maskInput, 'mask', c);
+  // No mask input: every position is a real token.
+  const positions = requireInput(graph, opts.positionIdsInput ?? 'position_ids', 'position ids', c);
+  return e.cast(e.op('Equal', [positions, positions], {}, 'all_tokens'), DataType.FLOAT, 'mask_float');
+}
+
+/** A graph input (of the site's graph or an enclosing one) with this name. */
+function findInput(graph: Graph, name: string): Value | undefined {
+  const v = graph.lookup(name);
+  return v && v.graph?.inputs.includes(v) ? v : undefined;
+}
+
+function requireInput(graph: Graph, name: string, what: string, c: EmbeddingCandidate): Value {
+  const v = findInput(graph, name);
+  if (v) return v;
+  const inputs: string[] = [];
+  for (let g: Graph | null = graph; g; g = g.parentScope) inputs.push(...g.inputs.map((i) => i.name));
+  const option = what === 'mask' ? '--mask-input' : '--position-ids-input';
+  throw new PatchOptionError(`The ${what} input "${name}" is not visible from ${c.nodeLabel}. Graph inputs: ${inputs.join(', ') || '(none)'}. Name it with ${option}.`);
+}
+
+/** Backward ops or gradient outputs mark a training graph. */
+export function looksLikeTrainingGraph(model: Model): boolean {
+  for (const g of model.allGraphs()) {
+    for (const n of g) {
+      if (/Grad$|Grad_|Gradient|InPlaceAccumulator|SoftmaxCrossEntropyLossInternal|Optimizer$/.test(n.opType)) return true;
+      if (n.opType === 'ATen' && /_backward$/.test(n.attributeValue<string>('operator', ''))) return true;
+    }
+  }
+  return model.graph.outputs.some((o) => /_grad(\b|_|\.)/.test(o.name)) || model.graph.inputs.some((i) => /_grad\.accumulation/.test(i.name));
+}
+
+/**
+ * Removes everything a NEFTune patch added and gives each lookup its original output back, so the
+ * model encodes to its pre-patch bytes. Works from the metadata record or, when that was lost, from
+ * the reserved-prefix nodes. An unpatched model is left alone (modified: false).
+ */
+export function stripNeftune(model: Model): StripResult {
+  const record = readPatchRecord(model);
+  const marked = markedNodes(model);
+  if (!marked.length && model.metadata.get(PATCH_METADATA_KEY) === undefined) {
+    return { model, modified: false, message: 'Nothing to strip: the model carries no NEFTune patch.', removedNodes: 0, restoredValues: [] };
+  }
+  const markedSet = new Set(marked);
+  // Graph inputs the patch added: from the record, else float scalars that only marked nodes read.
+  const addedInputs = new Set(record?.added.graphInputs ?? []);
+  if (!record) {
+    for (const input of model.graph.inputs) {
+      const onlyMarked = input.uses.length > 0 && input.uses.every((u) => markedSet.has(u.node));
+      const type = input.type?.tensor_type;
+      if (onlyMarked && type?.elem_type === DataType.FLOAT && (type.shape?.dim ?? []).length === 0 && type.shape) addedInputs.add(input.name);
+    }
+  }
+  const restores: Array<{ site: Node; index: number; original: Value }> = [];
+  for (const node of marked) {
+    const out = node.outputs[0];
+    if (node.opType !== 'Add' || !out || out.name.startsWith(RESERVED_PREFIX)) continue;
+    const clean = node.inputs[0];
+    const site = clean?.producer;
+    if (!clean || !site || markedSet.has(site)) continue;
+    restores.push({ site, index: clean.producerIndex, original: out });
+  }
+  for (const node of marked) node.graph!.remove(node, { force: true });
+  for (const { site, index, original } of restores) site.replaceOutput(index, original);
+  for (const name of addedInputs) {
+    const i = model.graph.inputs.findIndex((v) => v.name === name);
+    if (i < 0) continue;
+    const [input] = model.graph.inputs.splice(i, 1);
+    if (model.graph.scope.get(name) === input) model.graph.scope.delete(name);
+  }
+  if (record?.added.opsetImport) {
+    const list = model.proto.opset_import ?? [];
+    const i = list.findIndex((o) => (o.domain ?? '') === '');
+    if (i >= 0) list.splice(i, 1);
+    if (!list.length) delete model.proto.opset_import;
+  }
+  model.metadata.delete(PATCH_METADATA_KEY);
+  return {
+    model, modified: true, removedNodes: marked.length, restoredValues: restores.map((r) => r.original.name),
+    message: `Removed ${marked.length} node(s) and restored ${restores.length} embedding output(s)${record ? '' : ' (metadata record was missing; found the patch by its reserved names)'}.`,
+  };
+}
