@@ -8,6 +8,8 @@ import { DataType, dataTypeName } from '../graph/dtype.js';
 import { Value, type Graph, type Model, type Node } from '../graph/ir.js';
 import { attr } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
+import { decodeModelProto, encodeModel } from '../graph/codec.js';
+import { modelFromProto } from '../graph/serde.js';
 import { tensorType } from '../graph/builder.js';
 import { Emitter } from './emit.js';
 import { describeCandidate, findEmbeddings, type EmbeddingCandidate, type EmbeddingReport } from './embeddings.js';
@@ -170,74 +172,97 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
       const record = readPatchRecord(model);
       throw new AlreadyPatchedError(`The model is already NEFTune-patched${record ? ` (alpha ${record.options.alpha}, mode ${record.options.mode}, ${record.sites.length} site(s))` : ''}. Strip it first, or ask for a re-patch (--repatch), which strips and patches again.`);
     }
+    // Re-patch on a copy first, so a re-patch that cannot succeed leaves the model as it was.
+    const trial = modelFromProto(decodeModelProto(encodeModel(model)));
+    stripNeftune(trial);
+    applyNeftune(trial, { ...options, repatch: false });
     stripNeftune(model);
   }
-  const opset = model.opsetVersion('');
-  let opsetImport = false;
-  if (opset === undefined) {
-    // A model without a default-domain import (contrib ops only) still needs one for the noise ops:
-    // the newest opset its IR version allows, capped where ONNX Runtime support is broad.
-    model.addOpsetImport('', Math.max(MIN_OPSET[opts.mode], Math.min(21, maxOpsetForIrVersion(model.irVersion))));
-    opsetImport = true;
+  // Plan every site first: an option that does not fit the model fails before anything changes.
+  const declaredOpset = model.opsetVersion('');
+  // A model without a default-domain import (contrib ops only) still needs one for the noise ops:
+  // the newest opset its IR version allows, capped where ONNX Runtime support is broad.
+  const opset = declaredOpset ?? Math.max(MIN_OPSET[opts.mode], Math.min(21, maxOpsetForIrVersion(model.irVersion)));
+  if (opset < MIN_OPSET[opts.mode]) {
+    throw new PatchOptionError(`Mode ${opts.mode} needs default-domain opset >= ${MIN_OPSET[opts.mode]}; this model imports opset ${opset}. NEFTune never changes a model's opset: convert the model (onnx.version_converter) or use mode hf${opts.mode === 'packed' ? ' or mask' : ''}.`);
   }
-  const effectiveOpset = model.opsetVersion('')!;
-  if (effectiveOpset < MIN_OPSET[opts.mode]) {
-    throw new PatchOptionError(`Mode ${opts.mode} needs default-domain opset >= ${MIN_OPSET[opts.mode]}; this model imports opset ${effectiveOpset}. NEFTune never changes a model's opset: convert the model (onnx.version_converter) or use mode hf${opts.mode === 'packed' ? ' or mask' : ''}.`);
-  }
-
   const report = findEmbeddings(model);
   const targets = selectTargets(report, opts);
   const names = new NameAllocator(model);
   const warnings: string[] = [];
+  const plans = targets.map((c) => planSite(c, opts, opset, warnings));
+  const alphaName = opts.alphaInput ? (typeof opts.alphaInput === 'string' ? opts.alphaInput : DEFAULT_ALPHA_INPUT) : undefined;
+  if (alphaName !== undefined && names.has(alphaName)) {
+    throw new PatchOptionError(`Cannot add alpha input "${alphaName}": the model already uses that name; pass another name to alphaInput`);
+  }
   if (!looksLikeTrainingGraph(model)) {
     warnings.push('This graph has no backward pass: it looks like an eval or inference graph. NEFTune is a training-time method; strip the noise before using the model for inference.');
   }
 
+  // Apply.
+  const opsetImport = declaredOpset === undefined;
+  if (opsetImport) {
+    model.addOpsetImport('', opset);
+    warnings.push(`The model imported no default-domain opset; added ai.onnx version ${opset} for the noise ops (strip removes it again).`);
+  }
   let alphaInput: Value | undefined;
   const graphInputs: string[] = [];
-  if (opts.alphaInput) {
-    const name = typeof opts.alphaInput === 'string' ? opts.alphaInput : DEFAULT_ALPHA_INPUT;
-    if (names.has(name)) throw new PatchOptionError(`Cannot add alpha input "${name}": the model already uses that name; pass another name to alphaInput`);
-    names.fresh(name);
-    alphaInput = new Value(name);
-    alphaInput.info = { name, type: tensorType(DataType.FLOAT, []) };
+  if (alphaName !== undefined) {
+    names.fresh(alphaName);
+    alphaInput = new Value(alphaName);
+    alphaInput.info = { name: alphaName, type: tensorType(DataType.FLOAT, []) };
     model.graph.addInput(alphaInput);
-    graphInputs.push(name);
+    graphInputs.push(alphaName);
   }
-
-  const sites: PatchedSite[] = [];
-  for (const candidate of targets) {
-    sites.push(patchSite(model, candidate, opts, names, effectiveOpset, alphaInput, warnings));
-  }
+  const sites = plans.map((plan) => emitSite(plan, opts, names, opset, alphaInput));
   const record: PatchRecord = { tool: 'onnx-neftune', version: TOOL_VERSION, options: opts, sites, added: { graphInputs, opsetImport } };
   model.metadata.set(PATCH_METADATA_KEY, JSON.stringify(record));
-  if (opsetImport) warnings.push(`The model imported no default-domain opset; added ai.onnx version ${effectiveOpset} for the noise ops (strip removes it again).`);
   return { model, modified: true, record, report, warnings };
 }
 
-function patchSite(model: Model, c: EmbeddingCandidate, opts: PatchRecord['options'], names: NameAllocator, opset: number, alphaInput: Value | undefined, warnings: string[]): PatchedSite {
-  const useScale = !!opts.afterScale && !!c.scale;
+interface SitePlan {
+  candidate: EmbeddingCandidate;
+  siteNode: Node;
+  type: DataType;
+  afterScale: boolean;
+  mask: Value | undefined;
+  positions: Value | undefined;
+}
+
+function planSite(c: EmbeddingCandidate, opts: PatchRecord['options'], opset: number, warnings: string[]): SitePlan {
+  const afterScale = !!opts.afterScale && !!c.scale;
   if (opts.afterScale && !c.scale) warnings.push(`${c.nodeLabel}: no scalar scale Mul follows the lookup; noise added right after the lookup.`);
-  const siteNode: Node = useScale ? c.scale!.node : c.node;
+  const siteNode: Node = afterScale ? c.scale!.node : c.node;
   const graph = siteNode.graph!;
-  const original = siteNode.outputs[0]!;
-  const type = siteType(c, useScale);
-  if (type === undefined) throw new PatchOptionError(`Cannot tell the element type of ${original.name} (the output of ${c.nodeLabel}); declare it in value_info`);
+  const output = siteNode.outputs[0]!;
+  const type = siteType(c, afterScale);
+  if (type === undefined) throw new PatchOptionError(`Cannot tell the element type of ${output.name} (the output of ${c.nodeLabel}); declare it in value_info`);
   if (![DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16, DataType.DOUBLE].includes(type)) {
     throw new PatchOptionError(`${c.nodeLabel} outputs ${dataTypeName(type)}; NEFTune noise needs a floating-point embedding`);
   }
+  if (type === DataType.BFLOAT16 && opset < 9) throw new PatchOptionError('bfloat16 embeddings need opset >= 9 (ConstantOfShape)');
+  let mask: Value | undefined;
+  let positions: Value | undefined;
+  if (opts.mode === 'mask') mask = requireInput(graph, maskName(c, opts), 'mask', c);
+  if (opts.mode === 'packed') {
+    positions = requireInput(graph, opts.positionIdsInput ?? 'position_ids', 'position ids', c);
+    mask = opts.maskInput ? requireInput(graph, opts.maskInput, 'mask', c) : findInput(graph, maskName(c, opts));
+  }
+  return { candidate: c, siteNode, type, afterScale, mask, positions };
+}
 
+function emitSite(plan: SitePlan, opts: PatchRecord['options'], names: NameAllocator, opset: number, alphaInput: Value | undefined): PatchedSite {
+  const { candidate: c, siteNode, type } = plan;
+  const graph = siteNode.graph!;
+  const original = siteNode.outputs[0]!;
   const clean = new Value(names.fresh(`${RESERVED_PREFIX}${original.name}__clean`));
   siteNode.replaceOutput(0, clean);
   const e = new Emitter(graph, siteNode, names, `${RESERVED_PREFIX}${safe(original.name)}__`, opset);
   const alpha = alphaInput ?? e.scalarFloat(opts.alpha, 'alpha');
   const shape = e.op('Shape', [clean], {}, 'shape');
 
-  let uniformInput = clean;
-  if (type === DataType.BFLOAT16) {
-    if (opset < 9) throw new PatchOptionError('bfloat16 embeddings need opset >= 9 (ConstantOfShape)');
-    uniformInput = e.op('ConstantOfShape', [shape], {}, 'zeros');
-  }
+  // ORT's RandomUniformLike takes float/double/fp16 inputs; for bf16 it gets a float tensor of the same shape.
+  const uniformInput = type === DataType.BFLOAT16 ? e.op('ConstantOfShape', [shape], {}, 'zeros') : clean;
   const uniformAttrs: Record<string, ReturnType<typeof attr.float>> = { dtype: attr.int(DataType.FLOAT), low: attr.float(-1), high: attr.float(1) };
   if (opts.seed !== undefined) uniformAttrs['seed'] = attr.float(opts.seed);
   const uniform = e.op('RandomUniformLike', [uniformInput], uniformAttrs, 'uniform');
@@ -249,21 +274,24 @@ function patchSite(model: Model, c: EmbeddingCandidate, opts: PatchRecord['optio
     const scale = e.op('Div', [alpha, e.op('Sqrt', [ld], {}, 'sqrt_L_times_d')], {}, 'scale');
     noise = e.op('Mul', [uniform, scale], {}, 'noise');
   } else {
-    const maskF = opts.mode === 'mask' ? e.cast(requireInput(graph, maskName(c, opts), 'mask', c), DataType.FLOAT, 'mask_float') : packedMask(e, graph, c, opts);
+    const maskF = plan.mask ? e.cast(plan.mask, DataType.FLOAT, 'mask_float')
+      // No mask input (packed rows without padding): every position is a real token.
+      : e.cast(e.op('Equal', [plan.positions!, plan.positions!], {}, 'all_tokens'), DataType.FLOAT, 'mask_float');
     const d = e.cast(e.sliceTail(shape, -1, 'd'), DataType.FLOAT, 'd_float');
     let lengths: Value;
     if (opts.mode === 'mask') {
       lengths = e.reduceSum(maskF, [1], true, 'row_lengths');
     } else {
-      const positions = requireInput(graph, opts.positionIdsInput ?? 'position_ids', 'position ids', c);
-      const positions64 = e.cast(positions, DataType.INT64, 'position_ids_i64');
+      const positions64 = e.cast(plan.positions!, DataType.INT64, 'position_ids_i64');
       const starts = e.cast(e.op('Equal', [positions64, e.scalarInt64(0, 'zero')], {}, 'segment_starts'), DataType.INT64, 'segment_starts_i64');
       const segment = e.op('CumSum', [starts, e.scalarInt64(1, 'cumsum_axis')], {}, 'segment_number');
+      // Tokens before the first position 0 of a row join its first segment.
       const index = e.op('Max', [e.op('Sub', [segment, e.scalarInt64(1, 'one_i64')], {}, 'segment_index_raw'), e.scalarInt64(0, 'zero_index')], {}, 'segment_index');
       const zeros = e.op('Sub', [maskF, maskF], {}, 'zeros');
       const counts = e.op('ScatterElements', [zeros, index, maskF], { axis: attr.int(1), reduction: attr.string('add') }, 'segment_lengths');
       lengths = e.op('GatherElements', [counts, index], { axis: attr.int(1) }, 'token_segment_length');
     }
+    // max(L*d, 1): an empty row (L = 0) gets scale alpha, times a zero mask: zero noise, never NaN.
     const ld = e.op('Max', [e.op('Mul', [lengths, d], {}, 'L_times_d'), e.scalarFloat(1, 'one')], {}, 'L_times_d_at_least_1');
     const scale = e.op('Div', [alpha, e.op('Sqrt', [ld], {}, 'sqrt_L_times_d')], {}, 'scale');
     const perToken = e.unsqueeze(e.op('Mul', [maskF, scale], {}, 'token_scale'), [2], 'token_scale_3d');
@@ -278,10 +306,9 @@ function patchSite(model: Model, c: EmbeddingCandidate, opts: PatchRecord['optio
     if (type !== DataType.FLOAT) noise = e.cast(noise, type, 'noise_cast');
     e.op('Add', [clean, noise], {}, 'add', original);
   }
-
   return {
     graphPath: c.graphPath, lookup: c.nodeLabel, table: c.table.name, role: c.role,
-    value: original.name, clean: clean.name, afterScale: useScale,
+    value: original.name, clean: clean.name, afterScale: plan.afterScale,
     addedNodes: e.added.map((n) => n.name!),
   };
 }
@@ -309,15 +336,6 @@ function maskName(c: EmbeddingCandidate, opts: PatchRecord['options']): string {
   return ['attention_mask', 'input_mask'].find((name) => findInput(graph, name)) ?? 'attention_mask';
 }
 
-function packedMask(e: Emitter, graph: Graph, c: EmbeddingCandidate, opts: PatchRecord['options']): Value {
-  const mask = findInput(graph, maskName(c, opts));
-  if (mask) return e.cast(mask, DataType.FLOAT, 'mask_float');
-  if (opts.maskInput) requireInput(graph, opts.maskInput, 'mask', c);
-  // No mask input: every position is a real token.
-  const positions = requireInput(graph, opts.positionIdsInput ?? 'position_ids', 'position ids', c);
-  return e.cast(e.op('Equal', [positions, positions], {}, 'all_tokens'), DataType.FLOAT, 'mask_float');
-}
-
 /** A graph input (of the site's graph or an enclosing one) with this name. */
 function findInput(graph: Graph, name: string): Value | undefined {
   const v = graph.lookup(name);
@@ -331,6 +349,22 @@ function requireInput(graph: Graph, name: string, what: string, c: EmbeddingCand
   for (let g: Graph | null = graph; g; g = g.parentScope) inputs.push(...g.inputs.map((i) => i.name));
   const option = what === 'mask' ? '--mask-input' : '--position-ids-input';
   throw new PatchOptionError(`The ${what} input "${name}" is not visible from ${c.nodeLabel}. Graph inputs: ${inputs.join(', ') || '(none)'}. Name it with ${option}.`);
+}
+
+function cleanSource(node: Node, marked: Set<Node>, seen = new Set<Node>()): Value | undefined {
+  seen.add(node);
+  for (const input of node.inputs) {
+    if (!input) continue;
+    const producer = input.producer;
+    if (producer && marked.has(producer)) {
+      if (seen.has(producer)) continue;
+      const found = cleanSource(producer, marked, seen);
+      if (found) return found;
+    } else if (producer && input.name.startsWith(RESERVED_PREFIX)) {
+      return input;
+    }
+  }
+  return undefined;
 }
 
 /** Backward ops or gradient outputs mark a training graph. */
@@ -368,11 +402,11 @@ export function stripNeftune(model: Model): StripResult {
   const restores: Array<{ site: Node; index: number; original: Value }> = [];
   for (const node of marked) {
     const out = node.outputs[0];
-    if (node.opType !== 'Add' || !out || out.name.startsWith(RESERVED_PREFIX)) continue;
-    const clean = node.inputs[0];
-    const site = clean?.producer;
-    if (!clean || !site || markedSet.has(site)) continue;
-    restores.push({ site, index: clean.producerIndex, original: out });
+    if (!out || out.name.startsWith(RESERVED_PREFIX)) continue;
+    // A marked node writing an unprefixed name gives a lookup's original value back; the lookup's
+    // renamed (clean) output is the prefixed value, produced outside the patch, that it derives from.
+    const clean = cleanSource(node, markedSet);
+    if (clean?.producer) restores.push({ site: clean.producer, index: clean.producerIndex, original: out });
   }
   for (const node of marked) node.graph!.remove(node, { force: true });
   for (const { site, index, original } of restores) site.replaceOutput(index, original);
