@@ -4,3 +4,4 @@
  */
 export * from './graph/index.js';
 export * from './passes/index.js';
+export * from './io/index.js';

@@ -1,0 +1,227 @@
+/** The CLI's commands as functions that return one result object; main.ts prints it and exits. */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { dataTypeName } from '../src/graph/dtype.js';
+import { OnnxNeftuneError } from '../src/graph/errors.js';
+import type { Model } from '../src/graph/ir.js';
+import {
+  TOOL_VERSION, applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune,
+  type EmbeddingCandidate, type EmbeddingReport, type NeftuneOptions, type PatchedSite, type PatchRecord,
+} from '../src/passes/index.js';
+import { encodeChecked, loadModelBytes, readModelFile, saveModelFile, type LoadedModel } from '../src/io/index.js';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+import { planJobs, UsageError, type Job } from './inputs.js';
+import { progressReporter } from './output.js';
+
+export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'failed';
+
+export interface FileResult {
+  input: string;
+  output: string | null;
+  status: FileStatus;
+  message: string;
+  note: string | null;
+  error: { code: string; exitCode: number; message: string } | null;
+  warnings: string[];
+  sites: PatchedSite[];
+  model: ModelSummary | null;
+}
+
+export interface ModelSummary {
+  irVersion: number;
+  opsets: Array<{ domain: string; version: number }>;
+  producer: string;
+  bytes: number;
+  nodes: number;
+  patched: boolean;
+  patch: PatchRecord | null;
+  externalData: Array<{ location: string; present: boolean; bytes: number | null; tensors: number }>;
+  embeddings: ReportJson;
+}
+
+export interface ReportJson {
+  candidates: CandidateJson[];
+  defaultTarget: string[];
+  targetReason: string;
+  ambiguous: boolean;
+}
+
+export interface CandidateJson {
+  node: string;
+  graphPath: string[];
+  kind: string;
+  table: { name: string; storage: string; outerScope: boolean; via: string[]; rows: number | null; dim: number | null; dtype: string | null };
+  indices: { source: string; input: string | null; via: string[] };
+  outputType: string | null;
+  role: string;
+  reasons: string[];
+  patchable: boolean;
+  notPatchableReason: string | null;
+  scale: { node: string | null; factor: number | null } | null;
+  defaultTarget: boolean;
+}
+
+export interface CliResult {
+  tool: 'onnx-neftune';
+  version: string;
+  command: string;
+  ok: boolean;
+  exitCode: number;
+  files: FileResult[];
+  summary: { total: number; succeeded: number; failed: number };
+  /** Set when the invocation itself was wrong (no file was processed). */
+  error?: { code: string; exitCode: number; message: string };
+}
+
+export function candidateJson(c: EmbeddingCandidate, report: EmbeddingReport): CandidateJson {
+  return {
+    node: c.nodeLabel, graphPath: c.graphPath, kind: c.kind,
+    table: {
+      name: c.table.name, storage: c.table.storage, outerScope: c.table.outerScope, via: c.table.via,
+      rows: c.table.rows ?? null, dim: c.table.dim ?? null, dtype: c.table.dataType !== undefined ? dataTypeName(c.table.dataType) : null,
+    },
+    indices: { source: c.indices.source, input: c.indices.input ?? null, via: c.indices.via },
+    outputType: c.outputType !== undefined ? dataTypeName(c.outputType) : null,
+    role: c.role, reasons: c.reasons, patchable: c.patchable, notPatchableReason: c.notPatchableReason ?? null,
+    scale: c.scale ? { node: c.scale.node.name ?? null, factor: c.scale.factor ?? null } : null,
+    defaultTarget: report.defaultTarget.includes(c),
+  };
+}
+
+export function summarize(loaded: LoadedModel): ModelSummary {
+  const model: Model = loaded.model;
+  const report = findEmbeddings(model);
+  let nodes = 0;
+  for (const g of model.allGraphs()) nodes += g.nodeCount;
+  return {
+    irVersion: model.irVersion,
+    opsets: [...model.opsetImports],
+    producer: [model.producerName, model.proto.producer_version].filter(Boolean).join(' '),
+    bytes: loaded.size,
+    nodes,
+    patched: isPatched(model),
+    patch: readPatchRecord(model) ?? null,
+    externalData: loaded.externalData.map((f) => ({ location: f.location, present: f.present, bytes: f.size ?? null, tensors: f.tensors.length })),
+    embeddings: {
+      candidates: report.candidates.map((c) => candidateJson(c, report)),
+      defaultTarget: report.defaultTarget.map((c) => c.nodeLabel),
+      targetReason: report.targetReason,
+      ambiguous: report.ambiguous,
+    },
+  };
+}
+
+function load(input: string): LoadedModel {
+  if (input === '-') return loadModelBytes(new Uint8Array(readFileSync(0)), undefined);
+  return readModelFile(input);
+}
+
+function failure(job: Job, error: unknown): FileResult {
+  const known = error instanceof OnnxNeftuneError;
+  const code = known ? error.code : 'INTERNAL';
+  return {
+    input: job.input, output: job.output ?? null, status: 'failed', note: job.note ?? null,
+    message: known ? error.message : `Unexpected error: ${(error as Error).stack ?? String(error)}`,
+    error: { code, exitCode: exitCodeFor(code), message: known ? error.message : String(error) },
+    warnings: [], sites: [], model: null,
+  };
+}
+
+function finish(command: string, files: FileResult[]): CliResult {
+  const failed = files.filter((f) => f.status === 'failed');
+  const codes = new Set(failed.map((f) => f.error!.exitCode));
+  const exitCode = failed.length === 0 ? EXIT.OK : codes.size === 1 ? [...codes][0]! : EXIT.INTERNAL;
+  return {
+    tool: 'onnx-neftune', version: TOOL_VERSION, command, ok: failed.length === 0, exitCode, files,
+    summary: { total: files.length, succeeded: files.length - failed.length, failed: failed.length },
+  };
+}
+
+export function usageFailure(command: string, message: string): CliResult {
+  return {
+    tool: 'onnx-neftune', version: TOOL_VERSION, command, ok: false, exitCode: EXIT.USAGE,
+    files: [], summary: { total: 0, succeeded: 0, failed: 0 },
+    error: { code: 'USAGE', exitCode: EXIT.USAGE, message },
+  };
+}
+
+export function inspectCommand(input: string): CliResult {
+  const job: Job = { input, output: undefined };
+  try {
+    const loaded = load(input);
+    const model = summarize(loaded);
+    return finish('inspect', [{
+      input, output: null, status: 'inspected', note: null, error: null, warnings: [], sites: [], model,
+      message: model.patched ? 'patched' : 'not patched',
+    }]);
+  } catch (error) {
+    return finish('inspect', [failure(job, error)]);
+  }
+}
+
+export interface FileCommandOptions {
+  output?: string;
+  inPlace?: boolean;
+  dryRun?: boolean;
+  /** Writes model bytes to stdout (for -o -). */
+  writeStdout: (bytes: Uint8Array) => void;
+}
+
+export function patchCommand(inputs: string[], patch: NeftuneOptions, options: FileCommandOptions): CliResult {
+  return runFileCommand('patch', inputs, options, (loaded, job) => {
+    const result = applyNeftune(loaded.model, patch);
+    const sites = result.record.sites;
+    const where = sites.map((s) => `${s.lookup} (table ${s.table}, ${s.role})`).join(', ');
+    return {
+      status: options.dryRun ? 'dry-run' : 'patched', warnings: result.warnings, sites,
+      message: `${options.dryRun ? 'would patch' : 'patched'} ${sites.length} site${sites.length === 1 ? '' : 's'}: ${where}; alpha ${result.record.options.alphaInput ? `from input ${typeof result.record.options.alphaInput === 'string' ? result.record.options.alphaInput : 'neftune_alpha'}` : result.record.options.alpha}, mode ${result.record.options.mode}${job.note ? `. ${job.note}` : ''}`,
+      write: !options.dryRun,
+    };
+  });
+}
+
+export function stripCommand(inputs: string[], options: FileCommandOptions): CliResult {
+  return runFileCommand('strip', inputs, options, (loaded, job) => {
+    const result = stripNeftune(loaded.model);
+    return {
+      status: result.modified ? (options.dryRun ? 'dry-run' : 'stripped') : 'unchanged',
+      warnings: [], sites: [], message: `${result.message}${job.note ? ` ${job.note}` : ''}`,
+      // An unpatched model is left alone; with -o elsewhere it is still written so pipelines get their file.
+      write: !options.dryRun && (result.modified || job.output !== job.input),
+    };
+  });
+}
+
+interface Outcome { status: FileStatus; warnings: string[]; sites: PatchedSite[]; message: string; write: boolean }
+
+function runFileCommand(command: string, inputs: string[], options: FileCommandOptions, work: (loaded: LoadedModel, job: Job) => Outcome): CliResult {
+  let jobs: Job[];
+  try {
+    jobs = planJobs(inputs, { ...options, needsOutput: true });
+  } catch (error) {
+    if (error instanceof UsageError) return usageFailure(command, error.message);
+    throw error;
+  }
+  const files: FileResult[] = [];
+  for (const job of jobs) {
+    try {
+      const loaded = load(job.input);
+      const outcome = work(loaded, job);
+      if (outcome.write && job.output !== undefined) {
+        if (job.output === '-') {
+          options.writeStdout(encodeChecked(loaded.model));
+        } else {
+          const progress = progressReporter(`writing ${path.basename(job.output)}`, loaded.size);
+          saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) });
+        }
+      }
+      files.push({
+        input: job.input, output: outcome.write ? job.output ?? null : null, status: outcome.status, note: job.note ?? null,
+        message: outcome.message, error: null, warnings: outcome.warnings, sites: outcome.sites, model: null,
+      });
+    } catch (error) {
+      files.push(failure(job, error));
+    }
+  }
+  return finish(command, files);
+}

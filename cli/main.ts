@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/** The `neftune` command line. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { inspectCommand, patchCommand, stripCommand, usageFailure, type CliResult } from './commands.js';
+import { EXIT, EXIT_CODE_HELP } from './exit-codes.js';
+import { printHuman } from './report.js';
+import type { NeftuneOptions } from '../src/passes/neftune.js';
+
+function emit(result: CliResult, json: boolean): void {
+  if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  else printHuman(result, (l) => process.stdout.write(`${l}\n`), (l) => process.stderr.write(`${l}\n`));
+  process.exitCode = result.exitCode;
+}
+
+const writeStdout = (bytes: Uint8Array) => { process.stdout.write(bytes); };
+
+const fileOptions = {
+  output: { alias: 'o', type: 'string', describe: 'Output file, or folder for several models; - for stdout' },
+  'in-place': { type: 'boolean', default: false, describe: 'Overwrite the input file(s)' },
+  'dry-run': { type: 'boolean', default: false, describe: 'Report what would change; write nothing' },
+  json: { type: 'boolean', default: false, describe: 'Print one JSON object (shape in the README)' },
+} as const;
+
+function checkStdoutJson(argv: { output?: string; json?: boolean }, command: string): CliResult | undefined {
+  if (argv.output === '-' && argv.json) return usageFailure(command, '--json cannot be combined with -o - (stdout carries the model)');
+  return undefined;
+}
+
+await yargs(hideBin(process.argv))
+  .scriptName('neftune')
+  .usage('$0 <command> [options]\n\nAdd NEFTune noise to the token embeddings of ONNX training graphs, and remove it again.')
+  .command('inspect <model>', 'Show embedding lookups, their roles, the default target, patch state and external data', (y) => y
+    .positional('model', { type: 'string', describe: 'Model file, or - for stdin', demandOption: true })
+    .option('json', fileOptions.json)
+    .example('$0 inspect model.onnx', 'Readable report')
+    .example('$0 inspect model.onnx --json | jq .files[0].model.embeddings', 'Machine-readable report'),
+  (argv) => emit(inspectCommand(argv.model), argv.json))
+  .command('patch <models..>', 'Insert NEFTune noise after the token-embedding lookups', (y) => y
+    .positional('models', { type: 'string', array: true, describe: 'Model files or folders (every .onnx inside); - for stdin', demandOption: true })
+    .options(fileOptions)
+    .option('alpha', { type: 'number', default: 5, describe: 'Noise scale (finite, > 0)' })
+    .option('mode', { choices: ['hf', 'mask', 'packed'] as const, default: 'hf' as const, describe: 'hf: L*d from the last two dims; mask: per-row L from the attention mask; packed: per-segment L from restarting position ids' })
+    .option('mask-input', { type: 'string', describe: 'Attention-mask input for mask/packed modes (default attention_mask)' })
+    .option('position-ids-input', { type: 'string', describe: 'Position-ids input for packed mode (default position_ids)' })
+    .option('table', { type: 'string', array: true, describe: 'Patch lookups of this table (repeatable)' })
+    .option('node', { type: 'string', array: true, describe: 'Patch this lookup node (repeatable)' })
+    .option('all-candidates', { type: 'boolean', default: false, describe: 'Patch every patchable lookup' })
+    .option('seed', { type: 'number', describe: 'RandomUniformLike seed (integer): reproducible noise per session' })
+    .option('alpha-input', { type: 'string', describe: 'Read alpha from a float scalar graph input (default name neftune_alpha)' })
+    .option('after-scale', { type: 'boolean', default: false, describe: 'Add the noise after a scalar scale Mul that follows the lookup (Gemma)' })
+    .option('repatch', { type: 'boolean', default: false, describe: 'Strip an existing patch first, then patch' })
+    .example('$0 patch model.onnx -o model.neftune.onnx', 'Default: token table, alpha 5, hf scaling')
+    .example('$0 patch artifacts/ --in-place --alpha-input', 'Patch training_model.onnx of a training-artifacts folder; alpha fed at run time')
+    .example('$0 patch bert.onnx -o out.onnx --mode mask --mask-input input_mask --seed 42', 'Per-example L from the mask, reproducible noise')
+    .example('cat model.onnx | $0 patch - -o - > patched.onnx', 'Pipeline use'),
+  (argv) => {
+    const bad = checkStdoutJson(argv, 'patch');
+    if (bad) return emit(bad, false);
+    const options: NeftuneOptions = {
+      alpha: argv.alpha, mode: argv.mode, afterScale: argv['after-scale'], repatch: argv.repatch, allCandidates: argv['all-candidates'],
+      ...(argv['mask-input'] !== undefined ? { maskInput: argv['mask-input'] } : {}),
+      ...(argv['position-ids-input'] !== undefined ? { positionIdsInput: argv['position-ids-input'] } : {}),
+      ...(argv.table ? { tables: argv.table } : {}),
+      ...(argv.node ? { nodes: argv.node } : {}),
+      ...(argv.seed !== undefined ? { seed: argv.seed } : {}),
+      ...(argv['alpha-input'] !== undefined ? { alphaInput: argv['alpha-input'] === '' ? true : argv['alpha-input'] } : {}),
+    };
+    emit(patchCommand(argv.models, options, {
+      ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
+    }), argv.json);
+  })
+  .command('strip <models..>', 'Remove a NEFTune patch exactly (the original bytes come back)', (y) => y
+    .positional('models', { type: 'string', array: true, describe: 'Model files or folders; - for stdin', demandOption: true })
+    .options(fileOptions)
+    .example('$0 strip model.neftune.onnx -o model.onnx', 'Restore the unpatched model')
+    .example('$0 strip exports/ -o clean/', 'Strip every model of a folder'),
+  (argv) => {
+    const bad = checkStdoutJson(argv, 'strip');
+    if (bad) return emit(bad, false);
+    emit(stripCommand(argv.models, {
+      ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
+    }), argv.json);
+  })
+  .example('$0 inspect model.onnx', 'What would be patched, and why')
+  .example('$0 patch model.onnx -o model.neftune.onnx', 'Add noise to the token embedding (alpha 5)')
+  .example('$0 strip model.neftune.onnx -o model.onnx', 'Remove it again, byte for byte')
+  .demandCommand(1, 'Name a command: inspect, patch or strip')
+  .strict()
+  .epilogue(EXIT_CODE_HELP)
+  .fail((message, error) => {
+    if (error) throw error;
+    process.stderr.write(`error: ${message}\nRun neftune --help for usage.\n`);
+    process.exit(EXIT.USAGE);
+  })
+  .help()
+  .version()
+  .wrap(Math.min(110, process.stdout.columns ?? 100))
+  .parseAsync();

@@ -1,0 +1,66 @@
+/** Prints a CliResult for people. */
+import type { CliResult, FileResult, ModelSummary } from './commands.js';
+import { bold, dim, green, megabytes, red, table, yellow } from './output.js';
+
+export function printHuman(result: CliResult, out: (line: string) => void, err: (line: string) => void): void {
+  if (result.error) { err(red(`error: ${result.error.message}`)); return; }
+  for (const file of result.files) {
+    if (result.command === 'inspect' && file.model) printInspect(file, file.model, out);
+    else printFile(result.command, file, out, err);
+  }
+  if (result.command !== 'inspect' && result.files.length > 1) {
+    const s = result.summary;
+    const line = `${s.total} file${s.total === 1 ? '' : 's'}: ${s.succeeded} succeeded, ${s.failed} failed`;
+    (s.failed ? err : out)(s.failed ? red(line) : green(line));
+  }
+}
+
+function printFile(command: string, f: FileResult, out: (line: string) => void, err: (line: string) => void): void {
+  const arrow = f.output && f.output !== f.input ? ` -> ${f.output}` : f.output === f.input && f.output ? ' (in place)' : '';
+  if (f.status === 'failed') {
+    err(`${red('failed')} ${f.input}: ${f.error!.message}`);
+    return;
+  }
+  const label = f.status === 'unchanged' ? yellow('unchanged') : green(f.status);
+  const line = `${label} ${f.input}${arrow}: ${f.message}`;
+  // When the model itself goes to stdout, all messages go to stderr.
+  (f.output === '-' ? err : out)(line);
+  for (const w of f.warnings) err(yellow(`  warning: ${w}`));
+  void command;
+}
+
+function printInspect(f: FileResult, m: ModelSummary, out: (line: string) => void): void {
+  out(`${bold(f.input)}  ${megabytes(m.bytes)}, ${m.nodes} nodes`);
+  out(`  IR version ${m.irVersion}; opsets ${m.opsets.map((o) => `${o.domain || 'ai.onnx'} ${o.version}`).join(', ') || '(none)'}${m.producer ? `; producer ${m.producer}` : ''}`);
+  if (m.patched) {
+    const p = m.patch;
+    out(`  ${yellow('NEFTune patch present')}${p ? `: alpha ${p.options.alphaInput ? 'from a graph input' : p.options.alpha}, mode ${p.options.mode}${p.options.seed !== undefined ? `, seed ${p.options.seed}` : ''}, ${p.sites.length} site(s): ${p.sites.map((s) => s.value).join(', ')} (onnx-neftune ${p.version})` : ' (record missing; nodes with the reserved prefix found)'}`);
+  } else {
+    out(`  not patched`);
+  }
+  if (m.externalData.length) {
+    out('  external data:');
+    for (const d of m.externalData) out(`    ${d.location}  ${d.present ? `${megabytes(d.bytes!)}, present` : red('MISSING')}  (${d.tensors} tensor${d.tensors === 1 ? '' : 's'})`);
+  }
+  const e = m.embeddings;
+  if (!e.candidates.length) {
+    out('  no embedding lookups found');
+  } else {
+    out('  embedding lookups:');
+    const rows = [['', 'node', 'kind', 'table', 'rows x dim', 'dtype', 'storage', 'indices', 'role']];
+    for (const c of e.candidates) {
+      rows.push([
+        c.defaultTarget ? '*' : ' ', c.node + (c.graphPath.length > 1 ? ` [${c.graphPath.slice(1).join(' / ')}]` : ''), c.kind, c.table.name,
+        `${c.table.rows ?? '?'} x ${c.table.dim ?? '?'}`, c.table.dtype ?? '?',
+        c.table.storage + (c.table.outerScope ? ' (outer)' : '') + (c.table.via.length ? ` via ${c.table.via.join('<-')}` : ''),
+        c.indices.input ? `${c.indices.source}: ${c.indices.input}` : c.indices.source,
+        c.role + (c.patchable ? '' : ' (fused)'),
+      ]);
+    }
+    out(table(rows).split('\n').map((l) => `    ${l}`).join('\n'));
+    for (const c of e.candidates) {
+      out(dim(`    ${c.node}: ${c.reasons.join('; ')}${c.scale ? `; followed by scale Mul ${c.scale.node}${c.scale.factor !== null ? ` (x${c.scale.factor})` : ''}` : ''}${c.notPatchableReason ? `; not patchable: ${c.notPatchableReason}` : ''}`));
+    }
+  }
+  out(`  default target${e.defaultTarget.length ? ' (*)' : ''}: ${e.targetReason}`);
+}

@@ -1,0 +1,196 @@
+/**
+ * Model files on disk (Node only): read with the external-data checks, write atomically, and
+ * carry external data along when the output goes to another folder.
+ */
+import { closeSync, constants, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { decodeModel, encodeModel } from '../graph/codec.js';
+import type { Model } from '../graph/ir.js';
+import { OnnxNeftuneError } from '../graph/errors.js';
+import { checkExternalData, type ExternalDataFile } from './external-data.js';
+import { FileAccessError, ModelTooLargeError, RefusedError } from './errors.js';
+
+/** protobuf's hard limit for one message. */
+export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+
+export interface LoadedModel {
+  model: Model;
+  /** Absolute path, or undefined when read from memory / stdin. */
+  path: string | undefined;
+  /** Folder external data is resolved against. */
+  dir: string;
+  size: number;
+  externalData: ExternalDataFile[];
+}
+
+/** Reads and decodes a model file; every external-data reference is checked before any data file is opened. */
+export function readModelFile(file: string): LoadedModel {
+  const full = path.resolve(file);
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(readFileSync(full));
+  } catch (error) {
+    throw new FileAccessError(`Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+  }
+  return loadModelBytes(bytes, full);
+}
+
+/** Decodes model bytes that came from `file` (or from stdin when `file` is undefined). */
+export function loadModelBytes(bytes: Uint8Array, file: string | undefined): LoadedModel {
+  const model = decodeModel(bytes);
+  const dir = file ? path.dirname(file) : process.cwd();
+  const externalData = checkExternalData(model, dir);
+  if (!file && externalData.length) {
+    throw new RefusedError(`A model read from stdin cannot use external data (it references ${externalData.map((f) => f.location).join(', ')}); pass the model's file path instead.`);
+  }
+  return { model, path: file, dir, size: bytes.length, externalData };
+}
+
+const liveTempFiles = new Set<string>();
+let signalsHooked = false;
+function hookSignals(): void {
+  if (signalsHooked) return;
+  signalsHooked = true;
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.once(signal, () => {
+      for (const f of liveTempFiles) { try { unlinkSync(f); } catch { /* already gone */ } }
+      process.exit(code);
+    });
+  }
+}
+
+/**
+ * Writes `chunks` to `dest` atomically: a temp file in the destination folder, flushed to disk,
+ * then renamed over `dest`. On failure (or SIGINT/SIGTERM) the temp file is removed and `dest` is
+ * as it was.
+ */
+export function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): number {
+  const dir = path.dirname(path.resolve(dest));
+  mkdirSync(dir, { recursive: true });
+  const temp = path.join(dir, `.${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  hookSignals();
+  liveTempFiles.add(temp);
+  let fd: number | undefined;
+  let written = 0;
+  try {
+    fd = openSync(temp, 'wx', 0o644);
+    for (const chunk of chunks) {
+      let off = 0;
+      while (off < chunk.length) off += writeSync(fd, chunk, off, Math.min(chunk.length - off, 1 << 26));
+      written += chunk.length;
+      onProgress?.(written);
+    }
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(temp, dest);
+    liveTempFiles.delete(temp);
+    return written;
+  } catch (error) {
+    if (fd !== undefined) { try { closeSync(fd); } catch { /* ignore */ } }
+    try { unlinkSync(temp); } catch { /* ignore */ }
+    liveTempFiles.delete(temp);
+    if (error instanceof OnnxNeftuneError) throw error;
+    throw new FileAccessError(`Cannot write ${dest}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+  }
+}
+
+export interface SaveOptions {
+  /** Allow writing over the file the model was read from. */
+  inPlace?: boolean;
+  onProgress?: (written: number, total: number) => void;
+}
+
+export interface SaveResult {
+  path: string;
+  bytes: number;
+  /** External data files copied beside the output (empty when the output shares the input's folder). */
+  copiedData: string[];
+  /** External data files already present at the destination with identical content. */
+  reusedData: string[];
+}
+
+/** Same file on disk (after resolving links), or undefined if `b` does not exist. */
+export function sameFile(a: string, b: string): boolean {
+  if (!existsSync(b) || !existsSync(a)) return false;
+  return realpathSync(a) === realpathSync(b);
+}
+
+/** Encodes and writes `loaded.model` to `dest`, keeping its external data reachable. */
+export function saveModelFile(loaded: LoadedModel, dest: string, options: SaveOptions = {}): SaveResult {
+  const target = path.resolve(dest);
+  if (loaded.path && sameFile(loaded.path, target) && !options.inPlace) {
+    throw new RefusedError(`Refusing to overwrite the input ${loaded.path}; pass --in-place to modify it, or choose another output.`);
+  }
+  const bytes = encodeChecked(loaded.model);
+  const { copiedData, reusedData } = carryExternalData(loaded, path.dirname(target));
+  writeFileAtomic(target, [bytes], options.onProgress ? (w) => options.onProgress!(w, bytes.length) : undefined);
+  return { path: target, bytes: bytes.length, copiedData, reusedData };
+}
+
+export function encodeChecked(model: Model): Uint8Array {
+  let inline = 0;
+  for (const g of model.allGraphs()) for (const v of g.initializers) inline += v.initializer!.proto.raw_data?.length ?? 0;
+  if (inline > MAX_PROTOBUF_BYTES) {
+    throw new ModelTooLargeError(`The model would be ${(inline / 2 ** 30).toFixed(2)} GiB as one file; protobuf limits a model file to 2 GiB. Keep its weights in external data (onnx.save_model(..., save_as_external_data=True)).`);
+  }
+  return encodeModel(model);
+}
+
+/**
+ * Makes the external data reachable from `destDir`: nothing to do in the same folder; otherwise
+ * each data file is copied under the same relative name (a copy-on-write clone where the file
+ * system offers one), never over a different file. Missing data files are skipped (reported by inspect).
+ */
+export function carryExternalData(loaded: LoadedModel, destDir: string): { copiedData: string[]; reusedData: string[] } {
+  const copiedData: string[] = [];
+  const reusedData: string[] = [];
+  if (!loaded.externalData.length || sameFile(loaded.dir, destDir)) return { copiedData, reusedData };
+  for (const file of loaded.externalData) {
+    if (!file.present) continue;
+    const target = path.join(destDir, file.location);
+    if (existsSync(target)) {
+      if (sameContent(file.path, target)) { reusedData.push(target); continue; }
+      throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
+    }
+    mkdirSync(path.dirname(target), { recursive: true });
+    const temp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      copyFileSync(file.path, temp, constants.COPYFILE_FICLONE);
+      renameSync(temp, target);
+    } catch (error) {
+      try { unlinkSync(temp); } catch { /* ignore */ }
+      throw new FileAccessError(`Cannot copy external data ${file.path} to ${target}: ${(error as Error).message}`, { cause: error });
+    }
+    copiedData.push(target);
+  }
+  return { copiedData, reusedData };
+}
+
+function sameContent(a: string, b: string): boolean {
+  const [sa, sb] = [statSync(a), statSync(b)];
+  if (sa.size !== sb.size) return false;
+  const chunk = 1 << 20;
+  const [fa, fb] = [openSync(a, 'r'), openSync(b, 'r')];
+  try {
+    const [ba, bb] = [Buffer.alloc(chunk), Buffer.alloc(chunk)];
+    for (let pos = 0; pos < sa.size; pos += chunk) {
+      const n = readSyncFull(fa, ba, pos), m = readSyncFull(fb, bb, pos);
+      if (n !== m || ba.compare(bb, 0, m, 0, n) !== 0) return false;
+    }
+    return true;
+  } finally { closeSync(fa); closeSync(fb); }
+}
+
+function readSyncFull(fd: number, buf: Buffer, pos: number): number {
+  let total = 0;
+  for (;;) {
+    const n = readSyncAt(fd, buf, total, pos + total);
+    if (n === 0) return total;
+    total += n;
+    if (total === buf.length) return total;
+  }
+}
+
+const readSyncAt = (fd: number, buf: Buffer, off: number, pos: number) => readSync(fd, buf, off, buf.length - off, pos);

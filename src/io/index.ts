@@ -1,0 +1,3 @@
+export * from './errors.js';
+export * from './external-data.js';
+export * from './files.js';
