@@ -27,7 +27,13 @@ function checkStdoutJson(argv: { output?: string; json?: boolean }, command: str
   return undefined;
 }
 
-await yargs(hideBin(process.argv))
+/** yargs drops a bare '-' from positional lists; carry it through as a token and map it back. */
+const STDIN_TOKEN = '\u0000stdin';
+const rawArgs = hideBin(process.argv).map((arg, i, all) =>
+  arg === '-' && all[i - 1] !== '-o' && all[i - 1] !== '--output' ? STDIN_TOKEN : arg);
+const models = (list: string[]) => list.map((m) => (m === STDIN_TOKEN ? '-' : m));
+
+await yargs(rawArgs)
   .scriptName('neftune')
   .usage('$0 <command> [options]\n\nAdd NEFTune noise to the token embeddings of ONNX training graphs, and remove it again.')
   .command('inspect <model>', 'Show embedding lookups, their roles, the default target, patch state and external data', (y) => y
@@ -35,7 +41,7 @@ await yargs(hideBin(process.argv))
     .option('json', fileOptions.json)
     .example('$0 inspect model.onnx', 'Readable report')
     .example('$0 inspect model.onnx --json | jq .files[0].model.embeddings', 'Machine-readable report'),
-  (argv) => emit(inspectCommand(argv.model), argv.json))
+  (argv) => emit(inspectCommand(models([argv.model])[0]!), argv.json))
   .command('patch <models..>', 'Insert NEFTune noise after the token-embedding lookups', (y) => y
     .positional('models', { type: 'string', array: true, describe: 'Model files or folders (every .onnx inside); - for stdin', demandOption: true })
     .options(fileOptions)
@@ -66,7 +72,7 @@ await yargs(hideBin(process.argv))
       ...(argv.seed !== undefined ? { seed: argv.seed } : {}),
       ...(argv['alpha-input'] !== undefined ? { alphaInput: argv['alpha-input'] === '' ? true : argv['alpha-input'] } : {}),
     };
-    emit(patchCommand(argv.models, options, {
+    emit(patchCommand(models(argv.models), options, {
       ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
     }), argv.json);
   })
@@ -78,7 +84,7 @@ await yargs(hideBin(process.argv))
   (argv) => {
     const bad = checkStdoutJson(argv, 'strip');
     if (bad) return emit(bad, false);
-    emit(stripCommand(argv.models, {
+    emit(stripCommand(models(argv.models), {
       ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
     }), argv.json);
   })

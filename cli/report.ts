@@ -16,13 +16,14 @@ export function printHuman(result: CliResult, out: (line: string) => void, err: 
 }
 
 function printFile(command: string, f: FileResult, out: (line: string) => void, err: (line: string) => void): void {
-  const arrow = f.output && f.output !== f.input ? ` -> ${f.output}` : f.output === f.input && f.output ? ' (in place)' : '';
+  const shown = (p: string) => (p === '-' ? 'stdin' : p);
+  const arrow = f.output === '-' ? ' -> stdout' : f.output && f.output !== f.input ? ` -> ${f.output}` : f.output ? ' (in place)' : '';
   if (f.status === 'failed') {
-    err(`${red('failed')} ${f.input}: ${f.error!.message}`);
+    err(`${red('failed')} ${shown(f.input)}: ${f.error!.message}`);
     return;
   }
   const label = f.status === 'unchanged' ? yellow('unchanged') : green(f.status);
-  const line = `${label} ${f.input}${arrow}: ${f.message}`;
+  const line = `${label} ${shown(f.input)}${arrow}: ${f.message}`;
   // When the model itself goes to stdout, all messages go to stderr.
   (f.output === '-' ? err : out)(line);
   for (const w of f.warnings) err(yellow(`  warning: ${w}`));

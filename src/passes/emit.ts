@@ -27,7 +27,7 @@ export class Emitter {
 
   /** Adds a node after the previous one; returns its single output (or `output` when given). */
   op(opType: string, inputs: (Value | null)[], attributes: Record<string, AttributeInput> = {}, role = opType, output?: Value): Value {
-    const out = output ?? new Value(this.names.fresh(`${this.prefix}${role}`));
+    const out = output ?? new Value(this.names.fresh(`${this.prefix}${role}_output`));
     const node = new Node(opType, inputs, [out], {
       name: this.names.fresh(`${this.prefix}${role}`),
       attributes: Object.entries(attributes).map(([k, v]) => makeAttribute(k, v)),
