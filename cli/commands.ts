@@ -167,7 +167,7 @@ export interface FileCommandOptions {
   writeStdout: (bytes: Uint8Array) => void;
 }
 
-export function patchCommand(inputs: string[], patch: NeftuneOptions, options: FileCommandOptions): CliResult {
+export function patchCommand(inputs: string[], patch: NeftuneOptions, options: FileCommandOptions): Promise<CliResult> {
   return runFileCommand('patch', inputs, options, (loaded, job) => {
     const result = applyNeftune(loaded.model, patch);
     const sites = result.record.sites;
@@ -180,7 +180,7 @@ export function patchCommand(inputs: string[], patch: NeftuneOptions, options: F
   });
 }
 
-export function stripCommand(inputs: string[], options: FileCommandOptions): CliResult {
+export function stripCommand(inputs: string[], options: FileCommandOptions): Promise<CliResult> {
   return runFileCommand('strip', inputs, options, (loaded, job) => {
     const result = stripNeftune(loaded.model);
     return {
@@ -194,7 +194,7 @@ export function stripCommand(inputs: string[], options: FileCommandOptions): Cli
 
 interface Outcome { status: FileStatus; warnings: string[]; sites: PatchedSite[]; message: string; write: boolean }
 
-function runFileCommand(command: string, inputs: string[], options: FileCommandOptions, work: (loaded: LoadedModel, job: Job) => Outcome): CliResult {
+async function runFileCommand(command: string, inputs: string[], options: FileCommandOptions, work: (loaded: LoadedModel, job: Job) => Outcome): Promise<CliResult> {
   let jobs: Job[];
   try {
     jobs = planJobs(inputs, { ...options, needsOutput: true });
@@ -212,7 +212,7 @@ function runFileCommand(command: string, inputs: string[], options: FileCommandO
           options.writeStdout(encodeChecked(loaded.model));
         } else {
           const progress = progressReporter(`writing ${path.basename(job.output)}`, loaded.size);
-          saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) });
+          await saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) });
         }
       }
       files.push({

@@ -60,7 +60,7 @@ await yargs(rawArgs)
     .example('$0 patch artifacts/ --in-place --alpha-input', 'Patch training_model.onnx of a training-artifacts folder; alpha fed at run time')
     .example('$0 patch bert.onnx -o out.onnx --mode mask --mask-input input_mask --seed 42', 'Per-example L from the mask, reproducible noise')
     .example('cat model.onnx | $0 patch - -o - > patched.onnx', 'Pipeline use'),
-  (argv) => {
+  async (argv) => {
     const bad = checkStdoutJson(argv, 'patch');
     if (bad) return emit(bad, false);
     const options: NeftuneOptions = {
@@ -72,7 +72,7 @@ await yargs(rawArgs)
       ...(argv.seed !== undefined ? { seed: argv.seed } : {}),
       ...(argv['alpha-input'] !== undefined ? { alphaInput: argv['alpha-input'] === '' ? true : argv['alpha-input'] } : {}),
     };
-    emit(patchCommand(models(argv.models), options, {
+    emit(await patchCommand(models(argv.models), options, {
       ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
     }), argv.json);
   })
@@ -81,10 +81,10 @@ await yargs(rawArgs)
     .options(fileOptions)
     .example('$0 strip model.neftune.onnx -o model.onnx', 'Restore the unpatched model')
     .example('$0 strip exports/ -o clean/', 'Strip every model of a folder'),
-  (argv) => {
+  async (argv) => {
     const bad = checkStdoutJson(argv, 'strip');
     if (bad) return emit(bad, false);
-    emit(stripCommand(models(argv.models), {
+    emit(await stripCommand(models(argv.models), {
       ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
     }), argv.json);
   })

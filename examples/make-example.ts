@@ -16,6 +16,6 @@ const files = {
   'tiny-training.onnx': encodeModel(buildTinyTrainingGraph()),
 };
 for (const [name, bytes] of Object.entries(files)) {
-  writeFileAtomic(path.join(dir, name), [bytes]);
+  await writeFileAtomic(path.join(dir, name), [bytes]);
   console.log(`wrote ${path.join(path.relative(process.cwd(), dir) || '.', name)} (${bytes.length} bytes)`);
 }

@@ -8,3 +8,4 @@ export * from './proto.js';
 export * from './builder.js';
 export * from './toposort.js';
 export * from './names.js';
+export * from './external.js';

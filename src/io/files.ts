@@ -2,10 +2,12 @@
  * Model files on disk (Node only): read with the external-data checks, write atomically, and
  * carry external data along when the output goes to another folder.
  */
-import { closeSync, constants, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
 import { decodeModel, encodeModel } from '../graph/codec.js';
+import { externalizeInitializers } from '../graph/external.js';
 import type { Model } from '../graph/ir.js';
 import { OnnxNeftuneError } from '../graph/errors.js';
 import { checkExternalData, type ExternalDataFile } from './external-data.js';
@@ -62,39 +64,44 @@ function hookSignals(): void {
 
 /**
  * Writes `chunks` to `dest` atomically: a temp file in the destination folder, flushed to disk,
- * then renamed over `dest`. On failure (or SIGINT/SIGTERM) the temp file is removed and `dest` is
- * as it was.
+ * then renamed over `dest`. On failure, SIGINT or SIGTERM the temp file is removed and `dest` is
+ * as it was. (SIGKILL cannot be caught: `dest` is still intact, but a stray temp file may remain.)
+ * Writes go out in slices with the event loop free in between, so signals are handled mid-write.
  */
-export function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): number {
+export async function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): Promise<number> {
   const dir = path.dirname(path.resolve(dest));
   mkdirSync(dir, { recursive: true });
   const temp = path.join(dir, `.${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   hookSignals();
   liveTempFiles.add(temp);
-  let fd: number | undefined;
+  let handle: FileHandle | undefined;
   let written = 0;
   try {
-    fd = openSync(temp, 'wx', 0o644);
+    handle = await open(temp, 'wx', 0o644);
     for (const chunk of chunks) {
-      let off = 0;
-      while (off < chunk.length) off += writeSync(fd, chunk, off, Math.min(chunk.length - off, 1 << 26));
-      written += chunk.length;
-      onProgress?.(written);
+      for (let off = 0; off < chunk.length;) {
+        const { bytesWritten } = await handle.write(chunk, off, Math.min(chunk.length - off, WRITE_SLICE));
+        off += bytesWritten;
+        written += bytesWritten;
+        onProgress?.(written);
+      }
     }
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
+    await handle.sync();
+    await handle.close();
+    handle = undefined;
     renameSync(temp, dest);
     liveTempFiles.delete(temp);
     return written;
   } catch (error) {
-    if (fd !== undefined) { try { closeSync(fd); } catch { /* ignore */ } }
+    if (handle) { try { await handle.close(); } catch { /* ignore */ } }
     try { unlinkSync(temp); } catch { /* ignore */ }
     liveTempFiles.delete(temp);
     if (error instanceof OnnxNeftuneError) throw error;
     throw new FileAccessError(`Cannot write ${dest}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
   }
 }
+
+const WRITE_SLICE = 8 << 20;
 
 export interface SaveOptions {
   /** Allow writing over the file the model was read from. */
@@ -118,15 +125,29 @@ export function sameFile(a: string, b: string): boolean {
 }
 
 /** Encodes and writes `loaded.model` to `dest`, keeping its external data reachable. */
-export function saveModelFile(loaded: LoadedModel, dest: string, options: SaveOptions = {}): SaveResult {
+export async function saveModelFile(loaded: LoadedModel, dest: string, options: SaveOptions = {}): Promise<SaveResult> {
   const target = path.resolve(dest);
   if (loaded.path && sameFile(loaded.path, target) && !options.inPlace) {
     throw new RefusedError(`Refusing to overwrite the input ${loaded.path}; pass --in-place to modify it, or choose another output.`);
   }
   const bytes = encodeChecked(loaded.model);
   const { copiedData, reusedData } = carryExternalData(loaded, path.dirname(target));
-  writeFileAtomic(target, [bytes], options.onProgress ? (w) => options.onProgress!(w, bytes.length) : undefined);
+  await writeFileAtomic(target, [bytes], options.onProgress ? (w) => options.onProgress!(w, bytes.length) : undefined);
   return { path: target, bytes: bytes.length, copiedData, reusedData };
+}
+
+/**
+ * Writes `model` to `dest` with its large initializers in one external data file beside it
+ * (`location`, default `<name>.data`). Both files are written atomically.
+ */
+export async function saveWithExternalData(model: Model, dest: string, options: { location?: string; threshold?: number } = {}): Promise<SaveResult> {
+  const target = path.resolve(dest);
+  const location = options.location ?? `${path.basename(target)}.data`;
+  const data = externalizeInitializers(model, { location, ...(options.threshold !== undefined ? { threshold: options.threshold } : {}) });
+  await writeFileAtomic(path.join(path.dirname(target), location), data.chunks);
+  const bytes = encodeChecked(model);
+  await writeFileAtomic(target, [bytes]);
+  return { path: target, bytes: bytes.length, copiedData: [], reusedData: [] };
 }
 
 export function encodeChecked(model: Model): Uint8Array {
