@@ -10,10 +10,12 @@ import {
 } from '../src/passes/index.js';
 import { encodeChecked, loadModelBytes, readModelFile, saveModelFile, type LoadedModel } from '../src/io/index.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
+import type { VerifyReport } from '../src/verify/verify.js';
+import type { ExecutionProvider } from '../src/runtime/node.js';
 import { planJobs, UsageError, type Job } from './inputs.js';
 import { progressReporter } from './output.js';
 
-export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'failed';
+export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'verified' | 'failed';
 
 export interface FileResult {
   input: string;
@@ -25,6 +27,8 @@ export interface FileResult {
   warnings: string[];
   sites: PatchedSite[];
   model: ModelSummary | null;
+  /** verify: one report per execution provider. */
+  verify?: VerifyReport[];
 }
 
 export interface ModelSummary {
@@ -224,4 +228,33 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
     }
   }
   return finish(command, files);
+}
+
+export interface VerifyCommandOptions { eps: ExecutionProvider[]; batch?: number; seq?: number; runs?: number }
+
+/** Loads ONNX Runtime only here: the other commands never pay for it. */
+export async function verifyCommand(input: string, options: VerifyCommandOptions): Promise<CliResult> {
+  const job: Job = { input, output: undefined };
+  try {
+    const loaded = load(input);
+    const { loadRuntime, verifyLoadedModel } = await import('../src/runtime/node.js');
+    const reports: VerifyReport[] = [];
+    for (const ep of options.eps) {
+      const runtime = await loadRuntime(ep);
+      reports.push(await verifyLoadedModel(loaded, runtime, {
+        ...(options.batch !== undefined ? { batch: options.batch } : {}),
+        ...(options.seq !== undefined ? { seq: options.seq } : {}),
+        ...(options.runs !== undefined ? { runs: options.runs } : {}),
+      }));
+    }
+    const ok = reports.every((r) => r.ok);
+    const file: FileResult = {
+      input, output: null, status: ok ? 'verified' : 'failed', note: null, warnings: [], sites: [], model: null, verify: reports,
+      message: reports.map((r) => `${r.ep}: ${r.message}`).join(' | '),
+      error: ok ? null : { code: 'VERIFY_FAILED', exitCode: EXIT.VERIFY_FAILED, message: reports.filter((r) => !r.ok).map((r) => `${r.ep}: ${r.message}`).join(' | ') },
+    };
+    return finish('verify', [file]);
+  } catch (error) {
+    return finish('verify', [failure(job, error)]);
+  }
 }

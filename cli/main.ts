@@ -2,7 +2,7 @@
 /** The `neftune` command line. */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { inspectCommand, patchCommand, stripCommand, usageFailure, type CliResult } from './commands.js';
+import { inspectCommand, patchCommand, stripCommand, usageFailure, verifyCommand, type CliResult } from './commands.js';
 import { EXIT, EXIT_CODE_HELP } from './exit-codes.js';
 import { printHuman } from './report.js';
 import type { NeftuneOptions } from '../src/passes/neftune.js';
@@ -88,10 +88,26 @@ await yargs(rawArgs)
       ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
     }), argv.json);
   })
+  .command('verify <model>', 'Run the patched model on ONNX Runtime and check the noise: bounds, mean and variance, fresh per run, zero padding, alpha 0, strip', (y) => y
+    .positional('model', { type: 'string', describe: 'Patched model file', demandOption: true })
+    .option('ep', { choices: ['cpu', 'cuda', 'wasm'] as const, array: true, default: ['cpu'] as Array<'cpu' | 'cuda' | 'wasm'>, describe: 'Execution provider (repeatable): cpu and cuda via onnxruntime-node, wasm via onnxruntime-web' })
+    .option('batch', { type: 'number', default: 2, describe: 'Batch size of the made-up inputs' })
+    .option('seq', { type: 'number', default: 16, describe: 'Sequence length of the made-up inputs' })
+    .option('runs', { type: 'number', default: 3, describe: 'Runs per check (at least 2: noise must change between runs)' })
+    .option('json', fileOptions.json)
+    .example('$0 verify model.neftune.onnx', 'Check on the CPU provider')
+    .example('$0 verify model.neftune.onnx --ep cpu --ep wasm --json', 'Check on CPU and WebAssembly, machine-readable'),
+  async (argv) => {
+    for (const [flag, value] of [['batch', argv.batch], ['seq', argv.seq], ['runs', argv.runs]] as const) {
+      if (!Number.isInteger(value) || value < 1) return emit(usageFailure('verify', `--${flag} must be a positive integer, got ${value}`), argv.json);
+    }
+    emit(await verifyCommand(models([argv.model])[0]!, { eps: [...new Set(argv.ep)], batch: argv.batch, seq: argv.seq, runs: argv.runs }), argv.json);
+  })
   .example('$0 inspect model.onnx', 'What would be patched, and why')
   .example('$0 patch model.onnx -o model.neftune.onnx', 'Add noise to the token embedding (alpha 5)')
   .example('$0 strip model.neftune.onnx -o model.onnx', 'Remove it again, byte for byte')
-  .demandCommand(1, 'Name a command: inspect, patch or strip')
+  .example('$0 verify model.neftune.onnx --ep cpu --ep wasm', 'Prove on ONNX Runtime that the noise is right')
+  .demandCommand(1, 'Name a command: inspect, patch, strip or verify')
   .strict()
   .epilogue(EXIT_CODE_HELP)
   .fail((message, error) => {

@@ -6,6 +6,7 @@ export function printHuman(result: CliResult, out: (line: string) => void, err: 
   if (result.error) { err(red(`error: ${result.error.message}`)); return; }
   for (const file of result.files) {
     if (result.command === 'inspect' && file.model) printInspect(file, file.model, out);
+    else if (result.command === 'verify' && file.verify) printVerify(file, out);
     else printFile(result.command, file, out, err);
   }
   if (result.command !== 'inspect' && result.files.length > 1) {
@@ -64,4 +65,20 @@ function printInspect(f: FileResult, m: ModelSummary, out: (line: string) => voi
     }
   }
   out(`  default target${e.defaultTarget.length ? ' (*)' : ''}: ${e.targetReason}`);
+}
+
+function printVerify(f: FileResult, out: (line: string) => void): void {
+  for (const r of f.verify!) {
+    const head = `${r.ok ? green('PASS') : red('FAIL')} ${f.input} on ${r.ep} (ONNX Runtime ${r.ortVersion})`;
+    if (!r.patched || !r.sites.length) {
+      out(`${head}: ${r.message}`);
+      for (const c of r.candidates) out(`    candidate: ${c}`);
+      continue;
+    }
+    out(`${head}: mode ${r.mode}, alpha ${r.alpha}, batch ${r.batch} x seq ${r.seq}, ${r.runs} runs, ran ${r.ran === 'whole' ? 'the whole model' : `the slice to the noisy embeddings (${r.sliceReason})`}`);
+    for (const s of r.sites) {
+      out(`  ${s.ok ? green('ok  ') : red('FAIL')} ${s.value} (${s.lookup}, table ${s.table}, ${s.dtype})`);
+      for (const c of s.checks) out(`      ${c.ok ? 'ok  ' : red('FAIL')} ${c.name.padEnd(10)} ${c.detail}`);
+    }
+  }
 }

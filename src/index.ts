@@ -5,3 +5,4 @@
 export * from './graph/index.js';
 export * from './passes/index.js';
 export * from './io/index.js';
+export * from './verify/index.js';

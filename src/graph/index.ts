@@ -9,3 +9,4 @@ export * from './builder.js';
 export * from './toposort.js';
 export * from './names.js';
 export * from './external.js';
+export * from './slice.js';

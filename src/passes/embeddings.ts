@@ -74,7 +74,8 @@ export function findEmbeddings(model: Model): EmbeddingReport {
   return { candidates, ...choice };
 }
 
-function* graphsWithPaths(model: Model): Iterable<{ graph: Graph; path: string[] }> {
+/** Every graph of the model with its path as reported in candidates and patch records. */
+export function* graphsWithPaths(model: Model): Iterable<{ graph: Graph; path: string[] }> {
   function* walk(graph: Graph, path: string[]): Iterable<{ graph: Graph; path: string[] }> {
     yield { graph, path };
     for (const node of graph) {

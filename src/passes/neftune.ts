@@ -57,7 +57,12 @@ export interface PatchedSite {
   /** The value readers see (now noisy), and the fresh name the clean embedding got. */
   value: string;
   clean: string;
+  /** Element type the noise is added in (ONNX DataType name). */
+  dtype: string;
   afterScale: boolean;
+  /** Inputs the mask / packed scaling reads (null in hf mode, or when packed rows have no mask). */
+  maskInput: string | null;
+  positionIdsInput: string | null;
   addedNodes: string[];
 }
 
@@ -308,7 +313,8 @@ function emitSite(plan: SitePlan, opts: PatchRecord['options'], names: NameAlloc
   }
   return {
     graphPath: c.graphPath, lookup: c.nodeLabel, table: c.table.name, role: c.role,
-    value: original.name, clean: clean.name, afterScale: plan.afterScale,
+    value: original.name, clean: clean.name, dtype: dataTypeName(type), afterScale: plan.afterScale,
+    maskInput: plan.mask?.name ?? null, positionIdsInput: plan.positions?.name ?? null,
     addedNodes: e.added.map((n) => n.name!),
   };
 }

@@ -1,0 +1,52 @@
+/**
+ * ONNX Runtime at the edge (Node): loads onnxruntime-node (CPU, CUDA when its binaries are
+ * installed) or onnxruntime-web (wasm) on demand, so commands that do not run models never load it.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { OnnxNeftuneError } from '../graph/errors.js';
+import type { LoadedModel } from '../io/files.js';
+import { verifyNeftune, type OrtLike, type VerifyOptions, type VerifyReport } from '../verify/verify.js';
+
+export type ExecutionProvider = 'cpu' | 'cuda' | 'wasm';
+export const EXECUTION_PROVIDERS: readonly ExecutionProvider[] = ['cpu', 'cuda', 'wasm'];
+
+/** The requested execution provider cannot be used on this machine. */
+export class ProviderUnavailableError extends OnnxNeftuneError {
+  constructor(message: string) { super('EP_UNAVAILABLE', message); }
+}
+
+export interface Runtime { ort: OrtLike; ep: ExecutionProvider; sessionOptions: Record<string, unknown>; version: string }
+
+const require = createRequire(import.meta.url);
+
+export async function loadRuntime(ep: ExecutionProvider): Promise<Runtime> {
+  if (ep === 'wasm') {
+    const web = (await import('onnxruntime-web')) as unknown as { default?: OrtLike & { env: { wasm: { numThreads: number } } } };
+    const ort = (web.default ?? web) as OrtLike & { env: { wasm: { numThreads: number } } };
+    ort.env.wasm.numThreads = 1; // no worker threads: deterministic and quiet in Node
+    return { ort, ep, sessionOptions: { executionProviders: ['wasm'] }, version: ort.env.versions?.['web'] ?? 'unknown' };
+  }
+  const mod = (await import('onnxruntime-node')) as unknown as { default?: OrtLike };
+  const ort = (mod.default ?? mod) as OrtLike;
+  if (ep === 'cuda') {
+    const binDir = path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
+    if (!existsSync(path.join(binDir, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'))) {
+      throw new ProviderUnavailableError('The CUDA execution provider is not installed (onnxruntime-node was installed with onnxruntime-node-install=skip). With CUDA 12 and a GPU, install it with: npm install onnxruntime-node --onnxruntime-node-install=cuda12');
+    }
+  }
+  return { ort, ep, sessionOptions: { executionProviders: [ep] }, version: ort.env.versions?.['node'] ?? 'unknown' };
+}
+
+/** Verifies a loaded model file on one execution provider; external data is passed to ORT by name. */
+export async function verifyLoadedModel(loaded: LoadedModel, runtime: Runtime, options: Partial<Pick<VerifyOptions, 'batch' | 'seq' | 'runs' | 'falseAlarm' | 'sliceOnly'>> = {}): Promise<VerifyReport> {
+  const present = loaded.externalData.filter((f) => f.present);
+  const missing = new Set(loaded.externalData.filter((f) => !f.present).flatMap((f) => f.tensors));
+  const sessionOptions: Record<string, unknown> = { logSeverityLevel: 3, ...runtime.sessionOptions };
+  if (present.length) sessionOptions['externalData'] = present.map((f) => ({ path: f.location, data: new Uint8Array(readFileSync(f.path)) }));
+  return verifyNeftune(loaded.model, {
+    ort: runtime.ort, ep: runtime.ep, sessionOptions, ...options,
+    unavailable: (name) => missing.has(name),
+  });
+}

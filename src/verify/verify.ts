@@ -1,0 +1,452 @@
+/**
+ * Proves on ONNX Runtime that a patched model does what its patch record claims. Browser-safe:
+ * the ONNX Runtime module (onnxruntime-node or onnxruntime-web) is passed in.
+ *
+ * For every patched site the probe exposes both the clean lookup output and the noisy value, so
+ * noise = noisy - clean is measured exactly on the same run. Checks per site:
+ *   noise      every element within +-s, mean and spread of U(-s, s) (see stats.ts), for each run;
+ *              s = alpha / sqrt(L*d) per element (per row in mask mode, per segment in packed mode)
+ *   padding    (mask, packed) padded positions carry exactly zero noise (part of the noise check)
+ *   fresh      each run draws new noise (no replayed constant)
+ *   alpha-zero (alpha input) alpha 0 gives exactly the clean embedding
+ *   strip      the stripped model computes exactly the clean embedding at the site
+ * The model runs whole when ONNX Runtime can; otherwise (training-only ops, missing external data,
+ * inputs that cannot be made up, sites inside subgraphs) the slice from the inputs to the site runs.
+ */
+import { DataType, dataTypeName, float32ToFloat16Bits as f16, isIntegerType, parseDataType } from '../graph/dtype.js';
+import { decodeModel, encodeModel } from '../graph/codec.js';
+import { Node, Value, type Graph, type Model } from '../graph/ir.js';
+import { attr, makeAttribute } from '../graph/builder.js';
+import { extractSlice } from '../graph/slice.js';
+import { describeCandidate, findEmbeddings, graphsWithPaths } from '../passes/embeddings.js';
+import { isPatched, readPatchRecord, stripNeftune, type PatchedSite, type PatchRecord } from '../passes/neftune.js';
+import { checkUniformNoise, type UniformNoiseCheck } from './stats.js';
+
+export interface OrtTensorLike { readonly data: unknown; readonly dims: readonly number[]; readonly type: string }
+export interface OrtSessionLike {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, OrtTensorLike>): Promise<Record<string, OrtTensorLike>>;
+  release(): Promise<void>;
+}
+/** The part of onnxruntime-node / onnxruntime-web that verification uses. */
+export interface OrtLike {
+  InferenceSession: { create(model: Uint8Array, options?: Record<string, unknown>): Promise<OrtSessionLike> };
+  Tensor: new (type: string, data: unknown, dims: readonly number[]) => OrtTensorLike;
+  env: { versions?: Record<string, string | undefined> };
+}
+
+export interface VerifyOptions {
+  ort: OrtLike;
+  /** Name for the report: cpu, cuda, wasm. */
+  ep: string;
+  /** Passed to InferenceSession.create (executionProviders, externalData, ...). */
+  sessionOptions?: Record<string, unknown>;
+  batch?: number;
+  seq?: number;
+  runs?: number;
+  falseAlarm?: number;
+  /** Initializers whose external data is not available: the slice feeds made-up values instead. */
+  unavailable?: (tensorName: string) => boolean;
+  /** Run only the slice even when the whole model could run. */
+  sliceOnly?: boolean;
+}
+
+export interface CheckResult { name: 'noise' | 'fresh' | 'alpha-zero' | 'strip'; ok: boolean; detail: string }
+
+export interface SiteReport {
+  value: string;
+  lookup: string;
+  table: string;
+  dtype: string;
+  ok: boolean;
+  checks: CheckResult[];
+  stats: Pick<UniformNoiseCheck, 'count' | 'zeroCount' | 'maxAbsZ' | 'meanZ' | 'meanZ2' | 'meanZScore' | 'secondMomentZScore' | 'threshold'> | null;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  patched: boolean;
+  ep: string;
+  ortVersion: string;
+  mode: string | null;
+  alpha: number | null;
+  ran: 'whole' | 'slice' | 'none';
+  sliceReason: string | null;
+  batch: number;
+  seq: number;
+  runs: number;
+  sites: SiteReport[];
+  candidates: string[];
+  message: string;
+}
+
+export class VerifyError extends Error {
+  readonly code = 'VERIFY_FAILED';
+}
+
+const PROBE_PREFIX = 'neftune_verify__';
+
+export async function verifyNeftune(model: Model, options: VerifyOptions): Promise<VerifyReport> {
+  const batch = options.batch ?? 2, seq = options.seq ?? 16, runs = Math.max(2, options.runs ?? 3);
+  const ortVersion = Object.values(options.ort.env.versions ?? {}).find(Boolean) ?? 'unknown';
+  const base = { ep: options.ep, ortVersion, batch, seq, runs };
+  const record = readPatchRecord(model);
+  if (!isPatched(model) || !record) {
+    const report = findEmbeddings(model);
+    return {
+      ...base, ok: false, patched: isPatched(model), mode: null, alpha: null, ran: 'none', sliceReason: null, sites: [],
+      candidates: report.candidates.map(describeCandidate),
+      message: isPatched(model) ? 'The model carries patch nodes but its patch record is missing; re-patch it (--repatch) to verify.'
+        : `Nothing is patched. ${report.targetReason}.`,
+    };
+  }
+  const bytes = encodeModel(model);
+  const stripped = decodeModel(bytes);
+  stripNeftune(stripped);
+  const ctx: Ctx = { options, record, batch, seq, runs };
+  const sites: SiteReport[] = [];
+  let ran: VerifyReport['ran'] = 'whole';
+  let sliceReason: string | null = null;
+  for (const site of record.sites) {
+    const result = await verifySite(ctx, bytes, stripped, site);
+    sites.push(result.report);
+    if (result.ran === 'slice') { ran = 'slice'; sliceReason ??= result.reason; }
+  }
+  const ok = sites.every((s) => s.ok);
+  const failed = sites.flatMap((s) => s.checks.filter((c) => !c.ok).map((c) => `${s.value}: ${c.name}: ${c.detail}`));
+  return {
+    ...base, ok, patched: true, mode: record.options.mode, alpha: record.options.alpha, ran, sliceReason, sites, candidates: [],
+    message: ok ? `All checks passed on ${options.ep} (ONNX Runtime ${ortVersion}) for ${sites.length} site(s).` : `Checks failed: ${failed.join('; ')}`,
+  };
+}
+
+interface Ctx { options: VerifyOptions; record: PatchRecord; batch: number; seq: number; runs: number }
+
+interface Probe { bytes: Uint8Array; noisy: string; clean: string; ran: 'whole' | 'slice'; reason: string | null; model: Model }
+
+async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: PatchedSite): Promise<{ report: SiteReport; ran: 'whole' | 'slice'; reason: string | null }> {
+  const report: SiteReport = { value: site.value, lookup: site.lookup, table: site.table, dtype: site.dtype, ok: false, checks: [], stats: null };
+  const { ort } = ctx.options;
+  let session: OrtSessionLike | undefined;
+  let probe: Probe | undefined;
+  let firstError: string | null = null;
+  for (const whole of ctx.options.sliceOnly ? [false] : [true, false]) {
+    try {
+      probe = buildProbe(decodeModel(bytes), site, whole, ctx);
+      if (!probe) continue;
+      session = await ort.InferenceSession.create(probe.bytes, sessionOptionsOf(ctx));
+      const feeds = makeFeeds(ort, probe.model, session.inputNames, ctx);
+      await session.run(feeds); // smoke run: a whole model may load but fail to run
+      if (!whole) probe.reason = firstError ?? probe.reason;
+      break;
+    } catch (error) {
+      await session?.release().catch(() => undefined);
+      session = undefined;
+      firstError ??= `ONNX Runtime cannot run the whole model (${firstLine(error)})`;
+      if (!whole) {
+        report.checks.push({ name: 'noise', ok: false, detail: `cannot run the slice either: ${firstLine(error)}` });
+        return { report, ran: 'slice', reason: firstError };
+      }
+    }
+  }
+  if (!session || !probe) throw new VerifyError(`No runnable probe for ${site.value}`);
+  try {
+    const feeds = makeFeeds(ort, probe.model, session.inputNames, ctx);
+    const alphaInput = alphaInputName(ctx.record);
+    const alpha = ctx.record.options.alpha;
+    if (alphaInput && session.inputNames.includes(alphaInput)) feeds[alphaInput] = new ort.Tensor('float32', Float32Array.from([alpha]), []);
+
+    const noises: Float64Array[] = [];
+    let worst: UniformNoiseCheck | undefined;
+    let clean: Float32Array | undefined;
+    for (let r = 0; r < ctx.runs; r++) {
+      const out = await session.run(feeds);
+      const noisy = out[probe.noisy]!.data as Float32Array;
+      clean = out[probe.clean]!.data as Float32Array;
+      const dims = out[probe.noisy]!.dims;
+      const scale = expectedScale(dims, alpha, site, ctx.record.options.mode, feeds);
+      const noise = Float64Array.from(noisy, (x, i) => x - clean![i]!);
+      const ulp = site.dtype === 'FLOAT16' ? 2 ** -10 : site.dtype === 'BFLOAT16' ? 2 ** -7 : 0;
+      const tolerance = ulp ? Float64Array.from(clean, (x, i) => (Math.abs(x) + (typeof scale === 'number' ? scale : scale[i]!)) * ulp) : 1e-6 * alpha;
+      const check = checkUniformNoise(noise, scale, { tolerance, falseAlarm: ctx.options.falseAlarm ?? 1e-6 });
+      // Report the failing run if any, else the run furthest from the expected moments.
+      const worse = !worst || (worst.ok && !check.ok) || (worst.ok === check.ok && Math.abs(check.secondMomentZScore) > Math.abs(worst.secondMomentZScore));
+      if (worse) worst = check;
+      noises.push(noise);
+    }
+    const { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold } = worst!;
+    report.stats = { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold };
+    report.checks.push({
+      name: 'noise', ok: worst!.ok,
+      detail: worst!.ok ? `${count} noised elements per run (${zeroCount} padding at zero), |noise/s| <= ${maxAbsZ.toFixed(3)}, mean ${meanZ.toFixed(4)} (${meanZScore.toFixed(2)} SE), E[(noise/s)^2] ${meanZ2.toFixed(4)} vs 1/3 (${secondMomentZScore.toFixed(2)} SE; limit ${threshold.toFixed(2)} SE)`
+        : worst!.failures.join('; '),
+    });
+    report.checks.push(freshCheck(noises));
+
+    if (alphaInput && session.inputNames.includes(alphaInput)) {
+      const out = await session.run({ ...feeds, [alphaInput]: new ort.Tensor('float32', Float32Array.from([0]), []) });
+      const noisy = out[probe.noisy]!.data as Float32Array, c = out[probe.clean]!.data as Float32Array;
+      const differing = noisy.findIndex((x, i) => !Object.is(x, c[i]) && !(x === 0 && c[i] === 0));
+      report.checks.push({ name: 'alpha-zero', ok: differing < 0, detail: differing < 0 ? `alpha 0 gives the clean embedding exactly (${noisy.length} elements)` : `element ${differing}: ${noisy[differing]} != clean ${c[differing]}` });
+    }
+
+    report.checks.push(await stripCheck(ctx, stripped, site, probe, feeds, clean!));
+  } finally {
+    await session.release();
+  }
+  report.ok = report.checks.every((c) => c.ok);
+  return { report, ran: probe.ran, reason: probe.reason };
+}
+
+/** Warnings off by default: probes leave unused constants that ORT would log about. */
+function sessionOptionsOf(ctx: Ctx): Record<string, unknown> {
+  return { logSeverityLevel: 3, ...(ctx.options.sessionOptions ?? {}) };
+}
+
+function firstLine(error: unknown): string {
+  return String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 300);
+}
+
+function alphaInputName(record: PatchRecord): string | undefined {
+  return record.added.graphInputs[0];
+}
+
+function freshCheck(noises: Float64Array[]): CheckResult {
+  let worstShare = 0;
+  for (let r = 1; r < noises.length; r++) {
+    const [a, b] = [noises[r - 1]!, noises[r]!];
+    let noised = 0, same = 0;
+    for (let i = 0; i < a.length; i++) {
+      if (a[i] === 0 && b[i] === 0) continue;
+      noised++;
+      if (a[i] === b[i]) same++;
+    }
+    worstShare = Math.max(worstShare, noised ? same / noised : 1);
+  }
+  const ok = worstShare < 0.01;
+  return { name: 'fresh', ok, detail: ok ? `${noises.length} runs drew different noise` : `${(worstShare * 100).toFixed(1)}% of the noise repeats between runs: the noise is replayed, not drawn fresh` };
+}
+
+/** The value `name` produced in the graph at `path` (sites may sit in subgraphs, with repeated names). */
+function locate(model: Model, path: readonly string[], name: string): { graph: Graph; value: Value } | undefined {
+  for (const entry of graphsWithPaths(model)) {
+    if (entry.path.join('\u0000') !== path.join('\u0000')) continue;
+    const value = entry.graph.scope.get(name);
+    if (value?.producer) return { graph: entry.graph, value };
+  }
+  return undefined;
+}
+
+/** A float32 view of `value` as a new output of `graph` (cast when the embedding is narrower). */
+function probeOutput(graph: Graph, value: Value, dtype: string): Value {
+  const type = parseDataType(dtype);
+  if (type === DataType.FLOAT) return value;
+  const out = new Value(`${PROBE_PREFIX}${value.name}_float`);
+  graph.append(new Node('Cast', [value], [out], { name: `${PROBE_PREFIX}${value.name}_cast`, attributes: [castTo(DataType.FLOAT)] }));
+  return out;
+}
+
+function castTo(type: DataType) {
+  return makeAttribute('to', attr.int(type));
+}
+
+function buildProbe(model: Model, site: PatchedSite, whole: boolean, ctx: Ctx): Probe | undefined {
+  const noisy = locate(model, site.graphPath, site.value);
+  const clean = locate(model, site.graphPath, site.clean);
+  if (!noisy || !clean) throw new VerifyError(`Patched value ${site.value} / ${site.clean} not found: the model does not match its patch record`);
+  const graph = noisy.graph;
+  const inSubgraph = graph !== model.graph;
+  if (whole && inSubgraph) return undefined;
+  const noisyOut = probeOutput(graph, noisy.value, site.dtype);
+  const cleanOut = probeOutput(graph, clean.value, site.dtype);
+  let probeModel: Model;
+  let reason: string | null = null;
+  if (whole) {
+    for (const v of [noisyOut, cleanOut]) {
+      if (!graph.outputs.includes(v)) { v.info ??= { name: v.name, type: { tensor_type: { elem_type: DataType.FLOAT } } }; graph.addOutput(v); }
+    }
+    probeModel = model;
+  } else {
+    reason = inSubgraph ? `the site is inside ${site.graphPath.slice(1).join(' / ')}` : null;
+    const unavailable = ctx.options.unavailable;
+    probeModel = extractSlice(model, graph, [noisyOut, cleanOut], { asInputs: (v) => !!v.initializer && v.initializer.storage === 'external' && !!unavailable?.(v.name) });
+    replaceUnrunnableLookups(probeModel);
+    relaxMadeUpTables(probeModel);
+  }
+  return { bytes: encodeModel(probeModel), noisy: noisyOut.name, clean: cleanOut.name, ran: whole ? 'whole' : 'slice', reason, model: probeModel };
+}
+
+/** ATen embedding (ORTModule graphs) has no inference kernel: the slice uses the equivalent Gather. */
+function replaceUnrunnableLookups(model: Model): void {
+  for (const graph of model.allGraphs()) {
+    for (const node of graph) {
+      if (node.opType !== 'ATen' || node.attributeValue<string>('operator', '') !== 'embedding') continue;
+      const out = node.output(0);
+      const gather = new Node('Gather', [node.input(0), node.input(1)], [], { name: `${PROBE_PREFIX}${node.name ?? 'aten'}_gather`, attributes: [makeAttribute('axis', attr.int(0))] });
+      graph.insertAfter(node, gather);
+      graph.remove(node, { force: true });
+      gather.appendOutput(out);
+      out.graph = graph;
+    }
+  }
+}
+
+/** Tables fed with made-up values are declared with a symbolic row count, so a smaller table can be fed. */
+function relaxMadeUpTables(model: Model): void {
+  for (const input of model.graph.inputs) {
+    const dims = input.type?.tensor_type?.shape?.dim;
+    if (dims?.length === 2 && input.type?.tensor_type?.elem_type !== undefined && !isIntegerType(input.type.tensor_type.elem_type)) {
+      dims[0] = { dim_param: `${input.name}_rows` };
+    }
+  }
+}
+
+const MADE_UP_TABLE_ROWS = 1024;
+
+/** Feeds for every input: token ids inside every table's range, masks with padding, packed position ids. */
+function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ctx): Record<string, OrtTensorLike> {
+  const { batch, seq } = ctx;
+  const rows = Math.min(MADE_UP_TABLE_ROWS, ...findEmbeddings(model).candidates.map((c) => c.table.rows ?? MADE_UP_TABLE_ROWS));
+  const feeds: Record<string, OrtTensorLike> = {};
+  const alphaInput = alphaInputName(ctx.record);
+  for (const name of names) {
+    const value = model.graph.inputs.find((v) => v.name === name);
+    const type = value?.type?.tensor_type;
+    if (!value || !type || type.elem_type === undefined) throw new VerifyError(`Cannot make up a value for input ${name}: it has no tensor type`);
+    const elem = type.elem_type;
+    if (!type.shape) throw new VerifyError(`Cannot make up a value for input ${name}: its rank is unknown`);
+    const dims = (type.shape.dim ?? []).map((d, i) => dimFor(d, i, name, batch, seq));
+    const count = dims.reduce((a, b) => a * b, 1);
+    let values: number[];
+    if (name === alphaInput) values = [ctx.record.options.alpha];
+    else if (/mask/i.test(name)) values = maskPattern(dims);
+    else if (/position/i.test(name)) values = ctx.record.options.mode === 'packed' ? packedPositions(dims) : Array.from({ length: count }, (_, i) => i % (dims.at(-1) ?? 1));
+    else if (/token_type|segment/i.test(name)) values = new Array(count).fill(0);
+    else if (isIntegerType(elem)) values = Array.from({ length: count }, (_, i) => (i * 7 + 3) % rows);
+    else values = Array.from({ length: count }, (_, i) => Math.sin(i * 12.9898) * 0.5);
+    feeds[name] = tensorOf(ort, elem, values, dims);
+  }
+  return feeds;
+}
+
+function dimFor(d: { dim_value?: unknown; dim_param?: string }, index: number, input: string, batch: number, seq: number): number {
+  if (d.dim_value !== undefined && Object.hasOwn(d, 'dim_value') && Number(d.dim_value) >= 0) return Number(d.dim_value);
+  const p = d.dim_param ?? '';
+  if (p.endsWith('_rows')) return MADE_UP_TABLE_ROWS;
+  if (/batch/i.test(p) || (!p && index === 0)) return batch;
+  if (/past/i.test(p)) return 0;
+  if (/seq|len|token|total|step/i.test(p) || (!p && index === 1)) return seq;
+  void input;
+  return 1;
+}
+
+function maskPattern(dims: number[]): number[] {
+  const [b = 1, l = 1] = dims.length >= 2 ? [dims[0]!, dims.at(-1)!] : [1, dims[0] ?? 1];
+  const out: number[] = [];
+  for (let r = 0; r < b; r++) {
+    const keep = r === 0 ? l : Math.max(1, l - 3 * r); // row 0 full, later rows padded at the end
+    for (let i = 0; i < l; i++) out.push(i < keep ? 1 : 0);
+  }
+  return out;
+}
+
+function packedPositions(dims: number[]): number[] {
+  const l = dims.at(-1) ?? 1, b = dims.length >= 2 ? dims[0]! : 1;
+  const segments = [5, 3, 1, 4, 7, 2];
+  const out: number[] = [];
+  for (let r = 0; r < b; r++) {
+    let k = r % segments.length, p = 0;
+    for (let i = 0; i < l; i++) {
+      if (p >= segments[k]!) { p = 0; k = (k + 1) % segments.length; }
+      out.push(p++);
+    }
+  }
+  return out;
+}
+
+function tensorOf(ort: OrtLike, elem: number, values: number[], dims: number[]): OrtTensorLike {
+  switch (elem) {
+    case DataType.INT64: return new ort.Tensor('int64', BigInt64Array.from(values, (v) => BigInt(Math.trunc(v))), dims);
+    case DataType.INT32: return new ort.Tensor('int32', Int32Array.from(values), dims);
+    case DataType.FLOAT: return new ort.Tensor('float32', Float32Array.from(values), dims);
+    case DataType.DOUBLE: return new ort.Tensor('float64', Float64Array.from(values), dims);
+    case DataType.BOOL: return new ort.Tensor('bool', Uint8Array.from(values, (v) => (v ? 1 : 0)), dims);
+    case DataType.UINT8: return new ort.Tensor('uint8', Uint8Array.from(values), dims);
+    case DataType.INT8: return new ort.Tensor('int8', Int8Array.from(values), dims);
+    case DataType.FLOAT16: return new ort.Tensor('float16', Uint16Array.from(values, (v) => f16(v)), dims);
+    default: throw new VerifyError(`Cannot make up a value of type ${dataTypeName(elem)}`);
+  }
+}
+
+/** Per-element scale s the record promises, from the output shape and the fed mask / position ids. */
+function expectedScale(dims: readonly number[], alpha: number, site: PatchedSite, mode: string, feeds: Record<string, OrtTensorLike>): number | Float64Array {
+  const d = dims.at(-1)!;
+  const l = dims.length >= 2 ? dims.at(-2)! : 1;
+  if (mode === 'hf') return alpha / Math.sqrt(l * d);
+  const count = dims.reduce((a, b) => a * b, 1);
+  const tokens = count / d;
+  const mask = site.maskInput && feeds[site.maskInput] ? numbers(feeds[site.maskInput]!) : new Array(tokens).fill(1);
+  const scale = new Float64Array(count);
+  if (mode === 'mask') {
+    for (let t = 0; t < tokens; t++) {
+      const row = Math.floor(t / l);
+      let len = 0;
+      for (let j = 0; j < l; j++) len += mask[row * l + j]!;
+      const s = mask[t] ? alpha / Math.sqrt(Math.max(len * d, 1)) : 0;
+      scale.fill(s, t * d, (t + 1) * d);
+    }
+    return scale;
+  }
+  const positions = numbers(feeds[site.positionIdsInput!]!);
+  for (let row = 0; row < tokens / l; row++) {
+    const base = row * l;
+    const segment: number[] = [];
+    let current = -1;
+    for (let j = 0; j < l; j++) {
+      if (positions[base + j] === 0) current++;
+      segment.push(Math.max(current, 0));
+    }
+    const lengths = new Map<number, number>();
+    for (let j = 0; j < l; j++) lengths.set(segment[j]!, (lengths.get(segment[j]!) ?? 0) + mask[base + j]!);
+    for (let j = 0; j < l; j++) {
+      const s = mask[base + j] ? alpha / Math.sqrt(Math.max(lengths.get(segment[j]!)! * d, 1)) : 0;
+      scale.fill(s, (base + j) * d, (base + j + 1) * d);
+    }
+  }
+  return scale;
+}
+
+function numbers(t: OrtTensorLike): number[] {
+  return Array.from(t.data as ArrayLike<number | bigint>, Number);
+}
+
+async function stripCheck(ctx: Ctx, stripped: Model, site: PatchedSite, probe: Probe, feeds: Record<string, OrtTensorLike>, clean: Float32Array): Promise<CheckResult> {
+  const copy = decodeModel(encodeModel(stripped));
+  const found = locate(copy, site.graphPath, site.value);
+  if (!found) return { name: 'strip', ok: false, detail: `the stripped model has no value ${site.value}` };
+  const out = probeOutput(found.graph, found.value, site.dtype);
+  let model: Model;
+  if (probe.ran === 'whole') {
+    if (!found.graph.outputs.includes(out)) { out.info ??= { name: out.name, type: { tensor_type: { elem_type: DataType.FLOAT } } }; found.graph.addOutput(out); }
+    model = copy;
+  } else {
+    const unavailable = ctx.options.unavailable;
+    model = extractSlice(copy, found.graph, [out], { asInputs: (v) => !!v.initializer && v.initializer.storage === 'external' && !!unavailable?.(v.name) });
+    replaceUnrunnableLookups(model);
+    relaxMadeUpTables(model);
+  }
+  const session = await ctx.options.ort.InferenceSession.create(encodeModel(model), sessionOptionsOf(ctx));
+  try {
+    const own: Record<string, OrtTensorLike> = {};
+    for (const name of session.inputNames) own[name] = feeds[name]!;
+    const result = (await session.run(own))[out.name]!.data as Float32Array;
+    const differing = result.findIndex((x, i) => !Object.is(x, clean[i]));
+    return {
+      name: 'strip', ok: differing < 0 && result.length === clean.length,
+      detail: differing < 0 ? `the stripped model computes the clean embedding exactly at ${site.value}` : `element ${differing}: stripped ${result[differing]} != clean ${clean[differing]}`,
+    };
+  } finally {
+    await session.release();
+  }
+}
