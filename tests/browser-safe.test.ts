@@ -7,8 +7,8 @@ import { projectRoot } from './helpers.js';
 const ALLOWED_PACKAGES = new Set(['protobufjs/light.js']);
 const graphDir = path.join(projectRoot, 'src', 'graph');
 
-/** Every module reachable from src/graph/index.ts, with the bare specifiers each imports. */
-function importGraph(): Map<string, string[]> {
+/** Every module reachable from `entry`, with the bare specifiers each imports. */
+function importGraph(entry = path.join(graphDir, 'index.ts')): Map<string, string[]> {
   const seen = new Map<string, string[]>();
   const visit = (file: string) => {
     if (seen.has(file)) return;
@@ -22,7 +22,7 @@ function importGraph(): Map<string, string[]> {
       else bare.push(spec);
     }
   };
-  visit(path.join(graphDir, 'index.ts'));
+  visit(entry);
   return seen;
 }
 
@@ -40,6 +40,16 @@ test('src/graph sources use no Node globals', () => {
     const text = readFileSync(path.join(graphDir, name), 'utf8');
     for (const global of [/\bprocess\./, /\bBuffer\b/, /\brequire\(/, /\b__dirname\b/]) {
       assert.doesNotMatch(text, global, `${name} uses ${global}`);
+    }
+  }
+});
+
+test('the passes and verification (with the runtime passed in) are browser-safe too', () => {
+  for (const entry of ['src/passes/index.ts', 'src/verify/index.ts']) {
+    const graph = importGraph(path.join(projectRoot, entry));
+    for (const [file, bare] of graph) {
+      assert.ok(!file.includes(`${path.sep}io${path.sep}`) && !file.includes(`${path.sep}runtime${path.sep}`), `${entry} reaches ${file}`);
+      for (const spec of bare) assert.ok(ALLOWED_PACKAGES.has(spec), `${path.relative(projectRoot, file)} imports ${spec}`);
     }
   }
 });

@@ -232,3 +232,26 @@ test('the fused-lookup fixture is refused with exit 3 and the reason', { skip: s
   assert.equal(r.code, 3);
   assert.match(r.json.files[0].error.message, /EmbedLayerNormalization/);
 });
+
+test('verify: exit 0 when every check passes, 6 when nothing is patched, 2 for an unavailable provider', () => {
+  const input = write('verify/model.onnx', training);
+  const out = path.join(dir, 'verify/patched.onnx');
+  assert.equal(runCli(['patch', input, '-o', out, '--alpha-input']).code, 0);
+  const r = runCliJson(['verify', out, '--ep', 'cpu', '--ep', 'wasm', '--runs', '2']);
+  assert.equal(r.code, 0, r.stdout);
+  const reports = r.json.files[0].verify;
+  assert.deepEqual(reports.map((x: { ep: string }) => x.ep), ['cpu', 'wasm']);
+  assert.deepEqual(Object.keys(reports[0]), ['ep', 'ortVersion', 'batch', 'seq', 'runs', 'ok', 'patched', 'mode', 'alpha', 'ran', 'sliceReason', 'sites', 'candidates', 'message']);
+  assert.deepEqual(reports[0].sites[0].checks.map((c: { name: string }) => c.name), ['noise', 'fresh', 'alpha-zero', 'strip']);
+  const text = runCli(['verify', out]);
+  assert.match(text.stdout, /PASS .* on cpu \(ONNX Runtime 1\.\d+\.\d+\)/);
+  const unpatched = runCliJson(['verify', input]);
+  assert.equal(unpatched.code, 6);
+  assert.match(unpatched.json.files[0].verify[0].message, /Nothing is patched/);
+  const cuda = runCliJson(['verify', out, '--ep', 'cuda']);
+  if (cuda.code !== 0) {
+    assert.equal(cuda.code, 2);
+    assert.match(cuda.json.files[0].error.message, /--onnxruntime-node-install=cuda12/);
+  }
+  assert.equal(runCli(['verify', out, '--runs', '0']).code, 2);
+});
