@@ -148,14 +148,19 @@ export class GraphBuilder {
 
 class BuilderNames {
   private readonly taken = new Set<string>();
+  private readonly nextSuffix = new Map<string, number>();
   claim(name: string): string {
     if (this.taken.has(name)) throw new TypeError(`Name "${name}" is already used in this model`);
     this.taken.add(name);
     return name;
   }
+  /** `base` itself if free, else `base_1`, `base_2`, ...; the name is reserved on return. */
   fresh(base: string): string {
     let name = base;
-    for (let i = 1; this.taken.has(name); i++) name = `${base}_${i}`;
+    // Remember where each base's numbering got to, so repeated bases stay O(1) per name.
+    let i = this.nextSuffix.get(base) ?? 1;
+    while (this.taken.has(name)) name = `${base}_${i++}`;
+    this.nextSuffix.set(base, i);
     this.taken.add(name);
     return name;
   }

@@ -7,6 +7,7 @@ import type { Model } from './ir.js';
  */
 export class NameAllocator {
   private readonly taken = new Set<string>();
+  private readonly nextSuffix = new Map<string, number>();
 
   constructor(model: Model) {
     for (const graph of model.allGraphs()) {
@@ -24,7 +25,10 @@ export class NameAllocator {
   /** `base` itself if free, else `base_1`, `base_2`, ...; the name is reserved on return. */
   fresh(base: string): string {
     let name = base;
-    for (let i = 1; this.taken.has(name); i++) name = `${base}_${i}`;
+    // Remember where each base's numbering got to, so repeated bases stay O(1) per name.
+    let i = this.nextSuffix.get(base) ?? 1;
+    while (this.taken.has(name)) name = `${base}_${i++}`;
+    this.nextSuffix.set(base, i);
     this.taken.add(name);
     return name;
   }
