@@ -8,7 +8,7 @@ import {
   TOOL_VERSION, applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune,
   type EmbeddingCandidate, type EmbeddingReport, type NeftuneOptions, type PatchedSite, type PatchRecord,
 } from '../src/passes/index.js';
-import { encodeChecked, loadModelBytes, readModelFile, saveModelFile, type LoadedModel } from '../src/io/index.js';
+import { encodeCheckedBytes, loadModelBytes, readModelFile, saveModelFile, type LoadedModel } from '../src/io/index.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import type { VerifyReport } from '../src/verify/verify.js';
 import type { ExecutionProvider } from '../src/runtime/node.js';
@@ -213,7 +213,7 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
       const outcome = work(loaded, job);
       if (outcome.write && job.output !== undefined) {
         if (job.output === '-') {
-          options.writeStdout(encodeChecked(loaded.model));
+          options.writeStdout(encodeCheckedBytes(loaded.model));
         } else {
           const progress = progressReporter(`writing ${path.basename(job.output)}`, loaded.size);
           await saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) });

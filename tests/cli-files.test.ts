@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Tensor, decodeModel, encodeModel, type Model } from '../src/graph/index.js';
-import { encodeChecked, saveWithExternalData, ModelTooLargeError } from '../src/io/index.js';
+import { encodeCheckedBytes, saveWithExternalData, ModelTooLargeError } from '../src/io/index.js';
 import { isPatched } from '../src/passes/index.js';
 import { buildTinyGpt } from '../examples/models.js';
 import { cliPath, runCli, runCliJson, spawn, tempDir } from './cli-helpers.js';
@@ -149,7 +149,7 @@ test('a model over 2 GiB as one file is refused with advice to keep external dat
   const model = buildTinyGpt();
   // A payload that claims 3 GiB (the check runs before anything is encoded or allocated).
   model.graph.initializer('transformer.wte.weight')!.initializer!.proto.raw_data = { length: 3 * 2 ** 30 } as Uint8Array;
-  assert.throws(() => encodeChecked(model), (e: unknown) => e instanceof ModelTooLargeError && /external data/.test(e.message) && /2 GiB/.test(e.message));
+  assert.throws(() => encodeCheckedBytes(model), (e: unknown) => e instanceof ModelTooLargeError && /external data/.test(e.message) && /2 GiB/.test(e.message));
 });
 
 test('killing the CLI in the middle of a large write leaves the destination intact', async () => {

@@ -5,6 +5,7 @@ import type { Model } from './ir.js';
 import { ModelProtoType, type ModelProto } from './proto.js';
 import { modelFromProto, modelToProto } from './serde.js';
 import { checkWireStructure } from './wire.js';
+import { encodeProtoPieces, joinPieces, type EncodedPiece } from './deferred.js';
 
 /**
  * Decodes ModelProto bytes, keeping fields this schema does not know. Structure is checked first,
@@ -40,7 +41,17 @@ export function decodeModel(bytes: Uint8Array): Model {
   return modelFromProto(decodeModelProto(bytes));
 }
 
-/** Encodes the IR. An unedited model encodes to the bytes it was decoded from. */
+/** Encodes the IR. An unedited model encodes to the bytes it was decoded from. Deferred payloads are read. */
 export function encodeModel(model: Model): Uint8Array {
-  return encodeModelProto(modelToProto(model));
+  const { pieces, length } = encodeModelPieces(model);
+  const bytes = joinPieces(pieces, length);
+  return bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Encodes the IR as byte pieces and deferred payload references, for writers that stream large
+ * payloads from where they are instead of holding them.
+ */
+export function encodeModelPieces(model: Model): { pieces: EncodedPiece[]; length: number } {
+  return encodeProtoPieces(modelToProto(model));
 }

@@ -10,3 +10,4 @@ export * from './toposort.js';
 export * from './names.js';
 export * from './external.js';
 export * from './slice.js';
+export * from './deferred.js';

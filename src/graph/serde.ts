@@ -137,18 +137,19 @@ function functionFromProto(proto: FunctionProto): OnnxFunction {
   return new OnnxFunction(kept, body);
 }
 
-function stripGraphFields(proto: GraphProto): GraphProto {
-  const kept = cloneShallow(proto);
-  for (const k of ['node', 'initializer', 'sparse_initializer', 'input', 'output', 'value_info'] as const) delete kept[k];
-  return kept;
-}
+const GRAPH_FIELDS_IN_IR = new Set(['node', 'initializer', 'sparse_initializer', 'input', 'output', 'value_info']);
+const NODE_FIELDS_IN_IR = new Set(['input', 'output', 'attribute']);
 
-function stripNodeFields(proto: NodeProto): NodeProto {
-  const kept = cloneShallow(proto);
-  delete kept.input;
-  delete kept.output;
-  delete kept.attribute;
-  return kept;
+function stripGraphFields(proto: GraphProto): GraphProto { return copyWithout(proto, GRAPH_FIELDS_IN_IR); }
+function stripNodeFields(proto: NodeProto): NodeProto { return copyWithout(proto, NODE_FIELDS_IN_IR); }
+
+/** A copy without the fields the IR owns (built up rather than deleted from, which keeps objects fast). */
+function copyWithout<T extends object>(proto: T, skip: ReadonlySet<string>): T {
+  const kept: Record<string, unknown> = {};
+  for (const key of Object.keys(proto)) if (!skip.has(key)) kept[key] = (proto as Record<string, unknown>)[key];
+  const unknowns = (proto as { $unknowns?: unknown }).$unknowns;
+  if (unknowns) kept['$unknowns'] = unknowns;
+  return kept as T;
 }
 
 const infoType = ModelProtoType.root.lookupType('onnx.ValueInfoProto');

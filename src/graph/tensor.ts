@@ -1,6 +1,7 @@
 import { DataType, dataTypeBits, dataTypeName, float32ToBfloat16Bits, float32ToFloat16Bits, parseDataType } from './dtype.js';
 import { OnnxModelError } from './errors.js';
 import { int64ToNumber, type TensorProto } from './proto.js';
+import { deferredPayloadOf } from './deferred.js';
 
 /** Where a tensor's payload lives. `external` payloads are read by the I/O layer, never here. */
 export interface ExternalDataRef {
@@ -70,7 +71,7 @@ export class Tensor {
   rawBytes(): Uint8Array {
     const p = this.proto;
     switch (this.storage) {
-      case 'raw': return p.raw_data!;
+      case 'raw': return deferredPayloadOf(p.raw_data)?.read() ?? p.raw_data!;
       case 'empty': return new Uint8Array(0);
       case 'external':
         throw new OnnxModelError(`Tensor "${this.name}" keeps its data in external file "${this.external?.location}"; load it with the Node file API (readModelFile) first`);

@@ -6,7 +6,9 @@ import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, re
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
-import { decodeModel, encodeModel } from '../graph/codec.js';
+import { decodeModel, encodeModelPieces } from '../graph/codec.js';
+import { deferredPayloadOf, joinPieces, type EncodedPiece } from '../graph/deferred.js';
+import { DEFAULT_DEFER_THRESHOLD, readCompact } from './lazy-read.js';
 import { externalizeInitializers } from '../graph/external.js';
 import type { Model } from '../graph/ir.js';
 import { OnnxNeftuneError } from '../graph/errors.js';
@@ -26,16 +28,29 @@ export interface LoadedModel {
   externalData: ExternalDataFile[];
 }
 
-/** Reads and decodes a model file; every external-data reference is checked before any data file is opened. */
-export function readModelFile(file: string): LoadedModel {
+export interface ReadOptions {
+  /** Tensor payloads at least this large stay on disk until needed (default 1 MiB; Infinity reads everything). */
+  deferThreshold?: number;
+}
+
+/**
+ * Reads and decodes a model file; every external-data reference is checked before any data file is
+ * opened. Large payloads are not read: they stay in the file and are streamed when the model is saved.
+ */
+export function readModelFile(file: string, options: ReadOptions = {}): LoadedModel {
   const full = path.resolve(file);
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(readFileSync(full));
-  } catch (error) {
-    throw new FileAccessError(`Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+  const threshold = options.deferThreshold ?? DEFAULT_DEFER_THRESHOLD;
+  if (!Number.isFinite(threshold)) {
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(readFileSync(full));
+    } catch (error) {
+      throw new FileAccessError(`Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+    }
+    return loadModelBytes(bytes, full);
   }
-  return loadModelBytes(bytes, full);
+  const compact = readCompact(full, threshold);
+  return { ...loadModelBytes(compact.bytes, full), size: compact.size };
 }
 
 /** Decodes model bytes that came from `file` (or from stdin when `file` is undefined). */
@@ -130,10 +145,32 @@ export async function saveModelFile(loaded: LoadedModel, dest: string, options: 
   if (loaded.path && sameFile(loaded.path, target) && !options.inPlace) {
     throw new RefusedError(`Refusing to overwrite the input ${loaded.path}; pass --in-place to modify it, or choose another output.`);
   }
-  const bytes = encodeChecked(loaded.model);
+  const { pieces, length } = encodeChecked(loaded.model);
   const { copiedData, reusedData } = carryExternalData(loaded, path.dirname(target));
-  await writeFileAtomic(target, [bytes], options.onProgress ? (w) => options.onProgress!(w, bytes.length) : undefined);
-  return { path: target, bytes: bytes.length, copiedData, reusedData };
+  await writeFileAtomic(target, streamPieces(pieces), options.onProgress ? (w) => options.onProgress!(w, length) : undefined);
+  return { path: target, bytes: length, copiedData, reusedData };
+}
+
+const COPY_BUFFER = 8 << 20;
+
+/** Byte pieces as they are; deferred payloads read from their file through one reused buffer. */
+export function* streamPieces(pieces: Iterable<EncodedPiece>): Iterable<Uint8Array> {
+  let buffer: Uint8Array | undefined;
+  for (const piece of pieces) {
+    if (piece instanceof Uint8Array) { yield piece; continue; }
+    buffer ??= new Uint8Array(COPY_BUFFER);
+    const fd = openSync(piece.source.path, 'r');
+    try {
+      for (let done = 0; done < piece.length;) {
+        const n = readSync(fd, buffer, 0, Math.min(buffer.length, piece.length - done), piece.source.offset + done);
+        if (n === 0) throw new FileAccessError(`${piece.source.path} is shorter than when it was loaded`);
+        done += n;
+        yield buffer.subarray(0, n); // the writer finishes with it before the generator resumes
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
 }
 
 /**
@@ -145,18 +182,31 @@ export async function saveWithExternalData(model: Model, dest: string, options: 
   const location = options.location ?? `${path.basename(target)}.data`;
   const data = externalizeInitializers(model, { location, ...(options.threshold !== undefined ? { threshold: options.threshold } : {}) });
   await writeFileAtomic(path.join(path.dirname(target), location), data.chunks);
-  const bytes = encodeChecked(model);
-  await writeFileAtomic(target, [bytes]);
-  return { path: target, bytes: bytes.length, copiedData: [], reusedData: [] };
+  const { pieces, length } = encodeChecked(model);
+  await writeFileAtomic(target, streamPieces(pieces));
+  return { path: target, bytes: length, copiedData: [], reusedData: [] };
 }
 
-export function encodeChecked(model: Model): Uint8Array {
+/** Encodes as pieces (payloads stay deferred), refusing models over protobuf's 2 GiB limit first. */
+export function encodeChecked(model: Model): { pieces: EncodedPiece[]; length: number } {
   let inline = 0;
-  for (const g of model.allGraphs()) for (const v of g.initializers) inline += v.initializer!.proto.raw_data?.length ?? 0;
-  if (inline > MAX_PROTOBUF_BYTES) {
-    throw new ModelTooLargeError(`The model would be ${(inline / 2 ** 30).toFixed(2)} GiB as one file; protobuf limits a model file to 2 GiB. Keep its weights in external data (onnx.save_model(..., save_as_external_data=True)).`);
+  for (const g of model.allGraphs()) {
+    for (const v of g.initializers) {
+      const raw = v.initializer!.proto.raw_data;
+      inline += deferredPayloadOf(raw)?.length ?? raw?.length ?? 0;
+    }
   }
-  return encodeModel(model);
+  const tooLarge = (bytes: number) => new ModelTooLargeError(`The model would be ${(bytes / 2 ** 30).toFixed(2)} GiB as one file; protobuf limits a model file to 2 GiB. Keep its weights in external data (onnx.save_model(..., save_as_external_data=True)).`);
+  if (inline > MAX_PROTOBUF_BYTES) throw tooLarge(inline);
+  const encoded = encodeModelPieces(model);
+  if (encoded.length > MAX_PROTOBUF_BYTES) throw tooLarge(encoded.length);
+  return encoded;
+}
+
+/** The whole encoding in memory (for stdout and small outputs). */
+export function encodeCheckedBytes(model: Model): Uint8Array {
+  const { pieces, length } = encodeChecked(model);
+  return joinPieces(pieces, length);
 }
 
 /**

@@ -1,3 +1,4 @@
 export * from './errors.js';
 export * from './external-data.js';
 export * from './files.js';
+export * from './lazy-read.js';
