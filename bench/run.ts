@@ -1,0 +1,139 @@
+/**
+ * Benchmarks. Every target is printed as a ratio against a baseline measured in the same run,
+ * because these machines are noisy. Usage: npm run bench [-- --only large,graph,startup,runtime]
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir, cpus, totalmem } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encodeModel } from '../src/graph/index.js';
+import { writeFileAtomic } from '../src/io/index.js';
+import { buildTinyGpt } from '../examples/models.js';
+import { buildLargeGpt, buildManyNodes } from './models.js';
+import { runtimeBench } from './runtime.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const cli = path.join(root, 'dist', 'cli', 'main.js');
+const pythonScript = path.join(root, 'bench', 'python_patch.py');
+const work = mkdtempSync(path.join(tmpdir(), 'onnx-neftune-bench-'));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'large,graph,startup,runtime').split(','));
+const results: Array<{ name: string; value: number; target: string; ok: boolean | null; note: string }> = [];
+
+function report(name: string, value: number, target: string, ok: boolean | null, note = ''): void {
+  results.push({ name, value, target, ok, note });
+  console.log(`${ok === null ? 'INFO' : ok ? 'PASS' : 'MISS'}  ${name.padEnd(52)} ${value.toFixed(3).padStart(9)}   target ${target}${note ? `   (${note})` : ''}`);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Wall time and peak RSS of a command, via GNU time when present. */
+function measure(cmd: string, args: string[], clean?: string): { seconds: number; rssBytes: number | null } {
+  if (clean) rmSync(clean, { force: true });
+  const gnuTime = existsSync('/usr/bin/time');
+  const start = process.hrtime.bigint();
+  const r = gnuTime
+    ? spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8' })
+    : spawnSync(cmd, args, { encoding: 'utf8' });
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+  const kb = gnuTime ? Number(r.stderr.trim().split('\n').at(-1)) : NaN;
+  return { seconds, rssBytes: Number.isFinite(kb) ? kb * 1024 : null };
+}
+
+function repeat(times: number, run: () => { seconds: number; rssBytes: number | null }) {
+  const runs = Array.from({ length: times }, run);
+  return { seconds: median(runs.map((r) => r.seconds)), rssBytes: Math.max(...runs.map((r) => r.rssBytes ?? 0)) || null };
+}
+
+/** Debian's python3-onnx, installed here if missing and possible; undefined means skip. */
+function python(): string | undefined {
+  for (const exe of ['/usr/bin/python3', 'python3']) {
+    if (spawnSync(exe, ['-c', 'import onnx'], { encoding: 'utf8' }).status === 0) return exe;
+  }
+  if (process.getuid?.() === 0 && existsSync('/usr/bin/apt-get')) {
+    console.log('installing python3-onnx (Debian) for the Python comparison ...');
+    spawnSync('apt-get', ['install', '-y', '-q', 'python3-onnx'], { stdio: 'ignore' });
+    if (spawnSync('/usr/bin/python3', ['-c', 'import onnx'], { encoding: 'utf8' }).status !== 0) {
+      spawnSync('sh', ['-c', 'apt-get update -q && apt-get install -y -q python3-onnx'], { stdio: 'ignore' });
+    }
+    if (spawnSync('/usr/bin/python3', ['-c', 'import onnx'], { encoding: 'utf8' }).status === 0) return '/usr/bin/python3';
+  }
+  console.log('SKIP  Python onnx comparison: python3-onnx is not installed and could not be installed here');
+  return undefined;
+}
+
+async function large(py: string | undefined): Promise<void> {
+  console.log('\n# ~600 MB single-file GPT-shaped model (vocab 50k x 1024, 12 MLP blocks)');
+  const file = path.join(work, 'large.onnx');
+  await writeFileAtomic(file, [encodeModel(buildLargeGpt())]);
+  const size = statSync(file).size;
+  console.log(`model: ${(size / 2 ** 20).toFixed(0)} MB`);
+  const out = path.join(work, 'large.out.onnx');
+  const cp = repeat(3, () => measure('cp', [file, out], out));
+  const patch = repeat(3, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out));
+  const patched = path.join(work, 'large.patched.onnx');
+  measure(process.execPath, [cli, 'patch', file, '-o', patched], patched);
+  const strip = repeat(3, () => measure(process.execPath, [cli, 'strip', patched, '-o', out], out));
+  console.log(`cp ${cp.seconds.toFixed(2)} s; patch ${patch.seconds.toFixed(2)} s, peak RSS ${((patch.rssBytes ?? 0) / 2 ** 20).toFixed(0)} MB; strip ${strip.seconds.toFixed(2)} s, peak RSS ${((strip.rssBytes ?? 0) / 2 ** 20).toFixed(0)} MB`);
+  report('patch 600 MB: time / cp', patch.seconds / cp.seconds, '<= 1.5', patch.seconds / cp.seconds <= 1.5, 'output fsynced before rename; cp does not fsync');
+  report('strip 600 MB: time / cp', strip.seconds / cp.seconds, '<= 1.5', strip.seconds / cp.seconds <= 1.5);
+  if (patch.rssBytes) report('patch 600 MB: peak RSS / file size', patch.rssBytes / size, '<= 0.3', patch.rssBytes / size <= 0.3);
+  if (strip.rssBytes) report('strip 600 MB: peak RSS / file size', strip.rssBytes / size, '<= 0.3', strip.rssBytes / size <= 0.3);
+  if (py) {
+    const pyRun = repeat(1, () => measure(py, [pythonScript, file, out], out));
+    report('patch 600 MB: Python onnx time / neftune time', pyRun.seconds / patch.seconds, '>= 10', pyRun.seconds / patch.seconds >= 10, `python ${pyRun.seconds.toFixed(2)} s`);
+    if (pyRun.rssBytes) report('Python onnx peak RSS / file size (reference)', pyRun.rssBytes / size, 'about 2', null);
+  }
+  for (const f of [file, out, patched]) rmSync(f, { force: true });
+}
+
+function graphSize(): void {
+  console.log('\n# graph size: inspect and patch time at 10k, 100k, 1M nodes');
+  const times: Record<string, number[]> = { inspect: [], patch: [] };
+  const sizes = [10_000, 100_000, 1_000_000];
+  for (const n of sizes) {
+    const file = path.join(work, `chain_${n}.onnx`);
+    writeFileSync(file, encodeModel(buildManyNodes(n)));
+    const out = path.join(work, `chain_${n}.out.onnx`);
+    const inspect = repeat(n >= 1_000_000 ? 1 : 3, () => measure(process.execPath, [cli, 'inspect', file, '--json'])).seconds;
+    const patch = repeat(n >= 1_000_000 ? 1 : 3, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out)).seconds;
+    times['inspect']!.push(inspect);
+    times['patch']!.push(patch);
+    console.log(`${n} nodes: inspect ${inspect.toFixed(2)} s, patch ${patch.toFixed(2)} s`);
+    rmSync(file, { force: true }); rmSync(out, { force: true });
+  }
+  for (const cmd of ['inspect', 'patch']) {
+    const t = times[cmd]!;
+    report(`${cmd} 1M nodes: seconds`, t[2]!, '<= 3', t[2]! <= 3);
+    report(`${cmd}: time(1M) / time(100k)`, t[2]! / t[1]!, '~10 (linear)', t[2]! / t[1]! <= 13);
+    report(`${cmd}: time(100k) / time(10k)`, t[1]! / t[0]!, '<= 10 (linear, startup amortised)', t[1]! / t[0]! <= 13);
+  }
+}
+
+async function startup(py: string | undefined): Promise<void> {
+  console.log('\n# small model (~700 kB GPT-shaped): process start to exit');
+  const file = path.join(work, 'small.onnx');
+  await writeFileAtomic(file, [encodeModel(buildTinyGpt({ vocab: 2560, dim: 64, maxPositions: 128 }))]);
+  console.log(`model: ${(statSync(file).size / 1024).toFixed(0)} kB`);
+  const out = path.join(work, 'small.out.onnx');
+  const ours = repeat(9, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out)).seconds;
+  report('patch small model: milliseconds', ours * 1000, '<= 150', ours <= 0.15);
+  if (py) {
+    const theirs = repeat(9, () => measure(py, [pythonScript, file, out], out)).seconds;
+    report('patch small model: neftune time / Python onnx time', ours / theirs, '<= 1', ours / theirs <= 1, `python ${(theirs * 1000).toFixed(0)} ms`);
+  }
+}
+
+console.log(`onnx-neftune benchmarks on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`);
+const py = only.has('large') || only.has('startup') ? python() : undefined;
+try {
+  if (only.has('startup')) await startup(py);
+  if (only.has('large')) await large(py);
+  if (only.has('graph')) graphSize();
+  if (only.has('runtime')) for (const r of await runtimeBench()) report(r.name, r.value, r.target, r.ok, r.note);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+const missed = results.filter((r) => r.ok === false);
+console.log(`\n${results.filter((r) => r.ok).length} targets met, ${missed.length} missed${missed.length ? `: ${missed.map((r) => r.name).join('; ')}` : ''}`);
