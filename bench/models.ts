@@ -1,5 +1,5 @@
 /** Builder-made models for the benchmarks: big weights, many nodes, BERT-base shape. */
-import { DataType, ModelBuilder, Tensor, attr, type Model, type Value } from '../src/graph/index.js';
+import { ModelBuilder, Tensor, attr, type Model, type Value } from '../src/graph/index.js';
 import { randomFloats } from '../examples/models.js';
 
 /** GPT-shaped, single file: vocab x dim token table plus `layers` MLP blocks of dim x 4dim weights. */
@@ -68,6 +68,5 @@ export function buildBertBase(options: { layers?: number; dim?: number; heads?: 
     h = ln(b.op('Add', [h, proj(mid, 'ff2', ff, dim)]), `l${l}.ln2`);
   }
   b.output(h, 'float', ['batch', 'sequence', dim]);
-  void DataType;
   return b.build();
 }

@@ -1,6 +1,6 @@
 /** ONNX Runtime cost of the inserted nodes on a BERT-base-shaped forward. */
 import ort from 'onnxruntime-node';
-import { DataType, ModelBuilder, Tensor, decodeModel, encodeModel } from '../src/graph/index.js';
+import { ModelBuilder, Tensor, decodeModel, encodeModel } from '../src/graph/index.js';
 import { applyNeftune } from '../src/passes/index.js';
 import { randomFloats } from '../examples/models.js';
 import { buildBertBase } from './models.js';
@@ -55,7 +55,6 @@ export async function runtimeBench(): Promise<Array<{ name: string; value: numbe
   const [lf] = await timeRuns([sf!], { x: new ort.Tensor('float32', new Float32Array(batch * seq * dim), [batch, seq, dim]) }, 15);
   const noiseCost = median(l1!) - median(l0!);
   console.log(`noise nodes: ${noiseCost.toFixed(1)} ms per run; one memory pass (Add x+x on ${batch}x${seq}x${dim} float32): ${median(lf!).toFixed(1)} ms`);
-  void DataType;
   return [
     { name: 'BERT-base forward: patched / unpatched per run', value: ratio, target: '<= 1.03', ok: ratio <= 1.03, note: `${median(t0!).toFixed(0)} vs ${median(t1!).toFixed(0)} ms` },
     { name: 'noise nodes cost / one memory pass over E', value: noiseCost / median(lf!), target: 'reported', ok: null, note: `${noiseCost.toFixed(1)} ms vs ${median(lf!).toFixed(1)} ms` },

@@ -7,7 +7,7 @@ export function printHuman(result: CliResult, out: (line: string) => void, err: 
   for (const file of result.files) {
     if (result.command === 'inspect' && file.model) printInspect(file, file.model, out);
     else if (result.command === 'verify' && file.verify) printVerify(file, out);
-    else printFile(result.command, file, out, err);
+    else printFile(file, out, err);
   }
   if (result.command !== 'inspect' && result.files.length > 1) {
     const s = result.summary;
@@ -16,7 +16,7 @@ export function printHuman(result: CliResult, out: (line: string) => void, err: 
   }
 }
 
-function printFile(command: string, f: FileResult, out: (line: string) => void, err: (line: string) => void): void {
+function printFile(f: FileResult, out: (line: string) => void, err: (line: string) => void): void {
   const shown = (p: string) => (p === '-' ? 'stdin' : p);
   const arrow = f.output === '-' ? ' -> stdout' : f.output && f.output !== f.input ? ` -> ${f.output}` : f.output ? ' (in place)' : '';
   if (f.status === 'failed') {
@@ -28,7 +28,6 @@ function printFile(command: string, f: FileResult, out: (line: string) => void, 
   // When the model itself goes to stdout, all messages go to stderr.
   (f.output === '-' ? err : out)(line);
   for (const w of f.warnings) err(yellow(`  warning: ${w}`));
-  void command;
 }
 
 function printInspect(f: FileResult, m: ModelSummary, out: (line: string) => void): void {

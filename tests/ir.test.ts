@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  GraphEditError, ModelBuilder, NameAllocator, Node, Value, attr, decodeModel, encodeModel,
+  GraphEditError, ModelBuilder, NameAllocator, Node, Value, attr, decodeModel, decodeModelProto, encodeModel, encodeModelProto,
   isTopologicallySorted, topologicalSort, type Graph, type Model,
 } from '../src/graph/index.js';
 import { buildTinyGpt } from '../examples/models.js';
@@ -167,4 +167,47 @@ test('fresh names are unique across every scope', () => {
   assert.equal(names.fresh('then_mul'), 'then_mul_1', 'node names count too');
   assert.equal(names.fresh('brand_new'), 'brand_new');
   assert.equal(names.fresh('brand_new'), 'brand_new_1');
+});
+
+test('local functions and training info round-trip, with their graphs in the IR', () => {
+  const base = decodeModelProto(encodeModel(buildTinyGpt()));
+  base.functions = [{
+    name: 'ScaledAdd', domain: 'custom', input: ['a', 'b'], output: ['y'], attribute: ['alpha'],
+    opset_import: [{ domain: '', version: 17 }],
+    node: [
+      { input: ['a', 'b'], output: ['s'], op_type: 'Add', name: 'f_add' },
+      { input: ['s', 's'], output: ['y'], op_type: 'Mul', name: 'f_mul' },
+    ],
+  }];
+  base.training_info = [{
+    algorithm: { name: 'algo', node: [{ input: ['transformer.wte.weight'], output: ['wte_next'], op_type: 'Identity', name: 'step' }] },
+    update_binding: [{ key: 'transformer.wte.weight', value: 'wte_next' }],
+  }];
+  const bytes = encodeModelProto(base);
+  const model = decodeModel(bytes);
+  assert.ok(sameBytes(encodeModel(model), bytes));
+  const fn = model.functions[0]!;
+  assert.equal(fn.name, 'ScaledAdd');
+  const s = fn.body.value('s')!;
+  assert.deepEqual(s.uses.map((u) => `${u.node.name}#${u.index}`), ['f_mul#0', 'f_mul#1']);
+  assert.deepEqual(fn.body.inputs.map((v) => v.name), ['a', 'b']);
+  // The training algorithm reads the main graph's initializer: one Value, uses across graphs.
+  const wte = model.graph.initializer('transformer.wte.weight')!;
+  assert.ok(wte.uses.some((u) => u.node.name === 'step'));
+  // Editing a function body is reflected on encode.
+  fn.body.value('s')!.name = 's_renamed';
+  const again = decodeModelProto(encodeModel(model));
+  assert.deepEqual(again.functions![0]!.node![1]!.input, ['s_renamed', 's_renamed']);
+});
+
+test('renaming a value keeps scopes in step and renames every reference on encode', () => {
+  const model = ifModel();
+  const x = model.graph.value('x')!;
+  x.name = 'x_input';
+  assert.equal(model.graph.value('x'), undefined);
+  assert.equal(model.graph.value('x_input'), x);
+  const proto = decodeModelProto(encodeModel(model));
+  assert.equal(proto.graph!.input![0]!.name, 'x_input');
+  const thenBranch = proto.graph!.node![0]!.attribute!.find((a) => a.name === 'then_branch')!.g!;
+  assert.deepEqual(thenBranch.node![0]!.input, ['x_input', 'two'], 'captures inside subgraphs follow the rename');
 });

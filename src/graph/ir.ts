@@ -34,7 +34,22 @@ export class Value {
   /** Set when the value is a sparse initializer of `graph`. */
   sparseInitializer: SparseTensorProto | undefined;
 
-  constructor(public name: string, public graph: Graph | null = null) {}
+  private currentName: string;
+
+  constructor(name: string, public graph: Graph | null = null) {
+    this.currentName = name;
+  }
+
+  /** The value's name. Renaming keeps the defining graph's scope in step; names are never changed silently. */
+  get name(): string { return this.currentName; }
+  set name(name: string) {
+    const scope = this.graph?.scope;
+    if (scope?.get(this.currentName) === this) {
+      scope.delete(this.currentName);
+      if (!scope.has(name)) scope.set(name, this);
+    }
+    this.currentName = name;
+  }
 
   /** Uses in insertion order, including nodes in subgraphs that capture this value. */
   get uses(): readonly Use[] { return this.usesList; }

@@ -97,6 +97,9 @@ class SparseWalker {
 
   walk(type: protobuf.Type, start: number, end: number, out: Output, depth = 0): void {
     if (depth > 100) this.fail('messages nested deeper than 100 levels', start, type);
+    // Fields kept as they are accumulate into one pending range, copied with a single read.
+    let pending = start;
+    const flush = (upTo: number) => { if (upTo > pending) this.copy(out, pending, upTo); pending = upTo; };
     let pos = start;
     while (pos < end) {
       const fieldStart = pos;
@@ -105,7 +108,6 @@ class SparseWalker {
       if (wire !== 2) {
         pos = wire === 0 ? this.varint(afterTag, end, type)[1] : wire === 1 ? afterTag + 8 : wire === 5 ? afterTag + 4 : this.fail(`invalid wire type ${wire}`, fieldStart, type);
         if (pos > end) this.fail('a field runs past the end of its message', fieldStart, type);
-        this.copy(out, fieldStart, pos);
         continue;
       }
       const [len, body] = this.varint(afterTag, end, type);
@@ -115,21 +117,22 @@ class SparseWalker {
       const field = len >= this.threshold ? type.fieldsById[(tag - wire) / 8] : undefined;
       const resolved = field?.resolve().resolvedType;
       if (field && field.type === 'bytes') {
-        this.copy(out, fieldStart, afterTag);
+        flush(afterTag);
         out.push(encodeVarint(PLACEHOLDER_LENGTH));
         out.push(placeholderFor(this.payload(body, len)));
+        pending = bodyEnd;
         this.deferred++;
         this.deferredBytes += len;
       } else if (resolved && 'fieldsById' in resolved) {
+        flush(afterTag);
         const child = new Output(1 << 12);
         this.walk(resolved as protobuf.Type, body, bodyEnd, child, depth + 1);
-        this.copy(out, fieldStart, afterTag);
         out.push(encodeVarint(child.length));
         out.push(child.bytes());
-      } else {
-        this.copy(out, fieldStart, bodyEnd);
+        pending = bodyEnd;
       }
     }
+    flush(end);
   }
 
   private payload(offset: number, length: number): DeferredPayload {

@@ -316,7 +316,7 @@ function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ct
     if (!value || !type || type.elem_type === undefined) throw new VerifyError(`Cannot make up a value for input ${name}: it has no tensor type`);
     const elem = type.elem_type;
     if (!type.shape) throw new VerifyError(`Cannot make up a value for input ${name}: its rank is unknown`);
-    const dims = (type.shape.dim ?? []).map((d, i) => dimFor(d, i, name, batch, seq));
+    const dims = (type.shape.dim ?? []).map((d, i) => dimFor(d, i, batch, seq));
     const count = dims.reduce((a, b) => a * b, 1);
     let values: number[];
     if (name === alphaInput) values = [ctx.record.options.alpha];
@@ -330,14 +330,13 @@ function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ct
   return feeds;
 }
 
-function dimFor(d: { dim_value?: unknown; dim_param?: string }, index: number, input: string, batch: number, seq: number): number {
+function dimFor(d: { dim_value?: unknown; dim_param?: string }, index: number, batch: number, seq: number): number {
   if (d.dim_value !== undefined && Object.hasOwn(d, 'dim_value') && Number(d.dim_value) >= 0) return Number(d.dim_value);
   const p = d.dim_param ?? '';
   if (p.endsWith('_rows')) return MADE_UP_TABLE_ROWS;
   if (/batch/i.test(p) || (!p && index === 0)) return batch;
   if (/past/i.test(p)) return 0;
   if (/seq|len|token|total|step/i.test(p) || (!p && index === 1)) return seq;
-  void input;
   return 1;
 }
 
