@@ -6,6 +6,7 @@ import { DataType, parseDataType } from './dtype.js';
 import { Attribute, AttributeType, Graph, Model, Node, Value, type Dim } from './ir.js';
 import type { AttributeProto, TypeProto } from './proto.js';
 import { Tensor, type TensorData } from './tensor.js';
+import { NameSet } from './names.js';
 
 const encoder = new TextEncoder();
 
@@ -87,7 +88,7 @@ export interface NodeOptions {
 
 export class GraphBuilder {
   readonly graph: Graph;
-  constructor(private readonly names: BuilderNames, graph?: Graph) {
+  constructor(private readonly names: NameSet, graph?: Graph) {
     this.graph = graph ?? new Graph({});
   }
 
@@ -146,26 +147,6 @@ export class GraphBuilder {
   }
 }
 
-class BuilderNames {
-  private readonly taken = new Set<string>();
-  private readonly nextSuffix = new Map<string, number>();
-  claim(name: string): string {
-    if (this.taken.has(name)) throw new TypeError(`Name "${name}" is already used in this model`);
-    this.taken.add(name);
-    return name;
-  }
-  /** `base` itself if free, else `base_1`, `base_2`, ...; the name is reserved on return. */
-  fresh(base: string): string {
-    let name = base;
-    // Remember where each base's numbering got to, so repeated bases stay O(1) per name.
-    let i = this.nextSuffix.get(base) ?? 1;
-    while (this.taken.has(name)) name = `${base}_${i++}`;
-    this.nextSuffix.set(base, i);
-    this.taken.add(name);
-    return name;
-  }
-}
-
 export interface ModelOptions {
   /** Default-domain opset (required: the builder never picks one silently). */
   opset: number;
@@ -179,7 +160,7 @@ export interface ModelOptions {
 
 export class ModelBuilder extends GraphBuilder {
   constructor(private readonly options: ModelOptions) {
-    super(new BuilderNames(), new Graph({ name: options.graphName ?? 'main' }));
+    super(new NameSet(), new Graph({ name: options.graphName ?? 'main' }));
   }
 
   build(): Model {
