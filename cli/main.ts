@@ -7,6 +7,12 @@ import { EXIT, EXIT_CODE_HELP } from './exit-codes.js';
 import { printHuman } from './report.js';
 import type { NeftuneOptions } from '../src/passes/neftune.js';
 
+// A closed pipe (`neftune inspect m.onnx | head`) ends output quietly instead of with a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
 function emit(result: CliResult, json: boolean): void {
   if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   else printHuman(result, (l) => process.stdout.write(`${l}\n`), (l) => process.stderr.write(`${l}\n`));
