@@ -6,11 +6,10 @@
  */
 import { DataType, dataTypeName } from '../graph/dtype.js';
 import { Value, type Graph, type Model, type Node } from '../graph/ir.js';
-import { attr } from '../graph/builder.js';
+import { attr, tensorType } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
 import { decodeModelProto, encodeModel } from '../graph/codec.js';
 import { modelFromProto } from '../graph/serde.js';
-import { tensorType } from '../graph/builder.js';
 import { Emitter } from './emit.js';
 import { describeCandidate, findEmbeddings, type EmbeddingCandidate, type EmbeddingReport } from './embeddings.js';
 import { AlreadyPatchedError, AmbiguousEmbeddingError, NoEmbeddingError, PatchOptionError } from './errors.js';

@@ -243,13 +243,10 @@ function probeOutput(graph: Graph, value: Value, dtype: string): Value {
   const type = parseDataType(dtype);
   if (type === DataType.FLOAT) return value;
   const out = new Value(`${PROBE_PREFIX}${value.name}_float`);
-  graph.append(new Node('Cast', [value], [out], { name: `${PROBE_PREFIX}${value.name}_cast`, attributes: [castTo(DataType.FLOAT)] }));
+  graph.append(new Node('Cast', [value], [out], { name: `${PROBE_PREFIX}${value.name}_cast`, attributes: [makeAttribute('to', attr.int(DataType.FLOAT))] }));
   return out;
 }
 
-function castTo(type: DataType) {
-  return makeAttribute('to', attr.int(type));
-}
 
 function buildProbe(model: Model, site: PatchedSite, whole: boolean, ctx: Ctx): Probe | undefined {
   const noisy = locate(model, site.graphPath, site.value);
