@@ -45,8 +45,10 @@ export async function verifyLoadedModel(loaded: LoadedModel, runtime: Runtime, o
   const missing = new Set(loaded.externalData.filter((f) => !f.present).flatMap((f) => f.tensors));
   const sessionOptions: Record<string, unknown> = { logSeverityLevel: 3, ...runtime.sessionOptions };
   if (present.length) sessionOptions['externalData'] = present.map((f) => ({ path: f.location, data: new Uint8Array(readFileSync(f.path)) }));
+  const absent = loaded.externalData.filter((f) => !f.present).map((f) => f.location);
   return verifyNeftune(loaded.model, {
     ort: runtime.ort, ep: runtime.ep, sessionOptions, ...options,
     unavailable: (name) => missing.has(name),
+    ...(absent.length ? { wholeModelUnavailable: `external data missing: ${absent.join(', ')}` } : {}),
   });
 }

@@ -50,6 +50,8 @@ export interface VerifyOptions {
   unavailable?: (tensorName: string) => boolean;
   /** Run only the slice even when the whole model could run. */
   sliceOnly?: boolean;
+  /** Why the whole model cannot run (known before trying, e.g. missing external data): run the slice. */
+  wholeModelUnavailable?: string;
 }
 
 export interface CheckResult { name: 'noise' | 'fresh' | 'alpha-zero' | 'strip'; ok: boolean; detail: string }
@@ -130,8 +132,8 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: Pa
   const { ort } = ctx.options;
   let session: OrtSessionLike | undefined;
   let probe: Probe | undefined;
-  let firstError: string | null = null;
-  for (const whole of ctx.options.sliceOnly ? [false] : [true, false]) {
+  let firstError: string | null = ctx.options.wholeModelUnavailable ?? null;
+  for (const whole of ctx.options.sliceOnly || firstError ? [false] : [true, false]) {
     try {
       probe = buildProbe(decodeModel(bytes), site, whole, ctx);
       if (!probe) continue;
