@@ -186,6 +186,8 @@ export class Node {
 
   /** The NodeProto for the fields the IR does not model (doc_string, metadata, device configs, unknowns). */
   proto: NodeProto;
+  /** @internal The message this node was decoded from; encoding reuses it while the node is unchanged. */
+  _decodedFrom: NodeProto | undefined;
 
   constructor(
     public opType: string,

@@ -70,6 +70,7 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null): Graph {
   const nodes = nodeProtos.map((np) => {
     const outputs = (np.output ?? []).map((name) => (name === '' ? null : new Value(name)));
     const node = new Node(np.op_type ?? '', [], outputs, { proto: stripNodeFields(np) });
+    node._decodedFrom = np;
     for (const out of outputs) if (out) graph.define(out);
     return node;
   });
@@ -215,12 +216,42 @@ function declaration(graph: Graph, list: DeclarationList, value: Value): ValueIn
 }
 
 export function nodeToProto(node: Node): NodeProto {
+  const source = node._decodedFrom;
+  if (source && unchangedSince(node, source)) return source;
   const out = cloneShallow(node.proto);
   out.input = node.inputs.map((v) => v?.name ?? '');
   out.output = node.outputs.map((v) => v?.name ?? '');
   if (Object.hasOwn(node.proto, 'op_type') || node.opType !== '') out.op_type = node.opType;
   out.attribute = node.attributes.map(attributeToProto);
   return out;
+}
+
+/** Whether encoding `node` would give back `source`, the message it was decoded from. */
+function unchangedSince(node: Node, source: NodeProto): boolean {
+  if (node.opType !== (source.op_type ?? '') || (node.opType === '' && Object.hasOwn(source, 'op_type'))) return false;
+  if (!sameNames(node.inputs, source.input) || !sameNames(node.outputs, source.output)) return false;
+  const attrs = source.attribute ?? [];
+  if (node.attributes.length !== attrs.length) return false;
+  for (let i = 0; i < attrs.length; i++) {
+    const a = node.attributes[i]!;
+    if (a.graphs.length || a.proto !== attrs[i]) return false;
+  }
+  // The kept copy must still hold exactly the source's other fields.
+  let kept = 0;
+  for (const key of Object.keys(node.proto)) {
+    if ((node.proto as Record<string, unknown>)[key] !== (source as Record<string, unknown>)[key]) return false;
+    kept++;
+  }
+  let others = 0;
+  for (const key of Object.keys(source)) if (!NODE_FIELDS_IN_IR.has(key)) others++;
+  return kept === others && (node.proto as { $unknowns?: unknown }).$unknowns === (source as { $unknowns?: unknown }).$unknowns;
+}
+
+function sameNames(values: readonly (Value | null)[], names: readonly string[] | undefined): boolean {
+  const list = names ?? [];
+  if (values.length !== list.length) return false;
+  for (let i = 0; i < list.length; i++) if ((values[i]?.name ?? '') !== list[i]) return false;
+  return true;
 }
 
 function attributeToProto(attr: Attribute): AttributeProto {
