@@ -31,19 +31,42 @@ export class NameSet {
  * Hands out value and node names that no scope of the model uses yet: main graph, subgraphs,
  * functions and training graphs. Existing names are never changed; callers that add things ask
  * here instead of checking uniqueness themselves.
+ *
+ * With `prefix`, only names starting with it are indexed up front (a pass that names everything
+ * it adds with one prefix then never pays for indexing a million-node graph); a name outside the
+ * prefix makes the allocator index everything the first time it is asked about one.
  */
 export class NameAllocator extends NameSet {
-  constructor(model: Model) {
+  private fullyIndexed = false;
+
+  constructor(private readonly model: Model, private readonly options: { prefix?: string } = {}) {
     super();
-    for (const graph of model.allGraphs()) {
-      for (const v of [...graph.inputs, ...graph.outputs, ...graph.valueInfo, ...graph.initializers, ...graph.sparseInitializers]) this.add(v.name);
-      for (const name of graph.scope.keys()) this.add(name);
+    this.index(options.prefix);
+    if (options.prefix === undefined) this.fullyIndexed = true;
+  }
+
+  private index(prefix: string | undefined): void {
+    const keep = (name: string) => prefix === undefined || name.startsWith(prefix);
+    const add = (name: string) => { if (keep(name)) this.add(name); };
+    for (const graph of this.model.allGraphs()) {
+      for (const v of [...graph.inputs, ...graph.outputs, ...graph.valueInfo, ...graph.initializers, ...graph.sparseInitializers]) add(v.name);
+      for (const name of graph.scope.keys()) add(name);
       for (const node of graph) {
-        if (node.name !== undefined) this.add(node.name);
-        for (const v of node.inputs) if (v) this.add(v.name);
-        for (const v of node.outputs) if (v) this.add(v.name);
+        if (node.name !== undefined) add(node.name);
+        for (const v of node.inputs) if (v) add(v.name);
+        for (const v of node.outputs) if (v) add(v.name);
       }
     }
-    for (const fn of model.functions) this.add(fn.name);
+    for (const fn of this.model.functions) add(fn.name);
   }
+
+  private ensureIndexed(name: string): void {
+    if (this.fullyIndexed || name.startsWith(this.options.prefix!)) return;
+    this.index(undefined);
+    this.fullyIndexed = true;
+  }
+
+  override fresh(base: string): string { this.ensureIndexed(base); return super.fresh(base); }
+  override claim(name: string): string { this.ensureIndexed(name); return super.claim(name); }
+  override has(name: string): boolean { this.ensureIndexed(name); return super.has(name); }
 }

@@ -192,7 +192,8 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
   }
   const report = findEmbeddings(model);
   const targets = selectTargets(report, opts);
-  const names = new NameAllocator(model);
+  // Everything the pass adds starts with 'neftune' (the reserved prefix, or the alpha input's name).
+  const names = new NameAllocator(model, { prefix: 'neftune' });
   const warnings: string[] = [];
   const plans = targets.map((c) => planSite(c, opts, opset, warnings));
   const alphaName = opts.alphaInput ? (typeof opts.alphaInput === 'string' ? opts.alphaInput : DEFAULT_ALPHA_INPUT) : undefined;
