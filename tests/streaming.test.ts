@@ -89,3 +89,17 @@ test('streaming equals in-memory for every fixture, with tiny payloads deferred 
     await compare(file, (m) => { try { applyNeftune(m); } catch { /* fixtures without a token table: compare unchanged */ } }, 64);
   }
 });
+
+test('after an in-place save, a lazily loaded model still reads its payloads from the new file', async () => {
+  const file = path.join(dir, 'inplace.onnx');
+  const original = encodeModel(buildTinyGpt({ vocab: 4096, dim: 64 }));
+  writeFileSync(file, original);
+  const loaded = readModelFile(file, { deferThreshold: 1024 });
+  applyNeftune(loaded.model, { alphaInput: true });
+  await saveModelFile(loaded, file, { inPlace: true });
+  // The payloads moved (the patch added nodes before them); the model must still encode to the file.
+  assert.ok(sameBytes(encodeModel(loaded.model), read(file)));
+  stripNeftune(loaded.model);
+  await saveModelFile(loaded, file, { inPlace: true });
+  assert.ok(sameBytes(read(file), original));
+});

@@ -12,8 +12,11 @@ export interface DeferredPayload {
   readonly length: number;
   /** Reads the whole payload (for code that needs the values; writers stream instead). */
   read(): Uint8Array;
-  /** Where the bytes are, for writers that copy them piece by piece. */
-  readonly source: { readonly path: string; readonly offset: number };
+  /**
+   * Where the bytes are, for writers that copy them piece by piece. A writer that replaces the
+   * source file (an in-place save) points this at the payload's place in the new file.
+   */
+  source: { path: string; offset: number };
 }
 
 export const PLACEHOLDER_LENGTH = 16;

@@ -148,7 +148,20 @@ export async function saveModelFile(loaded: LoadedModel, dest: string, options: 
   const { pieces, length } = encodeChecked(loaded.model);
   const { copiedData, reusedData } = carryExternalData(loaded, path.dirname(target));
   await writeFileAtomic(target, streamPieces(pieces), options.onProgress ? (w) => options.onProgress!(w, length) : undefined);
+  retargetReplacedPayloads(pieces, target);
   return { path: target, bytes: length, copiedData, reusedData };
+}
+
+/**
+ * After writing over the file deferred payloads were read from (an in-place save), points them at
+ * their places in the new file, so the model in memory stays readable.
+ */
+function retargetReplacedPayloads(pieces: EncodedPiece[], target: string): void {
+  let offset = 0;
+  for (const piece of pieces) {
+    if (!(piece instanceof Uint8Array) && path.resolve(piece.source.path) === target) piece.source = { path: target, offset };
+    offset += piece.length;
+  }
 }
 
 const COPY_BUFFER = 8 << 20;

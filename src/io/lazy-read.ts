@@ -136,22 +136,28 @@ class SparseWalker {
   }
 
   private payload(offset: number, length: number): DeferredPayload {
-    const path = this.path;
-    return {
-      length,
-      source: { path, offset },
-      read(): Uint8Array {
-        const fd = openSync(path, 'r');
-        try {
-          const bytes = new Uint8Array(length);
-          for (let done = 0; done < length;) {
-            const n = readSync(fd, bytes, done, length - done, offset + done);
-            if (n === 0) throw new FileAccessError(`${path} is shorter than when it was loaded`);
-            done += n;
-          }
-          return bytes;
-        } finally { closeSync(fd); }
-      },
-    };
+    return new FilePayload(this.path, offset, length);
+  }
+}
+
+/** Bytes at `source.offset` of `source.path`, read on demand. */
+class FilePayload implements DeferredPayload {
+  source: { path: string; offset: number };
+  constructor(path: string, offset: number, readonly length: number) {
+    this.source = { path, offset };
+  }
+
+  read(): Uint8Array {
+    const { path, offset } = this.source;
+    const fd = openSync(path, 'r');
+    try {
+      const bytes = new Uint8Array(this.length);
+      for (let done = 0; done < this.length;) {
+        const n = readSync(fd, bytes, done, this.length - done, offset + done);
+        if (n === 0) throw new FileAccessError(`${path} is shorter than when it was loaded`);
+        done += n;
+      }
+      return bytes;
+    } finally { closeSync(fd); }
   }
 }
