@@ -43,7 +43,7 @@ export async function loadRuntime(ep: ExecutionProvider): Promise<Runtime> {
 export async function verifyLoadedModel(loaded: LoadedModel, runtime: Runtime, options: Partial<Pick<VerifyOptions, 'batch' | 'seq' | 'runs' | 'falseAlarm' | 'sliceOnly'>> = {}): Promise<VerifyReport> {
   const present = loaded.externalData.filter((f) => f.present);
   const missing = new Set(loaded.externalData.filter((f) => !f.present).flatMap((f) => f.tensors));
-  const sessionOptions: Record<string, unknown> = { logSeverityLevel: 3, ...runtime.sessionOptions };
+  const sessionOptions: Record<string, unknown> = { logSeverityLevel: 4, ...runtime.sessionOptions };
   if (present.length) sessionOptions['externalData'] = present.map((f) => ({ path: f.location, data: new Uint8Array(readFileSync(f.path)) }));
   const absent = loaded.externalData.filter((f) => !f.present).map((f) => f.location);
   return verifyNeftune(loaded.model, {
