@@ -13,6 +13,7 @@
  * The model runs whole when ONNX Runtime can; otherwise (training-only ops, missing external data,
  * inputs that cannot be made up, sites inside subgraphs) the slice from the inputs to the site runs.
  */
+import { OnnxNeftuneError } from '../graph/errors.js';
 import { DataType, dataTypeName, float32ToFloat16Bits as f16, isIntegerType, parseDataType } from '../graph/dtype.js';
 import { decodeModel, encodeModel } from '../graph/codec.js';
 import { Node, Value, type Graph, type Model } from '../graph/ir.js';
@@ -83,8 +84,9 @@ export interface VerifyReport {
   message: string;
 }
 
-export class VerifyError extends Error {
-  readonly code = 'VERIFY_FAILED';
+/** Verification could not be carried out as asked (e.g. an input it cannot make up). */
+export class VerifyError extends OnnxNeftuneError {
+  constructor(message: string) { super('VERIFY_FAILED', message); }
 }
 
 const PROBE_PREFIX = 'neftune_verify__';
