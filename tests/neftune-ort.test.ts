@@ -36,26 +36,29 @@ for (const { kind, build, outputs, options, amplification = 1 } of shapes) {
       assert.equal(result.record.sites.length, outputs.length, 'a shared table is noised at every read');
       const clean = await sessionFor(base);
       const noisy = await sessionFor(patched);
-      const { feeds } = feedsFor(clean, B, L, V);
-      const reference = await clean.run(feeds);
-      const run1 = await noisy.run({ ...feeds, neftune_alpha: floatScalar(ALPHA) });
-      const run2 = await noisy.run({ ...feeds, neftune_alpha: floatScalar(ALPHA) });
-      const zero = await noisy.run({ ...feeds, neftune_alpha: floatScalar(0) });
-      const scale = (ALPHA / Math.sqrt(L * D)) * amplification;
-      for (const out of outputs) {
-        const name = outputName(out, dtype, kind);
-        const e = asNumbers(reference[name]!);
-        const n1 = asNumbers(run1[name]!);
-        const diff = n1.map((x, i) => x - e[i]!);
-        const tolerance = e.map((x) => (Math.abs(x) + scale) * ulpFactor[dtype] * amplification);
-        const check = checkUniformNoise(diff, scale, { tolerance });
-        assert.ok(check.ok, `${name}: ${check.failures.join('; ')}`);
-        assert.ok(check.count === B * L * D);
-        assert.notDeepEqual(asNumbers(run2[name]!), n1, `${name}: every run draws new noise`);
-        assert.deepEqual(asNumbers(zero[name]!), e, `${name}: alpha 0 gives exactly the clean embedding`);
-      }
-      for (const name of clean.outputNames) {
-        assert.deepEqual(asNumbers(zero[name]!), asNumbers(reference[name]!), `alpha 0: ${name} unchanged bit for bit`);
+      // Two shapes through the same sessions: L*d is computed at run time, so the scale follows L.
+      for (const [batch, seq] of [[B, L], [3, 7]] as const) {
+        const { feeds } = feedsFor(clean, batch, seq, V);
+        const reference = await clean.run(feeds);
+        const run1 = await noisy.run({ ...feeds, neftune_alpha: floatScalar(ALPHA) });
+        const run2 = await noisy.run({ ...feeds, neftune_alpha: floatScalar(ALPHA) });
+        const zero = await noisy.run({ ...feeds, neftune_alpha: floatScalar(0) });
+        const scale = (ALPHA / Math.sqrt(seq * D)) * amplification;
+        for (const out of outputs) {
+          const name = outputName(out, dtype, kind);
+          const e = asNumbers(reference[name]!);
+          const n1 = asNumbers(run1[name]!);
+          const diff = n1.map((x, i) => x - e[i]!);
+          const tolerance = e.map((x) => (Math.abs(x) + scale) * ulpFactor[dtype] * amplification);
+          const check = checkUniformNoise(diff, scale, { tolerance });
+          assert.ok(check.ok, `${name} [${batch}, ${seq}]: ${check.failures.join('; ')}`);
+          assert.ok(check.count === batch * seq * D);
+          assert.notDeepEqual(asNumbers(run2[name]!), n1, `${name}: every run draws new noise`);
+          assert.deepEqual(asNumbers(zero[name]!), e, `${name}: alpha 0 gives exactly the clean embedding`);
+        }
+        for (const name of clean.outputNames) {
+          assert.deepEqual(asNumbers(zero[name]!), asNumbers(reference[name]!), `alpha 0: ${name} unchanged bit for bit`);
+        }
       }
       await Promise.all([clean.release(), noisy.release()]);
     });
