@@ -30,9 +30,11 @@ export async function runtimeBench(): Promise<Array<{ name: string; value: numbe
   const opts = { intraOpNumThreads: 2, logSeverityLevel: 3 } as const;
   const [plain, patched] = [await ort.InferenceSession.create(bytes, opts), await ort.InferenceSession.create(encodeModel(patchedModel), opts)];
   const ids = new ort.Tensor('int64', BigInt64Array.from({ length: batch * seq }, (_, i) => BigInt((i * 7919) % 30522)), [batch, seq]);
-  const [t0, t1] = await timeRuns([plain, patched], { input_ids: ids }, 6);
-  const ratio = median(t1!) / median(t0!);
-  console.log(`per run: unpatched ${median(t0!).toFixed(0)} ms, patched ${median(t1!).toFixed(0)} ms`);
+  const [t0, t1] = await timeRuns([plain, patched], { input_ids: ids }, 12);
+  // The fastest of interleaved runs is the least disturbed by other load on a shared machine.
+  const fastest = (xs: number[]) => Math.min(...xs);
+  const ratio = fastest(t1!) / fastest(t0!);
+  console.log(`per run (fastest of 12 / median): unpatched ${fastest(t0!).toFixed(0)} / ${median(t0!).toFixed(0)} ms, patched ${fastest(t1!).toFixed(0)} / ${median(t1!).toFixed(0)} ms`);
 
   // The noise nodes on their own, next to one memory pass over the embedding tensor (the floor).
   const lookupOnly = () => {
@@ -56,7 +58,7 @@ export async function runtimeBench(): Promise<Array<{ name: string; value: numbe
   const noiseCost = median(l1!) - median(l0!);
   console.log(`noise nodes: ${noiseCost.toFixed(1)} ms per run; one memory pass (Add x+x on ${batch}x${seq}x${dim} float32): ${median(lf!).toFixed(1)} ms`);
   return [
-    { name: 'BERT-base forward: patched / unpatched per run', value: ratio, target: '<= 1.03', ok: ratio <= 1.03, note: `${median(t0!).toFixed(0)} vs ${median(t1!).toFixed(0)} ms` },
+    { name: 'BERT-base forward: patched / unpatched (fastest run)', value: ratio, target: '<= 1.03', ok: ratio <= 1.03, note: `${fastest(t0!).toFixed(0)} vs ${fastest(t1!).toFixed(0)} ms; medians ${(median(t1!) / median(t0!)).toFixed(3)}` },
     { name: 'noise nodes cost / one memory pass over E', value: noiseCost / median(lf!), target: 'reported', ok: null, note: `${noiseCost.toFixed(1)} ms vs ${median(lf!).toFixed(1)} ms` },
   ];
 }
