@@ -134,13 +134,14 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: Pa
   const { ort } = ctx.options;
   let session: OrtSessionLike | undefined;
   let probe: Probe | undefined;
+  let feeds: Record<string, OrtTensorLike> = {};
   let firstError: string | null = ctx.options.wholeModelUnavailable ?? null;
   for (const whole of ctx.options.sliceOnly || firstError ? [false] : [true, false]) {
     try {
       probe = buildProbe(decodeModel(bytes), site, whole, ctx);
       if (!probe) continue;
       session = await ort.InferenceSession.create(probe.bytes, sessionOptionsOf(ctx));
-      const feeds = makeFeeds(ort, probe.model, session.inputNames, ctx);
+      feeds = makeFeeds(ort, probe.model, session.inputNames, ctx);
       await session.run(feeds); // smoke run: a whole model may load but fail to run
       if (!whole) probe.reason = firstError ?? probe.reason;
       break;
@@ -156,7 +157,6 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: Pa
   }
   if (!session || !probe) throw new VerifyError(`No runnable probe for ${site.value}`);
   try {
-    const feeds = makeFeeds(ort, probe.model, session.inputNames, ctx);
     const alphaInput = alphaInputName(ctx.record);
     const alpha = ctx.record.options.alpha;
     if (alphaInput && session.inputNames.includes(alphaInput)) feeds[alphaInput] = new ort.Tensor('float32', Float32Array.from([alpha]), []);
