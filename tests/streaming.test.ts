@@ -27,9 +27,11 @@ async function compare(file: string, edit: (m: Model) => void, threshold: number
   const deferred = deferredCount(loaded.model);
   edit(loaded.model);
   const out = path.join(dir, `${path.basename(file)}.${Math.random().toString(36).slice(2)}.out.onnx`);
-  await saveModelFile(loaded, out);
-  const written = read(out);
-  assert.ok(sameBytes(written, expected), `${path.basename(file)}: streaming and in-memory differ at byte ${firstDifference(written, expected)}`);
+  for (const save of ['new file', 'replacing the file']) {
+    await saveModelFile(loaded, out);
+    const written = read(out);
+    assert.ok(sameBytes(written, expected), `${path.basename(file)} (${save}): streaming and in-memory differ at byte ${firstDifference(written, expected)}`);
+  }
   return deferred;
 }
 
@@ -43,12 +45,14 @@ test('streaming writes the same bytes as the in-memory path (builder models, pay
   const files = {
     gpt: encodeModel(buildTinyGpt({ vocab: 4096, dim: 64 })),
     bert: encodeModel(buildTinyBert({ vocab: 2048, dim: 32, dtype: 'float16' })),
+    // a 12.8 MB table spans several copy buffers, which are reused while writes are in flight
+    big: encodeModel(buildTinyGpt({ vocab: 50_000, dim: 64 })),
   };
   for (const [name, bytes] of Object.entries(files)) {
     const file = path.join(dir, `${name}.onnx`);
     writeFileSync(file, bytes);
     for (const [label, edit] of Object.entries(edits)) {
-      if (label.includes('mask') && name === 'gpt') continue;
+      if (label.includes('mask') && name !== 'bert') continue;
       const deferred = await compare(file, edit, 1024);
       assert.ok(deferred >= 2, `${name} ${label}: payloads were deferred (${deferred})`);
     }

@@ -78,41 +78,61 @@ function hookSignals(): void {
 }
 
 /**
- * Writes `chunks` to `dest` atomically: a temp file in the destination folder, flushed to disk,
- * then renamed over `dest`. On failure, SIGINT or SIGTERM the temp file is removed and `dest` is
- * as it was. (SIGKILL cannot be caught: `dest` is still intact, but a stray temp file may remain.)
- * Writes go out in slices with the event loop free in between, so signals are handled mid-write.
+ * Writes `chunks` to `dest` atomically: a temp file in the destination folder, then renamed over
+ * `dest`. On failure, SIGINT or SIGTERM the temp file is removed and `dest` is as it was. (SIGKILL
+ * cannot be caught: `dest` is still intact, but a stray temp file may remain.)
+ * When the rename replaces an existing file, the temp file is flushed to disk first, so a power
+ * loss cannot cost the old content; a new file is not flushed (as with `cp`): the input is intact.
+ * One write is in flight while the next chunk is produced; chunks go out in slices with the event
+ * loop free in between, so signals are handled mid-write. A chunk must stay unchanged until the
+ * iterator has been resumed twice after yielding it (`streamPieces` double-buffers).
  */
 export async function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): Promise<number> {
   const dir = path.dirname(path.resolve(dest));
   mkdirSync(dir, { recursive: true });
   const temp = path.join(dir, `.${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const replacing = existsSync(dest);
   hookSignals();
   liveTempFiles.add(temp);
   let handle: FileHandle | undefined;
+  let inFlight: Promise<void> | undefined;
   let written = 0;
   try {
-    handle = await open(temp, 'wx', 0o644);
-    for (const chunk of chunks) {
-      for (let off = 0; off < chunk.length;) {
-        const { bytesWritten } = await handle.write(chunk, off, Math.min(chunk.length - off, WRITE_SLICE));
-        off += bytesWritten;
-        written += bytesWritten;
-        onProgress?.(written);
-      }
+    const file = handle = await open(temp, 'wx', 0o644);
+    const writeAll = async (slice: Uint8Array, position: number) => {
+      for (let off = 0; off < slice.length;) off += (await file.write(slice, off, slice.length - off, position + off)).bytesWritten;
+      written += slice.length;
+      onProgress?.(written);
+    };
+    let position = 0;
+    for (const slice of slices(chunks)) {
+      const next = writeAll(slice, position);
+      position += slice.length;
+      next.catch(() => { /* awaited below */ });
+      if (inFlight) await inFlight;
+      inFlight = next;
     }
-    await handle.sync();
+    if (inFlight) await inFlight;
+    inFlight = undefined;
+    if (replacing) await handle.sync();
     await handle.close();
     handle = undefined;
     renameSync(temp, dest);
     liveTempFiles.delete(temp);
     return written;
   } catch (error) {
+    if (inFlight) { try { await inFlight; } catch { /* reported below */ } }
     if (handle) { try { await handle.close(); } catch { /* ignore */ } }
     try { unlinkSync(temp); } catch { /* ignore */ }
     liveTempFiles.delete(temp);
     if (error instanceof OnnxNeftuneError) throw error;
     throw new FileAccessError(`Cannot write ${dest}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+  }
+}
+
+function* slices(chunks: Iterable<Uint8Array>): Iterable<Uint8Array> {
+  for (const chunk of chunks) {
+    for (let off = 0; off < chunk.length; off += WRITE_SLICE) yield chunk.subarray(off, Math.min(chunk.length, off + WRITE_SLICE));
   }
 }
 
@@ -164,21 +184,26 @@ function retargetReplacedPayloads(pieces: EncodedPiece[], target: string): void 
   }
 }
 
-const COPY_BUFFER = 8 << 20;
+const COPY_BUFFER = 4 << 20;
 
-/** Byte pieces as they are; deferred payloads read from their file through one reused buffer. */
+/**
+ * Byte pieces as they are; deferred payloads read from their file through two reused buffers in
+ * turn (a yielded buffer is refilled only after the iterator resumes twice, see writeFileAtomic).
+ */
 export function* streamPieces(pieces: Iterable<EncodedPiece>): Iterable<Uint8Array> {
-  let buffer: Uint8Array | undefined;
+  let buffers: [Uint8Array, Uint8Array] | undefined;
+  let turn = 0;
   for (const piece of pieces) {
     if (piece instanceof Uint8Array) { yield piece; continue; }
-    buffer ??= new Uint8Array(COPY_BUFFER);
+    buffers ??= [new Uint8Array(COPY_BUFFER), new Uint8Array(COPY_BUFFER)];
     const fd = openSync(piece.source.path, 'r');
     try {
       for (let done = 0; done < piece.length;) {
+        const buffer = buffers[turn ^= 1]!;
         const n = readSync(fd, buffer, 0, Math.min(buffer.length, piece.length - done), piece.source.offset + done);
         if (n === 0) throw new FileAccessError(`${piece.source.path} is shorter than when it was loaded`);
         done += n;
-        yield buffer.subarray(0, n); // the writer finishes with it before the generator resumes
+        yield buffer.subarray(0, n);
       }
     } finally {
       closeSync(fd);
