@@ -2,8 +2,8 @@
 import protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from './errors.js';
 import type { Model } from './ir.js';
-import { ModelProtoType, type ModelProto } from './proto.js';
-import { modelFromProto, modelToProto } from './serde.js';
+import { GraphProtoType, ModelProtoType, type GraphProto, type ModelProto } from './proto.js';
+import { modelFromProto, modelToProto, type NodeBytes } from './serde.js';
 import { checkWireStructure } from './wire.js';
 import { encodeProtoPieces, joinPieces, type EncodedPiece } from './deferred.js';
 
@@ -13,21 +13,103 @@ import { encodeProtoPieces, joinPieces, type EncodedPiece } from './deferred.js'
  * allocation.
  */
 export function decodeModelProto(bytes: Uint8Array): ModelProto {
+  checkModelBytes(bytes);
+  return checkedModel(decodeChecked(ModelProtoType, bytes, 0, bytes.length) as ModelProto);
+}
+
+function checkModelBytes(bytes: Uint8Array): void {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('decodeModelProto expects a Uint8Array');
   if (bytes.length === 0) throw new OnnxDecodeError('the input is empty', 'ModelProto', 0);
   checkWireStructure(bytes, ModelProtoType);
-  const reader = protobuf.Reader.create(bytes);
-  reader.discardUnknown = false;
-  let proto: ModelProto;
-  try {
-    proto = ModelProtoType.decode(reader) as unknown as ModelProto;
-  } catch (error) {
-    throw new OnnxDecodeError((error as Error).message, 'ModelProto', reader.pos);
-  }
+}
+
+function checkedModel(proto: ModelProto): ModelProto {
   if (!Object.hasOwn(proto, 'ir_version') && !Object.hasOwn(proto, 'graph')) {
     throw new OnnxDecodeError('neither ir_version nor graph is present', 'ModelProto', undefined);
   }
   return proto;
+}
+
+function decodeChecked(type: protobuf.Type, bytes: Uint8Array, start: number, end: number): Record<string, unknown> {
+  const reader = protobuf.Reader.create(bytes.subarray(start, end));
+  reader.discardUnknown = false;
+  try {
+    return type.decode(reader) as unknown as Record<string, unknown>;
+  } catch (error) {
+    throw new OnnxDecodeError((error as Error).message, type.name, start + reader.pos);
+  }
+}
+
+/**
+ * The ModelProto with its main graph's node list left as byte ranges (read into the IR by
+ * node-bytes.ts); every other field is decoded by protobufjs. Undefined when the graph field
+ * appears more than once (protobuf would merge them; the plain decoder handles that).
+ */
+function decodeModelShell(bytes: Uint8Array): { proto: ModelProto; nodes: NodeBytes } | undefined {
+  const ranges: number[] = [];
+  let graphs = 0;
+  const proto = decodeExcept(ModelProtoType, bytes, 0, bytes.length, 7, (from, to, model) => {
+    graphs++;
+    model['graph'] = decodeExcept(GraphProtoType, bytes, from, to, 1, (s, e) => { ranges.push(s, e); }) as GraphProto;
+  });
+  if (graphs > 1) return undefined;
+  return { proto: checkedModel(proto as ModelProto), nodes: { bytes, ranges } };
+}
+
+/**
+ * Decodes the fields of one message in bytes[start, end) with protobufjs, except field
+ * `special` (length-delimited), whose bodies go to `onSpecial` in order. The runs of other fields
+ * are decoded one run at a time and merged as protobuf merges (repeated fields append).
+ */
+function decodeExcept(type: protobuf.Type, bytes: Uint8Array, start: number, end: number, special: number,
+  onSpecial: (from: number, to: number, result: Record<string, unknown>) => void): Record<string, unknown> {
+  let target: Record<string, unknown> | undefined;
+  const specials: [number, number][] = [];
+  let runStart = start;
+  const flush = (runEnd: number) => {
+    if (runEnd > runStart) target = mergeInto(target, decodeChecked(type, bytes, runStart, runEnd));
+  };
+  for (let pos = start; pos < end;) {
+    const fieldStart = pos;
+    let tag = 0, scale = 1, b: number;
+    do { b = bytes[pos++]!; tag += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
+    const wire = tag % 8;
+    if (wire === 0) { while (bytes[pos++]! >= 0x80); continue; }
+    if (wire === 1 || wire === 5) { pos += wire === 1 ? 8 : 4; continue; }
+    let len = 0;
+    scale = 1;
+    do { b = bytes[pos++]!; len += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
+    if ((tag - wire) / 8 === special) {
+      flush(fieldStart);
+      specials.push([pos, pos + len]);
+      runStart = pos + len;
+    }
+    pos += len;
+  }
+  flush(end);
+  // Special fields are handed over after the rest, so the handler may set fields on the result.
+  const result = target ?? (type.create() as unknown as Record<string, unknown>);
+  for (const [from, to] of specials) onSpecial(from, to, result);
+  return result;
+}
+
+function mergeInto(target: Record<string, unknown> | undefined, part: Record<string, unknown>): Record<string, unknown> {
+  if (!target) return part;
+  for (const key of Object.keys(part)) {
+    const value = part[key];
+    const existing = target[key];
+    if (Array.isArray(value) && Array.isArray(existing) && Object.hasOwn(target, key)) {
+      for (const item of value) existing.push(item);
+    } else {
+      target[key] = value;
+    }
+  }
+  const unknowns = (part as { $unknowns?: Uint8Array[] }).$unknowns;
+  if (unknowns) {
+    const kept = (target as { $unknowns?: Uint8Array[] }).$unknowns;
+    if (kept) kept.push(...unknowns); else Object.defineProperty(target, '$unknowns', { value: [...unknowns], writable: true, configurable: true });
+  }
+  return target;
 }
 
 export function encodeModelProto(proto: ModelProto): Uint8Array {
@@ -37,8 +119,15 @@ export function encodeModelProto(proto: ModelProto): Uint8Array {
 }
 
 /** Decodes an ONNX model into the graph IR. */
+/**
+ * Decodes an ONNX model into the graph IR. The model keeps a reference to `bytes` (unedited nodes
+ * are written back from them), so they must not be changed while the model is in use.
+ */
 export function decodeModel(bytes: Uint8Array): Model {
-  return modelFromProto(decodeModelProto(bytes));
+  checkModelBytes(bytes);
+  const shell = decodeModelShell(bytes);
+  if (!shell) return modelFromProto(checkedModel(decodeChecked(ModelProtoType, bytes, 0, bytes.length) as ModelProto));
+  return modelFromProto(shell.proto, shell.nodes);
 }
 
 /** Encodes the IR. An unedited model encodes to the bytes it was decoded from. Deferred payloads are read. */
@@ -53,5 +142,5 @@ export function encodeModel(model: Model): Uint8Array {
  * payloads from where they are instead of holding them.
  */
 export function encodeModelPieces(model: Model): { pieces: EncodedPiece[]; length: number } {
-  return encodeProtoPieces(modelToProto(model));
+  return encodeProtoPieces(modelToProto(model, true));
 }

@@ -26,7 +26,7 @@ export class Value {
   /** The node that writes this value and which of its outputs it is; null for inputs and initializers. */
   producer: Node | null = null;
   producerIndex = -1;
-  private readonly usesList: Use[] = [];
+  private usesList: Use[] = [];
   /** The ValueInfoProto this value was declared with (its name field is ignored: `name` rules). */
   info: ValueInfoProto | undefined;
   /** Set when the value is an initializer of `graph`. */
@@ -55,7 +55,11 @@ export class Value {
   get uses(): readonly Use[] { return this.usesList; }
 
   /** @internal Only Node changes use lists, so they never drift from the nodes. */
-  _addUse(node: Node, index: number): void { this.usesList.push({ node, index }); }
+  _addUse(node: Node, index: number): void {
+    // Most values have one or two uses: a literal keeps the array at its size (push would reserve 17 slots).
+    if (this.usesList.length === 0) this.usesList = [{ node, index }];
+    else this.usesList.push({ node, index });
+  }
   /** @internal */
   _removeUse(node: Node, index: number): void {
     const i = this.usesList.findIndex((u) => u.node === node && u.index === index);
@@ -180,14 +184,22 @@ export class Node {
   /** @internal */
   _removed = false;
 
-  private readonly inputList: (Value | null)[] = [];
-  private readonly outputList: (Value | null)[] = [];
+  private inputList: (Value | null)[] = [];
+  private outputList: (Value | null)[] = [];
   readonly attributes: Attribute[] = [];
 
   /** The NodeProto for the fields the IR does not model (doc_string, metadata, device configs, unknowns). */
   proto: NodeProto;
   /** @internal The message this node was decoded from; encoding reuses it while the node is unchanged. */
   _decodedFrom: NodeProto | undefined;
+  /** @internal The wire bytes this node was read from (node-bytes.ts); written back while unedited. */
+  _srcBytes: Uint8Array | undefined;
+  /** @internal */
+  _srcStart = 0;
+  /** @internal */
+  _srcEnd = 0;
+  /** @internal The attribute messages read from `_srcBytes`. */
+  _srcAttributes: AttributeProto[] | undefined;
 
   constructor(
     public opType: string,
@@ -198,8 +210,9 @@ export class Node {
     this.proto = options.proto ?? {};
     if (options.domain !== undefined) this.proto.domain = options.domain;
     if (options.name !== undefined) this.proto.name = options.name;
-    for (const v of inputs) this.appendInput(v);
+    if (inputs.length) this._adoptInputs(inputs.slice());
     for (const v of outputs) this.appendOutput(v);
+    if (this.outputList.length) this.outputList = this.outputList.slice(); // exact size, see _addUse
     if (options.attributes) this.attributes.push(...options.attributes);
     for (const a of this.attributes) for (const g of a.graphs) g.owner = this;
   }
@@ -231,6 +244,13 @@ export class Node {
 
   /** Subgraphs held in this node's attributes. */
   *subgraphs(): Iterable<Graph> { for (const a of this.attributes) yield* a.graphs; }
+
+  /** @internal Sets the inputs of a node that has none yet, keeping `values` as the list (sized exactly). */
+  _adoptInputs(values: (Value | null)[]): void {
+    if (this.inputList.length) throw new GraphEditError(`Node ${this.describe()} already has inputs`);
+    this.inputList = values;
+    if (this.attached) for (let i = 0; i < values.length; i++) values[i]?._addUse(this, i);
+  }
 
   appendInput(value: Value | null): void {
     this.inputList.push(value);

@@ -164,6 +164,15 @@ export interface ModelProto extends HasUnknowns {
 /** The reflection root built from proto/onnx.proto (see scripts/gen-schema.mjs). */
 export const onnxRoot: protobuf.Root = protobuf.Root.fromJSON(onnxSchemaJson as protobuf.INamespace);
 export const ModelProtoType: protobuf.Type = onnxRoot.lookupType('onnx.ModelProto');
+/** protobufjs decode that keeps fields the schema does not know (`$unknowns`). */
+export function decodeKeepingUnknowns<T>(type: protobuf.Type, bytes: Uint8Array): T {
+  const reader = protobuf.Reader.create(bytes);
+  reader.discardUnknown = false;
+  return type.decode(reader) as unknown as T;
+}
+export const GraphProtoType: protobuf.Type = onnxRoot.lookupType('onnx.GraphProto');
+export const NodeProtoType: protobuf.Type = onnxRoot.lookupType('onnx.NodeProto');
+export const AttributeProtoType: protobuf.Type = onnxRoot.lookupType('onnx.AttributeProto');
 
 export const int64ToNumber = (v: Int64 | undefined): number =>
   v === undefined ? 0 : typeof v === 'number' ? v : v.toNumber();

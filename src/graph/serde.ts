@@ -5,8 +5,9 @@
  * the IR owns (names, inputs, outputs, nodes, subgraphs) filled in from the IR.
  */
 import { Attribute, Graph, Model, Node, OnnxFunction, TrainingInfo, Value, type DeclarationList } from './ir.js';
+import { readNodeFields, unchangedFromBytes } from './node-bytes.js';
 import {
-  ModelProtoType, cloneShallow,
+  ModelProtoType, NodeProtoType, cloneShallow, decodeKeepingUnknowns,
   type AttributeProto, type FunctionProto, type GraphProto, type ModelProto, type NodeProto,
   type TensorProto, type ValueInfoProto,
 } from './proto.js';
@@ -14,8 +15,11 @@ import { Tensor } from './tensor.js';
 
 // ---------------------------------------------------------------- decode
 
-export function modelFromProto(proto: ModelProto): Model {
-  const graph = graphFromProto(proto.graph ?? {}, null);
+/** The main graph's nodes as wire byte ranges (body start, end pairs) of `bytes`, read by node-bytes.ts. */
+export interface NodeBytes { bytes: Uint8Array; ranges: readonly number[] }
+
+export function modelFromProto(proto: ModelProto, graphNodes?: NodeBytes): Model {
+  const graph = graphFromProto(proto.graph ?? {}, null, graphNodes);
   const model = new Model(proto, graph);
   model.functions = (proto.functions ?? []).map(functionFromProto);
   model.trainingInfo = (proto.training_info ?? []).map((t) => new TrainingInfo(
@@ -26,7 +30,7 @@ export function modelFromProto(proto: ModelProto): Model {
   return model;
 }
 
-function graphFromProto(proto: GraphProto, parentScope: Graph | null): Graph {
+function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?: NodeBytes): Graph {
   const graph = new Graph(stripGraphFields(proto));
   graph.parentScope = parentScope;
   const declare = (list: DeclarationList, target: Value[], info: ValueInfoProto) => {
@@ -66,24 +70,67 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null): Graph {
     value.sparseInitializer = sparse;
     graph.sparseInitializers.push(value);
   }
-  const nodeProtos = proto.node ?? [];
-  const nodes = nodeProtos.map((np) => {
-    const outputs = (np.output ?? []).map((name) => (name === '' ? null : new Value(name)));
-    const node = new Node(np.op_type ?? '', [], outputs, { proto: stripNodeFields(np) });
-    node._decodedFrom = np;
+  // Every name a node defines must be known before any input is resolved. In a sorted graph an
+  // input is usually defined already (first definition wins, so that is final): such nodes are
+  // finished at once. From the first node that has to wait (an input defined later or outside, or
+  // a subgraph), every node waits, so uses are still recorded in node order.
+  const pending: { node: Node; inputs: readonly string[]; attributes: readonly AttributeProto[] }[] = [];
+  const add = (outputNames: readonly string[], proto: NodeProto, inputNames: readonly string[], attributes: readonly AttributeProto[]): Node => {
+    const outputs = outputNames.map((name) => (name === '' ? null : new Value(name)));
+    const node = new Node(proto.op_type ?? '', [], outputs, { proto });
     for (const out of outputs) if (out) graph.define(out);
+    if (!pending.length) {
+      const inputs = resolvedLocally(graph, inputNames, attributes);
+      if (inputs) {
+        for (const ap of attributes) node.attributes.push(new Attribute(ap));
+        if (inputs.length) node._adoptInputs(inputs);
+        graph.append(node);
+        return node;
+      }
+    }
+    pending.push({ node, inputs: inputNames, attributes });
     return node;
-  });
+  };
+  const fromProto = (np: NodeProto) => {
+    add(np.output ?? [], stripNodeFields(np), np.input ?? [], np.attribute ?? [])._decodedFrom = np;
+  };
+  for (const np of proto.node ?? []) fromProto(np);
+  if (nodeBytes) {
+    const { bytes, ranges } = nodeBytes;
+    for (let i = 0; i < ranges.length; i += 2) {
+      const from = ranges[i]!, to = ranges[i + 1]!;
+      const fields = readNodeFields(bytes, from, to);
+      if (!fields) { fromProto(decodeKeepingUnknowns<NodeProto>(NodeProtoType, bytes.subarray(from, to))); continue; }
+      const node = add(fields.outputs, fields.proto, fields.inputs, fields.attributes ?? []);
+      node._srcBytes = bytes;
+      node._srcStart = from;
+      node._srcEnd = to;
+      node._srcAttributes = fields.attributes;
+    }
+  }
   for (const info of proto.output ?? []) declare('output', graph.outputs, info);
   for (const info of proto.value_info ?? []) declare('value_info', graph.valueInfo, info);
 
-  nodeProtos.forEach((np, i) => {
-    const node = nodes[i]!;
-    for (const ap of np.attribute ?? []) node.attributes.push(attributeFromProto(ap, graph, node));
-    for (const name of np.input ?? []) node.appendInput(name === '' ? null : resolve(graph, name));
+  for (const { node, inputs, attributes } of pending) {
+    for (const ap of attributes) node.attributes.push(attributeFromProto(ap, graph, node));
+    if (inputs.length) node._adoptInputs(inputs.map((name) => (name === '' ? null : resolve(graph, name))));
     graph.append(node);
-  });
+  }
   return graph;
+}
+
+/** The inputs' values when all are already defined in `graph` itself and no attribute holds a graph. */
+function resolvedLocally(graph: Graph, names: readonly string[], attributes: readonly AttributeProto[]): (Value | null)[] | undefined {
+  for (const ap of attributes) if (Object.hasOwn(ap, 'g') || ap.graphs?.length) return undefined;
+  const values = new Array<Value | null>(names.length);
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    if (name === '') { values[i] = null; continue; }
+    const value = graph.scope.get(name);
+    if (!value) return undefined;
+    values[i] = value;
+  }
+  return values;
 }
 
 /** A name no scope defines (a broken or partial model) still gets one Value per scope chain. */
@@ -167,27 +214,31 @@ function withoutName(info: ValueInfoProto): ValueInfoProto {
 
 // ---------------------------------------------------------------- encode
 
-export function modelToProto(model: Model): ModelProto {
+/**
+ * The model as a ModelProto. With `forWire`, unedited nodes read from bytes come back as those
+ * bytes (a message holding only `$unknowns`), which protobufjs writes verbatim: only for encoding.
+ */
+export function modelToProto(model: Model, forWire = false): ModelProto {
   const out = cloneShallow(model.proto);
   if (Object.hasOwn(model.proto, 'graph') || model.graph.nodeCount || model.graph.inputs.length) {
-    out.graph = graphToProto(model.graph);
+    out.graph = graphToProto(model.graph, forWire);
   }
-  if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map(functionToProto);
+  if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map((f) => functionToProto(f, forWire));
   if (model.trainingInfo.length || Object.hasOwn(model.proto, 'training_info')) {
     out.training_info = model.trainingInfo.map((t) => {
       const tp = cloneShallow(t.proto);
-      if (t.initialization) tp.initialization = graphToProto(t.initialization); else delete tp.initialization;
-      if (t.algorithm) tp.algorithm = graphToProto(t.algorithm); else delete tp.algorithm;
+      if (t.initialization) tp.initialization = graphToProto(t.initialization, forWire); else delete tp.initialization;
+      if (t.algorithm) tp.algorithm = graphToProto(t.algorithm, forWire); else delete tp.algorithm;
       return tp;
     });
   }
   return out;
 }
 
-export function graphToProto(graph: Graph): GraphProto {
+export function graphToProto(graph: Graph, forWire = false): GraphProto {
   const out = cloneShallow(graph.proto);
   out.node = [];
-  for (const node of graph) out.node.push(nodeToProto(node));
+  for (const node of graph) out.node.push(nodeToProto(node, forWire));
   out.initializer = graph.initializers.map((v) => namedTensor(v.initializer!.proto, v.name));
   out.sparse_initializer = graph.sparseInitializers.map((v) => {
     const sparse = v.sparseInitializer!;
@@ -215,14 +266,18 @@ function declaration(graph: Graph, list: DeclarationList, value: Value): ValueIn
   return out;
 }
 
-export function nodeToProto(node: Node): NodeProto {
+export function nodeToProto(node: Node, forWire = false): NodeProto {
   const source = node._decodedFrom;
   if (source && unchangedSince(node, source)) return source;
+  const bytes = node._srcBytes;
+  if (bytes && forWire && unchangedFromBytes(node, bytes, node._srcStart, node._srcEnd, node._srcAttributes)) {
+    return { $unknowns: [bytes.subarray(node._srcStart, node._srcEnd)] };
+  }
   const out = cloneShallow(node.proto);
   out.input = node.inputs.map((v) => v?.name ?? '');
   out.output = node.outputs.map((v) => v?.name ?? '');
   if (Object.hasOwn(node.proto, 'op_type') || node.opType !== '') out.op_type = node.opType;
-  out.attribute = node.attributes.map(attributeToProto);
+  out.attribute = node.attributes.map((a) => attributeToProto(a, forWire));
   return out;
 }
 
@@ -254,20 +309,20 @@ function sameNames(values: readonly (Value | null)[], names: readonly string[] |
   return true;
 }
 
-function attributeToProto(attr: Attribute): AttributeProto {
+function attributeToProto(attr: Attribute, forWire: boolean): AttributeProto {
   if (!attr.graphs.length) return attr.proto;
   const out = cloneShallow(attr.proto);
-  if (attr.holdsOneGraph) out.g = graphToProto(attr.graphs[0]!);
-  else out.graphs = attr.graphs.map(graphToProto);
+  if (attr.holdsOneGraph) out.g = graphToProto(attr.graphs[0]!, forWire);
+  else out.graphs = attr.graphs.map((g) => graphToProto(g, forWire));
   return out;
 }
 
-function functionToProto(fn: OnnxFunction): FunctionProto {
+function functionToProto(fn: OnnxFunction, forWire: boolean): FunctionProto {
   const out = cloneShallow(fn.proto);
   out.input = fn.body.inputs.map((v) => v.name);
   out.output = fn.body.outputs.map((v) => v.name);
   out.node = [];
-  for (const node of fn.body) out.node.push(nodeToProto(node));
+  for (const node of fn.body) out.node.push(nodeToProto(node, forWire));
   out.value_info = fn.body.valueInfo.map((v) => declaration(fn.body, 'value_info', v));
   return out;
 }

@@ -29,7 +29,7 @@ export function extractSlice(model: Model, graph: Graph, outputs: readonly Value
     }
   }
   const order = graph.nodes.filter((n) => needed.has(n));
-  const proto: GraphProto = { name: `${graph.name ?? 'graph'}_slice`, node: order.map(nodeToProto), initializer: [], input: [], output: [] };
+  const proto: GraphProto = { name: `${graph.name ?? 'graph'}_slice`, node: order.map((n) => nodeToProto(n)), initializer: [], input: [], output: [] };
   for (const value of boundary) {
     const tensor = initializerOf(value);
     if (tensor && !options.asInputs?.(value)) {

@@ -1,0 +1,160 @@
+/**
+ * NodeProto straight from its wire bytes, for the node lists that make up most of a large graph.
+ * The common fields (input, output, name, op_type, domain, attribute) are read here without a
+ * protobufjs message per node; a node with any other field is left to protobufjs. An unedited node
+ * is written back as its original bytes; whether it is unedited is decided by reading those bytes
+ * again and comparing them with the IR, so no snapshot is kept per node.
+ * Callers run the structure check (wire.ts) first: lengths and wire types are trusted here.
+ */
+import protobuf from 'protobufjs/light.js';
+import { AttributeProtoType, decodeKeepingUnknowns, type AttributeProto, type NodeProto } from './proto.js';
+import type { Node, Value } from './ir.js';
+
+const utf8 = protobuf.util.utf8;
+
+const enum Field { Input = 1, Output = 2, Name = 3, OpType = 4, Attribute = 5, Domain = 7 }
+
+/** The fields of one NodeProto, or undefined when it has fields only protobufjs should read. */
+export interface NodeFields {
+  inputs: string[];
+  outputs: string[];
+  /** The kept fields the IR does not own (name, op_type, domain), as protobufjs would set them. */
+  proto: NodeProto;
+  attributes: AttributeProto[] | undefined;
+}
+
+function varint(buf: Uint8Array, pos: number): number {
+  let result = 0, scale = 1;
+  for (;;) {
+    const b = buf[pos++]!;
+    result += (b & 0x7f) * scale;
+    if (b < 0x80) return result;
+    scale *= 128;
+  }
+}
+const varintEnd = (buf: Uint8Array, pos: number): number => { while (buf[pos++]! >= 0x80); return pos; };
+
+/**
+ * UTF-8 text as protobufjs reads it, but an ASCII name becomes one flat string (protobufjs appends
+ * character by character, which leaves a chain of strings per name to flatten and collect).
+ */
+function readText(buf: Uint8Array, start: number, end: number): string {
+  const length = end - start;
+  if (length <= 0) return '';
+  if (length > 64) return utf8.read(buf, start, end);
+  codes.length = length;
+  for (let i = 0; i < length; i++) {
+    const c = buf[start + i]!;
+    if (c >= 0x80) return utf8.read(buf, start, end);
+    codes[i] = c;
+  }
+  return String.fromCharCode.apply(null, codes);
+}
+const codes: number[] = [];
+
+/** Op types and domains repeat across a graph: one string each instead of one per node. */
+const interned = new Map<string, string>();
+function readInterned(buf: Uint8Array, start: number, end: number): string {
+  const text = readText(buf, start, end);
+  const known = interned.get(text);
+  if (known !== undefined) return known;
+  if (interned.size < 4096) interned.set(text, text);
+  return text;
+}
+
+export function readNodeFields(buf: Uint8Array, start: number, end: number): NodeFields | undefined {
+  const inputs: string[] = [];
+  const outputs: string[] = [];
+  const proto: NodeProto = {};
+  let attributes: AttributeProto[] | undefined;
+  let pos = start;
+  while (pos < end) {
+    const tag = buf[pos]!;
+    // Every field read here has a one-byte tag and wire type 2; anything else goes to protobufjs.
+    if (tag >= 0x80 || (tag & 7) !== 2) return undefined;
+    const lenAt = pos + 1;
+    const body = varintEnd(buf, lenAt);
+    const bodyEnd = body + varint(buf, lenAt);
+    switch (tag >>> 3) {
+      case Field.Input: inputs.push(readText(buf, body, bodyEnd)); break;
+      case Field.Output: outputs.push(readText(buf, body, bodyEnd)); break;
+      case Field.Name:
+        if (proto.name !== undefined) return undefined;
+        proto.name = readText(buf, body, bodyEnd); break;
+      case Field.OpType:
+        if (proto.op_type !== undefined) return undefined;
+        proto.op_type = readInterned(buf, body, bodyEnd); break;
+      case Field.Domain:
+        if (proto.domain !== undefined) return undefined;
+        proto.domain = readInterned(buf, body, bodyEnd); break;
+      case Field.Attribute:
+        (attributes ??= []).push(decodeKeepingUnknowns<AttributeProto>(AttributeProtoType, buf.subarray(body, bodyEnd)));
+        break;
+      default: return undefined;
+    }
+    pos = bodyEnd;
+  }
+  return { inputs, outputs, proto, attributes };
+}
+
+/** Whether `text` is exactly the UTF-8 bytes buf[start, end). */
+function sameText(text: string, buf: Uint8Array, start: number, end: number): boolean {
+  if (text.length === end - start) {
+    let ascii = true;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c >= 0x80) { ascii = false; break; }
+      if (c !== buf[start + i]) return false;
+    }
+    if (ascii) return true;
+  }
+  // Non-ASCII (or lengths that only agree after decoding): compare the decoded text.
+  return text.length <= end - start && utf8.read(buf, start, end) === text;
+}
+
+const nameOf = (v: Value | null | undefined) => v?.name ?? '';
+
+/**
+ * Whether `node` still holds exactly what its source bytes say: op type, name, domain, input and
+ * output names, the same attribute messages, and no other kept field.
+ */
+export function unchangedFromBytes(node: Node, buf: Uint8Array, start: number, end: number, attributeProtos: readonly AttributeProto[] | undefined): boolean {
+  const proto = node.proto as Record<string, unknown>;
+  let inputs = 0, outputs = 0, attributes = 0, kept = 0;
+  let pos = start;
+  while (pos < end) {
+    const tag = buf[pos]!;
+    const lenAt = pos + 1;
+    const body = varintEnd(buf, lenAt);
+    const bodyEnd = body + varint(buf, lenAt);
+    switch (tag >>> 3) {
+      case Field.Input:
+        if (inputs >= node.inputs.length || !sameText(nameOf(node.inputs[inputs++]), buf, body, bodyEnd)) return false;
+        break;
+      case Field.Output:
+        if (outputs >= node.outputs.length || !sameText(nameOf(node.outputs[outputs++]), buf, body, bodyEnd)) return false;
+        break;
+      case Field.Name:
+        if (typeof proto['name'] !== 'string' || !sameText(proto['name'], buf, body, bodyEnd)) return false;
+        kept++; break;
+      case Field.OpType:
+        if (proto['op_type'] !== node.opType || !sameText(node.opType, buf, body, bodyEnd)) return false;
+        kept++; break;
+      case Field.Domain:
+        if (typeof proto['domain'] !== 'string' || !sameText(proto['domain'], buf, body, bodyEnd)) return false;
+        kept++; break;
+      case Field.Attribute: {
+        const a = node.attributes[attributes];
+        if (!a || a.graphs.length || a.proto !== attributeProtos?.[attributes]) return false;
+        attributes++; break;
+      }
+      default: return false;
+    }
+    pos = bodyEnd;
+  }
+  if (inputs !== node.inputs.length || outputs !== node.outputs.length || attributes !== node.attributes.length) return false;
+  if (!Object.hasOwn(proto, 'op_type') && node.opType !== '') return false;
+  let keys = 0;
+  for (const key in proto) if (Object.hasOwn(proto, key)) keys++;
+  return keys === kept && !Object.hasOwn(proto, '$unknowns');
+}
