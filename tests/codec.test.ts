@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import protobuf from 'protobufjs';
 import {
-  ModelProtoType, decodeModel, decodeModelProto, encodeModel, encodeModelProto, type ModelProto,
+  Attribute, ModelProtoType, decodeModel, decodeModelProto, encodeModel, encodeModelProto, modelFromProto, type Model, type ModelProto,
 } from '../src/graph/index.js';
 import { buildTinyBert, buildTinyGemma, buildTinyGpt, buildTinyT5 } from '../examples/models.js';
 import { firstDifference, fixtureNames, readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
@@ -72,4 +72,36 @@ test('tensor payloads stay views on the loaded bytes', () => {
   assert.equal(raw.buffer, bytes.buffer, 'raw_data is a view, not a copy');
   assert.equal(raw.length, 128 * 32 * 4);
   assert.deepEqual(wte.dims, [128, 32]);
+});
+
+test('every kind of edit to a node read from bytes reaches the encoding', () => {
+  const bytes = encodeModel(buildTinyBert());
+  const pick = (m: Model) => [...m.graph].find((n) => n.attributes.length > 0 && n.inputs.length > 0)!;
+  const edits: Record<string, (m: Model) => void> = {
+    'op type': (m) => { pick(m).opType = 'Renamed'; },
+    'node name': (m) => { pick(m).name = 'new_name'; },
+    'domain': (m) => { pick(m).domain = 'com.example'; },
+    'a kept field set on the proto in place': (m) => { pick(m).proto.doc_string = 'added'; },
+    'input replaced': (m) => { const n = pick(m); n.replaceInput(0, m.graph.inputs[0]!); },
+    'input value renamed': (m) => { pick(m).inputs[0]!.name = 'renamed_input'; },
+    'output value renamed': (m) => { pick(m).outputs[0]!.name = 'renamed_output'; },
+    'attribute replaced': (m) => { const n = pick(m); n.attributes[0] = new Attribute({ ...n.attributes[0]!.proto }); n.attributes[0]!.proto.name = 'other'; },
+    'attribute removed': (m) => { pick(m).attributes.pop(); },
+    'non-ASCII name': (m) => { pick(m).name = 'Knoten_ü_嵌入'; },
+  };
+  for (const [label, edit] of Object.entries(edits)) {
+    const model = decodeModel(bytes);
+    const expected = decodeModelProto(bytes);
+    edit(model);
+    const reference = modelFromProto(expected); // the same edit on a model built from messages, not bytes
+    edit(reference);
+    const viaBytes = encodeModel(model);
+    assert.ok(!sameBytes(viaBytes, bytes), `${label}: the edit changed the encoding`);
+    assert.ok(sameBytes(viaBytes, encodeModel(reference)), `${label}: same bytes as the message-built model (first difference at ${firstDifference(viaBytes, encodeModel(reference))})`);
+  }
+  // Unedited, a non-ASCII name read from bytes comes back byte for byte.
+  const renamed = decodeModel(bytes);
+  pick(renamed).name = 'Knoten_ü_嵌入';
+  const once = encodeModel(renamed);
+  assert.ok(sameBytes(encodeModel(decodeModel(once)), once));
 });
