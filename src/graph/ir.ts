@@ -174,6 +174,8 @@ function inferAttributeKind(p: AttributeProto): AttributeKind {
   return 'UNDEFINED';
 }
 
+const NO_GRAPHS: readonly Graph[] = Object.freeze([]);
+
 export class Node {
   /** Set while the node is in a graph. */
   graph: Graph | null = null;
@@ -243,7 +245,11 @@ export class Node {
   }
 
   /** Subgraphs held in this node's attributes. */
-  *subgraphs(): Iterable<Graph> { for (const a of this.attributes) yield* a.graphs; }
+  subgraphs(): readonly Graph[] {
+    let found: Graph[] | undefined;
+    for (const a of this.attributes) if (a.graphs.length) (found ??= []).push(...a.graphs);
+    return found ?? NO_GRAPHS;
+  }
 
   /** @internal Sets the inputs of a node that has none yet, keeping `values` as the list (sized exactly). */
   _adoptInputs(values: (Value | null)[]): void {
@@ -476,6 +482,16 @@ export class Graph {
     }
   }
 
+  /** @internal The subgraphs of this graph's nodes, in node order (a tight loop: large graphs have few). */
+  _nodeSubgraphs(): Graph[] {
+    const found: Graph[] = [];
+    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
+      if (node._removed || !node.attributes.length) continue;
+      for (const a of node.attributes) for (const g of a.graphs) found.push(g);
+    }
+    return found;
+  }
+
   /** A value produced by some node of this graph, or defined here, by name. */
   value(name: string): Value | undefined { return this.scope.get(name); }
 }
@@ -564,5 +580,5 @@ export class Model {
 
 function* walkGraphs(graph: Graph): Iterable<Graph> {
   yield graph;
-  for (const node of graph) for (const g of node.subgraphs()) yield* walkGraphs(g);
+  for (const g of graph._nodeSubgraphs()) yield* walkGraphs(g);
 }

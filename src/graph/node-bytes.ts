@@ -154,7 +154,5 @@ export function unchangedFromBytes(node: Node, buf: Uint8Array, start: number, e
   }
   if (inputs !== node.inputs.length || outputs !== node.outputs.length || attributes !== node.attributes.length) return false;
   if (!Object.hasOwn(proto, 'op_type') && node.opType !== '') return false;
-  let keys = 0;
-  for (const key in proto) if (Object.hasOwn(proto, key)) keys++;
-  return keys === kept && !Object.hasOwn(proto, '$unknowns');
+  return Object.keys(proto).length === kept && !Object.hasOwn(proto, '$unknowns');
 }
