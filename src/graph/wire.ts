@@ -15,6 +15,27 @@ const VARINT_SCALARS = new Set(['int32', 'int64', 'uint32', 'uint64', 'sint32', 
 const FIXED32_SCALARS = new Set(['float', 'fixed32', 'sfixed32']);
 const FIXED64_SCALARS = new Set(['double', 'fixed64', 'sfixed64']);
 
+/** What the walk needs to know about a field, looked up by field number. */
+interface FieldLayout { name: string; repeated: boolean; child: protobuf.Type | undefined; wire: Wire }
+const layouts = new WeakMap<protobuf.Type, (FieldLayout | undefined)[]>();
+
+function layoutOf(type: protobuf.Type): (FieldLayout | undefined)[] {
+  let layout = layouts.get(type);
+  if (layout) return layout;
+  layout = [];
+  for (const field of type.fieldsArray) {
+    const resolved = field.resolve().resolvedType;
+    const child = resolved && 'fieldsById' in resolved ? resolved as protobuf.Type : undefined;
+    const scalar = resolved ? 'int32' : field.type; // enums travel as varints
+    const wire = VARINT_SCALARS.has(scalar) ? Wire.Varint
+      : FIXED32_SCALARS.has(scalar) ? Wire.Fixed32
+      : FIXED64_SCALARS.has(scalar) ? Wire.Fixed64 : Wire.Bytes;
+    layout[field.id] = { name: field.name, repeated: field.repeated, child, wire };
+  }
+  layouts.set(type, layout);
+  return layout;
+}
+
 interface Frame { type: protobuf.Type; start: number; fieldNo: number; tagAt: number }
 
 class WireWalker {
@@ -90,38 +111,39 @@ class WireWalker {
   walk(type: protobuf.Type, start: number, end: number, fieldNo: number, tagAt: number): void {
     if (this.stack.length >= MAX_DEPTH) this.fail(`messages nested deeper than ${MAX_DEPTH} levels`, start);
     this.stack.push({ type, start, fieldNo, tagAt });
+    const layout = layoutOf(type);
+    const buf = this.buf;
     let pos = start;
     while (pos < end) {
       const at = pos;
-      const [tag, afterTag] = this.varint(pos, end);
+      let tag: number;
+      // One-byte tags (fields 1 to 15) are nearly all of them: read those inline.
+      if (buf[pos]! < 0x80) tag = buf[pos++]!;
+      else [tag, pos] = this.varint(pos, end);
       const wire = tag % 8;
       const number = (tag - wire) / 8;
       if (number === 0) this.fail('field number 0', at);
-      const field = type.fieldsById[number];
+      const field = layout[number];
       if (!field) {
-        pos = this.skip(wire, afterTag, end); // unknown field: kept verbatim by the decoder
+        pos = this.skip(wire, pos, end); // unknown field: kept verbatim by the decoder
         continue;
       }
-      const resolved = field.resolve().resolvedType;
-      if (resolved && 'fieldsById' in resolved) {
+      if (field.child) {
         if (wire !== Wire.Bytes) this.fail(`field ${field.name} has wire type ${wire}, expected a message`, at);
-        const [len, body] = this.varint(afterTag, end);
+        const [len, body] = this.varint(pos, end);
         const bodyEnd = this.need(body, len, end, `field ${field.name}`);
-        this.walk(resolved as protobuf.Type, body, bodyEnd, number, at);
+        this.walk(field.child, body, bodyEnd, number, at);
         pos = bodyEnd;
         continue;
       }
-      const scalar = resolved ? 'int32' : field.type; // enums travel as varints
-      const expected = VARINT_SCALARS.has(scalar) ? Wire.Varint
-        : FIXED32_SCALARS.has(scalar) ? Wire.Fixed32
-        : FIXED64_SCALARS.has(scalar) ? Wire.Fixed64 : Wire.Bytes;
+      const expected = field.wire;
       if (wire === expected && wire === Wire.Bytes) {
-        const [len, body] = this.varint(afterTag, end);
+        const [len, body] = this.varint(pos, end);
         pos = this.need(body, len, end, `field ${field.name}`);
       } else if (wire === expected) {
-        pos = this.skip(wire, afterTag, end);
+        pos = this.skip(wire, pos, end);
       } else if (wire === Wire.Bytes && field.repeated && expected !== Wire.Bytes) {
-        const [len, body] = this.varint(afterTag, end);
+        const [len, body] = this.varint(pos, end);
         const bodyEnd = this.need(body, len, end, `field ${field.name}`);
         this.checkPacked(expected, body, bodyEnd, field.name);
         pos = bodyEnd;
