@@ -291,3 +291,23 @@ test('the analysis reports a Gemma-style scale Mul and its factor', () => {
   assert.equal(token!.scale?.node.name, 'embed_scale_mul');
   assert.equal(token!.scale?.factor, 8);
 });
+
+test('a patch record missing newer fields is completed from the model; a malformed one counts as absent', () => {
+  const original = encodeModel(buildTinyBert({ dtype: 'float16' }));
+  const patched = decodeModel(original);
+  applyNeftune(patched, { seed: 3 });
+  const record = JSON.parse(patched.metadata.get(PATCH_METADATA_KEY)!) as { sites: Record<string, unknown>[] };
+  for (const site of record.sites) { delete site['dtype']; delete site['maskInput']; delete site['afterScale']; }
+  patched.metadata.set(PATCH_METADATA_KEY, JSON.stringify(record));
+  const completed = readPatchRecord(decodeModel(encodeModel(patched)))!;
+  assert.equal(completed.sites[0]!.dtype, 'FLOAT16', 'element type taken from the model');
+  assert.equal(completed.sites[0]!.maskInput, null);
+  assert.equal(completed.sites[0]!.afterScale, false);
+
+  for (const bad of ['{"sites": 5, "options": {}}', '{"options": {}, "sites": [{"value": 1}]}', 'null', '[]']) {
+    const model = decodeModel(encodeModel(patched));
+    model.metadata.set(PATCH_METADATA_KEY, bad);
+    assert.equal(readPatchRecord(model), undefined, `${bad} is not a usable record`);
+    assert.ok(isPatched(model), 'the marked nodes still show the patch');
+  }
+});

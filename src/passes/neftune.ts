@@ -117,11 +117,36 @@ export function isPatched(model: Model): boolean {
   return model.metadata.get(PATCH_METADATA_KEY) !== undefined || markedNodes(model).length > 0;
 }
 
-/** The recorded patch, if the metadata entry is present and readable. */
+/**
+ * The recorded patch, if the metadata entry is present and has the fields strip and verify use.
+ * Fields added after a record was written are filled in from the model (a site's element type
+ * from its value or table); a record that cannot be completed counts as unreadable.
+ */
 export function readPatchRecord(model: Model): PatchRecord | undefined {
   const text = model.metadata.get(PATCH_METADATA_KEY);
   if (text === undefined) return undefined;
-  try { return JSON.parse(text) as PatchRecord; } catch { return undefined; }
+  let record: unknown;
+  try { record = JSON.parse(text); } catch { return undefined; }
+  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  if (!isObject(record) || !isObject(record['options']) || !Array.isArray(record['sites'])) return undefined;
+  for (const site of record['sites'] as unknown[]) {
+    if (!isObject(site) || !Array.isArray(site['graphPath']) || !Array.isArray(site['addedNodes'])) return undefined;
+    if (!['value', 'clean', 'lookup', 'table'].every((k) => typeof site[k] === 'string')) return undefined;
+    site['dtype'] ??= recordedSiteType(model, site['value'] as string, site['table'] as string);
+    if (typeof site['dtype'] !== 'string') return undefined;
+    site['afterScale'] ??= false;
+    site['maskInput'] ??= null;
+    site['positionIdsInput'] ??= null;
+  }
+  return record as unknown as PatchRecord;
+}
+
+function recordedSiteType(model: Model, value: string, table: string): string | undefined {
+  for (const g of model.allGraphs()) {
+    const type = g.value(value)?.elemType ?? g.value(table)?.initializer?.dataType ?? g.value(table)?.elemType;
+    if (type !== undefined) return dataTypeName(type);
+  }
+  return undefined;
 }
 
 function markedNodes(model: Model): Node[] {
