@@ -39,7 +39,8 @@ const rawArgs = hideBin(process.argv).map((arg, i, all) =>
   arg === '-' && all[i - 1] !== '-o' && all[i - 1] !== '--output' ? STDIN_TOKEN : arg);
 const models = (list: string[]) => list.map((m) => (m === STDIN_TOKEN ? '-' : m));
 
-await yargs(rawArgs)
+// No top-level await: this module is also bundled as CommonJS (scripts/bundle.mjs).
+void yargs(rawArgs)
   .scriptName('neftune')
   .usage('$0 <command> [options]\n\nAdd NEFTune noise to the token embeddings of ONNX training graphs, and remove it again.')
   .command('inspect <model>', 'Show embedding lookups, their roles, the default target, patch state and external data', (y) => y
@@ -124,4 +125,8 @@ await yargs(rawArgs)
   .help()
   .version()
   .wrap(Math.min(110, process.stdout.columns ?? 100))
-  .parseAsync();
+  .parseAsync()
+  .catch((error: unknown) => {
+    process.stderr.write(`internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exitCode = EXIT.INTERNAL;
+  });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after } from 'node:test';
 import { projectRoot } from './helpers.js';
 
-export const cliPath = path.join(projectRoot, 'dist', 'cli', 'main.js');
+export const cliPath = path.join(projectRoot, 'dist', 'cli', 'bin.cjs');
 
 export interface CliRun { code: number; stdout: string; stderr: string; stdoutBytes: Buffer }
 

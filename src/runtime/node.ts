@@ -19,19 +19,25 @@ export class ProviderUnavailableError extends OnnxNeftuneError {
 
 export interface Runtime { ort: OrtLike; ep: ExecutionProvider; sessionOptions: Record<string, unknown>; version: string }
 
-const require = createRequire(import.meta.url);
+/**
+ * Loads an ONNX Runtime package through require (both ship CommonJS for Node): unlike import(),
+ * that also works in the CLI bundle, which runs from V8's code cache (cli/bin.cts).
+ */
+function loadPackage(name: string): unknown {
+  return createRequire(import.meta.url)(name);
+}
 
 export async function loadRuntime(ep: ExecutionProvider): Promise<Runtime> {
   if (ep === 'wasm') {
-    const web = (await import('onnxruntime-web')) as unknown as { default?: OrtLike & { env: { wasm: { numThreads: number } } } };
+    const web = loadPackage('onnxruntime-web') as { default?: OrtLike & { env: { wasm: { numThreads: number } } } };
     const ort = (web.default ?? web) as OrtLike & { env: { wasm: { numThreads: number } } };
     ort.env.wasm.numThreads = 1; // no worker threads: deterministic and quiet in Node
     return { ort, ep, sessionOptions: { executionProviders: ['wasm'] }, version: ort.env.versions?.['web'] ?? 'unknown' };
   }
-  const mod = (await import('onnxruntime-node')) as unknown as { default?: OrtLike };
+  const mod = loadPackage('onnxruntime-node') as { default?: OrtLike };
   const ort = (mod.default ?? mod) as OrtLike;
   if (ep === 'cuda') {
-    const binDir = path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
+    const binDir = path.join(path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);
     if (!existsSync(path.join(binDir, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'))) {
       throw new ProviderUnavailableError('The CUDA execution provider is not installed (onnxruntime-node was installed with onnxruntime-node-install=skip). With CUDA 12 and a GPU, install it with: npm install onnxruntime-node --onnxruntime-node-install=cuda12');
     }

@@ -1,0 +1,44 @@
+// Bundles the compiled CLI (dist/cli/main.js) into one CommonJS file, dist/cli/neftune.cjs, and
+// writes V8's code cache for it after a warm-up run (dist/cli/neftune.cjs.cache); dist/cli/bin.cjs
+// loads both. Why: on Node 20 loading ~60 ES modules and compiling them is most of a small command's
+// time (bench/README.md). ONNX Runtime stays outside the bundle and is loaded only by `verify`.
+import { build } from 'esbuild';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const outfile = path.join(root, 'dist', 'cli', 'neftune.cjs');
+const cache = `${outfile}.cache`;
+rmSync(cache, { force: true });
+await build({
+  entryPoints: [path.join(root, 'dist', 'cli', 'main.js')],
+  outfile,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  external: ['onnxruntime-node', 'onnxruntime-web'],
+  // The sources are ES modules; in the bundle import.meta.url is the bundle's own URL.
+  define: { 'import.meta.url': '__bundleUrl' },
+  banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  logLevel: 'warning',
+});
+
+// Warm-up: patch a small model built with the library, so the cache covers what a command runs.
+const { encodeModel } = await import(path.join(root, 'dist', 'src', 'index.js'));
+const { buildTinyGpt } = await import(path.join(root, 'dist', 'examples', 'models.js'));
+const dir = mkdtempSync(path.join(os.tmpdir(), 'neftune-bundle-'));
+try {
+  const model = path.join(dir, 'm.onnx');
+  writeFileSync(model, encodeModel(buildTinyGpt()));
+  const run = spawnSync(process.execPath, [path.join(root, 'dist', 'cli', 'bin.cjs'), 'patch', model, '-o', path.join(dir, 'out.onnx'), '--json'], {
+    env: { ...process.env, NEFTUNE_WRITE_CODE_CACHE: cache },
+    encoding: 'utf8',
+  });
+  if (run.status !== 0) throw new Error(`warm-up run failed (${run.status}): ${run.stderr}`);
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
