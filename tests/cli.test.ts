@@ -255,3 +255,26 @@ test('verify: exit 0 when every check passes, 6 when nothing is patched, 2 for a
   }
   assert.equal(runCli(['verify', out, '--runs', '0']).code, 2);
 });
+
+test('only verify loads ONNX Runtime: inspect, patch and strip never do', () => {
+  // A preload that records every package the CLI loads through require (how it loads ONNX Runtime).
+  const log = path.join(dir, 'loads.txt');
+  const preload = write('record-loads.cjs', new TextEncoder().encode(`
+    const Module = require('node:module'); const fs = require('node:fs');
+    const load = Module._load; const seen = new Set();
+    Module._load = function (request, ...rest) { seen.add(request); return load.call(this, request, ...rest); };
+    process.on('exit', () => fs.writeFileSync(${JSON.stringify(log)}, [...seen].join('\\n')));
+  `));
+  const loads = (args: string[]) => {
+    const r = runCli(args, { env: { NODE_OPTIONS: `--require ${preload}` } });
+    assert.ok(r.code === 0 || r.code === 6, `${args[0]} ran (exit ${r.code}): ${r.stderr}`);
+    return readFileSync(log, 'utf8').split('\n');
+  };
+  const model = write('loads/gpt.onnx', gpt);
+  const patched = path.join(dir, 'loads', 'gpt.patched.onnx');
+  for (const args of [['inspect', model], ['patch', model, '-o', patched], ['strip', patched, '-o', path.join(dir, 'loads', 'gpt.stripped.onnx')]]) {
+    const ort = loads(args).filter((r) => r.startsWith('onnxruntime'));
+    assert.deepEqual(ort, [], `${args[0]} loaded ${ort.join(', ')}`);
+  }
+  assert.ok(loads(['verify', patched, '--ep', 'cpu']).includes('onnxruntime-node'), 'the recorder sees verify load onnxruntime-node');
+});
