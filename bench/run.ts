@@ -14,7 +14,7 @@ import { buildLargeGpt, buildManyNodes } from './models.js';
 import { runtimeBench } from './runtime.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const cli = path.join(root, 'dist', 'cli', 'main.js');
+const cli = path.join(root, 'dist', 'cli', 'bin.cjs'); // the installed `neftune` (bundle + code cache)
 const pythonScript = path.join(root, 'bench', 'python_patch.py');
 const work = mkdtempSync(path.join(tmpdir(), 'onnx-neftune-bench-'));
 const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'large,graph,startup,runtime').split(','));
@@ -28,13 +28,13 @@ function report(name: string, value: number, target: string, ok: boolean | null,
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Wall time and peak RSS of a command, via GNU time when present. */
-function measure(cmd: string, args: string[], clean?: string): { seconds: number; rssBytes: number | null } {
+function measure(cmd: string, args: string[], clean?: string, env: NodeJS.ProcessEnv = process.env): { seconds: number; rssBytes: number | null } {
   if (clean) rmSync(clean, { force: true });
   const gnuTime = existsSync('/usr/bin/time');
   const start = process.hrtime.bigint();
   const r = gnuTime
-    ? spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8' })
-    : spawnSync(cmd, args, { encoding: 'utf8' });
+    ? spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8', env })
+    : spawnSync(cmd, args, { encoding: 'utf8', env });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
   const kb = gnuTime ? Number(r.stderr.trim().split('\n').at(-1)) : NaN;
@@ -119,9 +119,22 @@ async function startup(py: string | undefined): Promise<void> {
   const out = path.join(work, 'small.out.onnx');
   const ours = repeat(9, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out)).seconds;
   report('patch small model: milliseconds', ours * 1000, '<= 150', ours <= 0.15);
+  let theirs: number | undefined;
   if (py) {
-    const theirs = repeat(9, () => measure(py, [pythonScript, file, out], out)).seconds;
+    theirs = repeat(9, () => measure(py, [pythonScript, file, out], out)).seconds;
     report('patch small model: neftune time / Python onnx time', ours / theirs, '<= 1', ours / theirs <= 1, `python ${(theirs * 1000).toFixed(0)} ms`);
+  }
+  const bare = repeat(9, () => measure(process.execPath, ['-e', '0'])).seconds;
+  report('Node start-up alone (node -e 0): milliseconds', bare * 1000, 'reference', null);
+  // NODE_EXTRA_CA_CERTS makes Node 20 load a certificate file at start-up, before any of our code
+  // runs (about 70 ms on these machines); show what the same command costs without it.
+  if (process.env['NODE_EXTRA_CA_CERTS']) {
+    const env = { ...process.env };
+    delete env['NODE_EXTRA_CA_CERTS'];
+    const clean = repeat(9, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out, env)).seconds;
+    const bareClean = repeat(9, () => measure(process.execPath, ['-e', '0'], undefined, env)).seconds;
+    report('patch small model without NODE_EXTRA_CA_CERTS: ms', clean * 1000, 'reference', null,
+      `node -e 0 without it: ${(bareClean * 1000).toFixed(0)} ms${theirs ? `; / Python ${(clean / theirs).toFixed(2)}` : ''}`);
   }
 }
 
