@@ -2,10 +2,12 @@
 import protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from './errors.js';
 import type { Model } from './ir.js';
-import { GraphProtoType, ModelProtoType, type GraphProto, type ModelProto } from './proto.js';
-import { modelFromProto, modelToProto, type NodeBytes } from './serde.js';
+import { GraphProtoType, ModelProtoType, NodeProtoType, cloneShallow, type GraphProto, type ModelProto } from './proto.js';
+import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './serde.js';
+import { unchangedFromBytes } from './node-bytes.js';
+import type { Graph } from './ir.js';
 import { checkWireStructure } from './wire.js';
-import { encodeProtoPieces, joinPieces, type EncodedPiece } from './deferred.js';
+import { coalesce, encodeProtoPieces, encodeVarint, fieldsAsPieces, joinPieces, type EncodedPiece } from './deferred.js';
 
 /**
  * Decodes ModelProto bytes, keeping fields this schema does not know. Structure is checked first,
@@ -142,5 +144,97 @@ export function encodeModel(model: Model): Uint8Array {
  * payloads from where they are instead of holding them.
  */
 export function encodeModelPieces(model: Model): { pieces: EncodedPiece[]; length: number } {
-  return encodeProtoPieces(modelToProto(model, true));
+  const proto = modelToProto(model, true, true);
+  if (!proto.graph || !hasByteBackedNodes(model.graph)) return encodeProtoPieces(modelToProto(model, true));
+  // The main graph's node list is assembled here: runs of unedited nodes are copied from the bytes
+  // they were read from as they are. protobufjs writes fields in number order and unknown fields
+  // last, so the graph (field 7) goes before the first field numbered above 7 or unknown, and its
+  // nodes (field 1) before everything else in the graph.
+  const graph = proto.graph;
+  const shell = cloneShallow(proto);
+  delete shell.graph;
+  const modelBytes = ModelProtoType.encode(shell as unknown as protobuf.Message).finish();
+  const at = insertionPoint(modelBytes, 7);
+  const head = fieldsAsPieces(modelBytes, ModelProtoType, 0, at);
+  const tail = fieldsAsPieces(modelBytes, ModelProtoType, at, modelBytes.length);
+  const nodes = nodeEntries(model.graph);
+  const restBytes = GraphProtoType.encode(graph as unknown as protobuf.Message).finish();
+  const rest = fieldsAsPieces(restBytes, GraphProtoType, 0, restBytes.length);
+  const graphSize = nodes.size + rest.size;
+  const graphTag = Uint8Array.of(7 * 8 + 2, ...encodeVarint(graphSize));
+  const pieces = coalesce([...head.pieces, graphTag, ...nodes.pieces, ...rest.pieces, ...tail.pieces]);
+  return { pieces, length: head.size + graphTag.length + graphSize + tail.size };
+}
+
+function hasByteBackedNodes(graph: Graph): boolean {
+  for (const node of graph) if (node._srcBytes) return true;
+  return false;
+}
+
+/** Offset of the first top-level field numbered above `fieldNo` or unknown to the schema. */
+function insertionPoint(bytes: Uint8Array, fieldNo: number): number {
+  for (let pos = 0; pos < bytes.length;) {
+    const at = pos;
+    let tag = 0, scale = 1, b: number;
+    do { b = bytes[pos++]!; tag += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
+    const wire = tag % 8, number = (tag - wire) / 8;
+    if (number > fieldNo || !ModelProtoType.fieldsById[number]) return at;
+    pos = skipValue(bytes, wire, pos);
+  }
+  return bytes.length;
+}
+
+function skipValue(bytes: Uint8Array, wire: number, pos: number): number {
+  if (wire === 1) return pos + 8;
+  if (wire === 5) return pos + 4;
+  let value = 0, scale = 1, b: number;
+  do { b = bytes[pos++]!; value += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
+  return wire === 2 ? pos + value : pos;
+}
+
+/**
+ * The graph's node entries (GraphProto field 1) as pieces: each run of unedited nodes that lie
+ * back to back in their source is one range of it; other nodes are encoded.
+ */
+function nodeEntries(graph: Graph): { pieces: EncodedPiece[]; size: number } {
+  const pieces: EncodedPiece[] = [];
+  let size = 0;
+  let run: Uint8Array | undefined, runStart = 0, runEnd = 0;
+  const add = (buf: Uint8Array, start: number, end: number) => {
+    const part = fieldsAsPieces(buf, GraphProtoType, start, end);
+    for (const p of part.pieces) pieces.push(p);
+    size += part.size;
+  };
+  const flush = () => { if (run) add(run, runStart, runEnd); run = undefined; };
+  for (const node of graph) {
+    const src = node._srcBytes;
+    if (src && unchangedFromBytes(node, src, node._srcStart, node._srcEnd, node._srcAttributes)) {
+      const entryStart = entryStartOf(src, node._srcStart, node._srcEnd);
+      if (entryStart !== undefined) {
+        if (run === src && runEnd === entryStart) { runEnd = node._srcEnd; continue; }
+        flush();
+        run = src; runStart = entryStart; runEnd = node._srcEnd;
+        continue;
+      }
+    }
+    flush();
+    const body = NodeProtoType.encode(nodeToProto(node, true) as unknown as protobuf.Message).finish();
+    const entry = new Uint8Array(1 + 10 + body.length);
+    entry[0] = 1 * 8 + 2;
+    const length = encodeVarint(body.length);
+    entry.set(length, 1);
+    entry.set(body, 1 + length.length);
+    add(entry, 0, 1 + length.length + body.length);
+  }
+  flush();
+  return { pieces, size };
+}
+
+/** Where the entry (tag 1, minimal length prefix) of the node body at [start, end) begins, if it is there. */
+function entryStartOf(buf: Uint8Array, start: number, end: number): number | undefined {
+  const length = encodeVarint(end - start);
+  const at = start - 1 - length.length;
+  if (at < 0 || buf[at] !== 1 * 8 + 2) return undefined;
+  for (let i = 0; i < length.length; i++) if (buf[at + 1 + i] !== length[i]) return undefined;
+  return at;
 }

@@ -71,6 +71,18 @@ export function encodeProtoPieces(proto: ModelProto): { pieces: EncodedPiece[]; 
   return { pieces: coalesce(out.pieces), length: out.size };
 }
 
+/**
+ * The fields in buf[start, end) of a `type` message as pieces, placeholders replaced by their
+ * payloads (enclosing length prefixes recomputed). Placeholder positions are found once per buffer.
+ */
+export function fieldsAsPieces(buf: Uint8Array, type: protobuf.Type, start: number, end: number): { pieces: EncodedPiece[]; size: number } {
+  if (!payloads.length) return { pieces: [buf.subarray(start, end)], size: end - start };
+  let markers = markersByBuffer.get(buf);
+  if (!markers) markersByBuffer.set(buf, markers = findMarkers(buf));
+  return spliceMessage(buf, type, start, end, markers);
+}
+const markersByBuffer = new WeakMap<Uint8Array, number[]>();
+
 function findMarkers(buf: Uint8Array): number[] {
   const found: number[] = [];
   const first = nonce[0]!;
@@ -155,7 +167,7 @@ function skipScalar(buf: Uint8Array, wire: number, pos: number): number {
 }
 
 /** Merges neighbouring byte ranges of the same buffer, so writers issue fewer, larger writes. */
-function coalesce(pieces: EncodedPiece[]): EncodedPiece[] {
+export function coalesce(pieces: EncodedPiece[]): EncodedPiece[] {
   const out: EncodedPiece[] = [];
   for (const p of pieces) {
     const last = out[out.length - 1];

@@ -218,10 +218,10 @@ function withoutName(info: ValueInfoProto): ValueInfoProto {
  * The model as a ModelProto. With `forWire`, unedited nodes read from bytes come back as those
  * bytes (a message holding only `$unknowns`), which protobufjs writes verbatim: only for encoding.
  */
-export function modelToProto(model: Model, forWire = false): ModelProto {
+export function modelToProto(model: Model, forWire = false, omitMainNodes = false): ModelProto {
   const out = cloneShallow(model.proto);
   if (Object.hasOwn(model.proto, 'graph') || model.graph.nodeCount || model.graph.inputs.length) {
-    out.graph = graphToProto(model.graph, forWire);
+    out.graph = graphToProto(model.graph, forWire, omitMainNodes);
   }
   if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map((f) => functionToProto(f, forWire));
   if (model.trainingInfo.length || Object.hasOwn(model.proto, 'training_info')) {
@@ -235,10 +235,10 @@ export function modelToProto(model: Model, forWire = false): ModelProto {
   return out;
 }
 
-export function graphToProto(graph: Graph, forWire = false): GraphProto {
+export function graphToProto(graph: Graph, forWire = false, omitNodes = false): GraphProto {
   const out = cloneShallow(graph.proto);
   out.node = [];
-  for (const node of graph) out.node.push(nodeToProto(node, forWire));
+  if (!omitNodes) for (const node of graph) out.node.push(nodeToProto(node, forWire));
   out.initializer = graph.initializers.map((v) => namedTensor(v.initializer!.proto, v.name));
   out.sparse_initializer = graph.sparseInitializers.map((v) => {
     const sparse = v.sparseInitializer!;
