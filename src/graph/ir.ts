@@ -437,6 +437,17 @@ export class Graph {
     return node;
   }
 
+  /** @internal Appends a node being decoded, whose outputs are already defined here. */
+  _appendDefined(node: Node): void {
+    const anchor = this.sentinel._prev!;
+    node._prev = anchor;
+    node._next = this.sentinel;
+    anchor._next = node;
+    this.sentinel._prev = node;
+    node.graph = this;
+    this.count++;
+  }
+
   /** Looks a name up in this graph, then in enclosing scopes. */
   lookup(name: string): Value | undefined {
     for (let g: Graph | null = this; g; g = g.parentScope) {

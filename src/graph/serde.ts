@@ -84,7 +84,7 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
       if (inputs) {
         for (const ap of attributes) node.attributes.push(new Attribute(ap));
         if (inputs.length) node._adoptInputs(inputs);
-        graph.append(node);
+        graph._appendDefined(node);
         return node;
       }
     }
