@@ -42,7 +42,7 @@ function readText(buf: Uint8Array, start: number, end: number): string {
   const length = end - start;
   if (length <= 0) return '';
   if (length > 64) return utf8.read(buf, start, end);
-  codes.length = length;
+  const codes = codesOfLength[length]!;
   for (let i = 0; i < length; i++) {
     const c = buf[start + i]!;
     if (c >= 0x80) return utf8.read(buf, start, end);
@@ -50,7 +50,8 @@ function readText(buf: Uint8Array, start: number, end: number): string {
   }
   return String.fromCharCode.apply(null, codes);
 }
-const codes: number[] = [];
+// One reusable array per length (changing an array's length is a slow runtime call).
+const codesOfLength = Array.from({ length: 65 }, (_, n) => new Array<number>(n).fill(0));
 
 /** Op types and domains repeat across a graph: one string each instead of one per node. */
 const interned = new Map<string, string>();
