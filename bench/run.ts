@@ -41,9 +41,13 @@ function measure(cmd: string, args: string[], clean?: string, env: NodeJS.Proces
   return { seconds, rssBytes: Number.isFinite(kb) ? kb * 1024 : null };
 }
 
-function repeat(times: number, run: () => { seconds: number; rssBytes: number | null }) {
-  const runs = Array.from({ length: times }, run);
+type Run = { seconds: number; rssBytes: number | null };
+/** Median time and the largest peak RSS of several runs. */
+function summarize(runs: Run[]): Run {
   return { seconds: median(runs.map((r) => r.seconds)), rssBytes: Math.max(...runs.map((r) => r.rssBytes ?? 0)) || null };
+}
+function repeat(times: number, run: () => Run): Run {
+  return summarize(Array.from({ length: times }, run));
 }
 
 /** Debian's python3-onnx, installed here if missing and possible; undefined means skip. */
@@ -70,13 +74,20 @@ async function large(py: string | undefined): Promise<void> {
   const size = statSync(file).size;
   console.log(`model: ${(size / 2 ** 20).toFixed(0)} MB`);
   const out = path.join(work, 'large.out.onnx');
-  const cp = repeat(3, () => measure('cp', [file, out], out));
-  const patch = repeat(3, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out));
   const patched = path.join(work, 'large.patched.onnx');
   measure(process.execPath, [cli, 'patch', file, '-o', patched], patched);
-  const strip = repeat(3, () => measure(process.execPath, [cli, 'strip', patched, '-o', out], out));
+  // Flush the freshly written files first, then interleave the runs, so that background
+  // write-back and cache state weigh on cp and on neftune alike.
+  spawnSync('sync');
+  const rounds = { cp: [] as Run[], patch: [] as Run[], strip: [] as Run[] };
+  for (let i = 0; i < 5; i++) {
+    rounds.cp.push(measure('cp', [file, out], out));
+    rounds.patch.push(measure(process.execPath, [cli, 'patch', file, '-o', out], out));
+    rounds.strip.push(measure(process.execPath, [cli, 'strip', patched, '-o', out], out));
+  }
+  const [cp, patch, strip] = [rounds.cp, rounds.patch, rounds.strip].map(summarize) as [Run, Run, Run];
   console.log(`cp ${cp.seconds.toFixed(2)} s; patch ${patch.seconds.toFixed(2)} s, peak RSS ${((patch.rssBytes ?? 0) / 2 ** 20).toFixed(0)} MB; strip ${strip.seconds.toFixed(2)} s, peak RSS ${((strip.rssBytes ?? 0) / 2 ** 20).toFixed(0)} MB`);
-  report('patch 600 MB: time / cp', patch.seconds / cp.seconds, '<= 1.5', patch.seconds / cp.seconds <= 1.5, 'output fsynced before rename; cp does not fsync');
+  report('patch 600 MB: time / cp', patch.seconds / cp.seconds, '<= 1.5', patch.seconds / cp.seconds <= 1.5, 'medians of 5 interleaved runs; a new output is not flushed to disk, as with cp');
   report('strip 600 MB: time / cp', strip.seconds / cp.seconds, '<= 1.5', strip.seconds / cp.seconds <= 1.5);
   if (patch.rssBytes) report('patch 600 MB: peak RSS / file size', patch.rssBytes / size, '<= 0.3', patch.rssBytes / size <= 0.3);
   if (strip.rssBytes) report('strip 600 MB: peak RSS / file size', strip.rssBytes / size, '<= 0.3', strip.rssBytes / size <= 0.3);
