@@ -7,7 +7,7 @@ import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './ser
 import { unchangedFromBytes } from './node-bytes.js';
 import type { Graph } from './ir.js';
 import { checkWireStructure } from './wire.js';
-import { coalesce, encodeProtoPieces, encodeVarint, fieldsAsPieces, joinPieces, type EncodedPiece } from './deferred.js';
+import { coalesce, encodeProtoPieces, encodeVarint, fieldsAsPieces, joinPieces, varintAt, type EncodedPiece } from './deferred.js';
 
 /**
  * Decodes ModelProto bytes, keeping fields this schema does not know. Structure is checked first,
@@ -73,20 +73,13 @@ function decodeExcept(type: protobuf.Type, bytes: Uint8Array, start: number, end
   };
   for (let pos = start; pos < end;) {
     const fieldStart = pos;
-    let tag = 0, scale = 1, b: number;
-    do { b = bytes[pos++]!; tag += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
-    const wire = tag % 8;
-    if (wire === 0) { while (bytes[pos++]! >= 0x80); continue; }
-    if (wire === 1 || wire === 5) { pos += wire === 1 ? 8 : 4; continue; }
-    let len = 0;
-    scale = 1;
-    do { b = bytes[pos++]!; len += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
-    if ((tag - wire) / 8 === special) {
+    const [tag, afterTag] = varintAt(bytes, pos);
+    pos = skipValue(bytes, tag % 8, afterTag);
+    if ((tag - (tag % 8)) / 8 === special && tag % 8 === 2) {
       flush(fieldStart);
-      specials.push([pos, pos + len]);
-      runStart = pos + len;
+      specials.push([varintAt(bytes, afterTag)[1], pos]);
+      runStart = pos;
     }
-    pos += len;
   }
   flush(end);
   // Special fields are handed over after the rest, so the handler may set fields on the result.
@@ -174,22 +167,20 @@ function hasByteBackedNodes(graph: Graph): boolean {
 /** Offset of the first top-level field numbered above `fieldNo` or unknown to the schema. */
 function insertionPoint(bytes: Uint8Array, fieldNo: number): number {
   for (let pos = 0; pos < bytes.length;) {
-    const at = pos;
-    let tag = 0, scale = 1, b: number;
-    do { b = bytes[pos++]!; tag += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
+    const [tag, afterTag] = varintAt(bytes, pos);
     const wire = tag % 8, number = (tag - wire) / 8;
-    if (number > fieldNo || !ModelProtoType.fieldsById[number]) return at;
-    pos = skipValue(bytes, wire, pos);
+    if (number > fieldNo || !ModelProtoType.fieldsById[number]) return pos;
+    pos = skipValue(bytes, wire, afterTag);
   }
   return bytes.length;
 }
 
+/** The position after a field value of wire type `wire` at `pos` (structure already checked). */
 function skipValue(bytes: Uint8Array, wire: number, pos: number): number {
   if (wire === 1) return pos + 8;
   if (wire === 5) return pos + 4;
-  let value = 0, scale = 1, b: number;
-  do { b = bytes[pos++]!; value += (b & 0x7f) * scale; scale *= 128; } while (b >= 0x80);
-  return wire === 2 ? pos + value : pos;
+  const [value, after] = varintAt(bytes, pos);
+  return wire === 2 ? after + value : after;
 }
 
 /**

@@ -98,7 +98,8 @@ const hasMarker = (markers: number[], start: number, end: number) => {
   return lo < markers.length && markers[lo]! < end;
 };
 
-function varintAt(buf: Uint8Array, pos: number): [number, number] {
+/** The varint at `pos` (trusted bytes) and the position after it. */
+export function varintAt(buf: Uint8Array, pos: number): [number, number] {
   let result = 0, scale = 1;
   for (;;) {
     const b = buf[pos++]!;
