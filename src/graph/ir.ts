@@ -22,11 +22,14 @@ export interface Use { readonly node: Node; readonly index: number }
 /** A symbolic or fixed dimension: a number, a name, or undefined when unknown. */
 export type Dim = number | string | undefined;
 
+const NO_USES: readonly Use[] = Object.freeze([]);
+
 export class Value {
   /** The node that writes this value and which of its outputs it is; null for inputs and initializers. */
   producer: Node | null = null;
   producerIndex = -1;
-  private usesList: Use[] = [];
+  /** Uses: none, the only one, or a list from the second on (most values have one use; this saves a list per value). */
+  private useStore: Use | Use[] | undefined;
   /** The ValueInfoProto this value was declared with (its name field is ignored: `name` rules). */
   info: ValueInfoProto | undefined;
   /** Set when the value is an initializer of `graph`. */
@@ -52,18 +55,30 @@ export class Value {
   }
 
   /** Uses in insertion order, including nodes in subgraphs that capture this value. */
-  get uses(): readonly Use[] { return this.usesList; }
+  get uses(): readonly Use[] {
+    const store = this.useStore;
+    return store === undefined ? NO_USES : Array.isArray(store) ? store : [store];
+  }
 
   /** @internal Only Node changes use lists, so they never drift from the nodes. */
   _addUse(node: Node, index: number): void {
     // Most values have one or two uses: a literal keeps the array at its size (push would reserve 17 slots).
-    if (this.usesList.length === 0) this.usesList = [{ node, index }];
-    else this.usesList.push({ node, index });
+    const use = { node, index };
+    const store = this.useStore;
+    if (store === undefined) this.useStore = use;
+    else if (Array.isArray(store)) store.push(use);
+    else this.useStore = [store, use];
   }
   /** @internal */
   _removeUse(node: Node, index: number): void {
-    const i = this.usesList.findIndex((u) => u.node === node && u.index === index);
-    if (i >= 0) this.usesList.splice(i, 1);
+    const store = this.useStore;
+    if (store === undefined) return;
+    if (!Array.isArray(store)) {
+      if (store.node === node && store.index === index) this.useStore = undefined;
+      return;
+    }
+    const i = store.findIndex((u) => u.node === node && u.index === index);
+    if (i >= 0) store.splice(i, 1);
   }
 
   get type(): TypeProto | undefined { return this.info?.type; }
@@ -86,7 +101,7 @@ export class Value {
   get isGraphOutput(): boolean { return !!this.graph?.outputs.includes(this); }
 
   /** Distinct nodes that read this value (including nodes inside subgraphs). */
-  consumers(): Node[] { return [...new Set(this.usesList.map((u) => u.node))]; }
+  consumers(): Node[] { return [...new Set(this.uses.map((u) => u.node))]; }
 
   /**
    * Points every reader of this value at `other` instead, except the nodes in `except` (typically
@@ -94,7 +109,7 @@ export class Value {
    */
   replaceAllUsesWith(other: Value, options: { except?: readonly Node[] } = {}): void {
     const except = new Set(options.except ?? []);
-    for (const use of [...this.usesList]) if (!except.has(use.node)) use.node.replaceInput(use.index, other);
+    for (const use of [...this.uses]) if (!except.has(use.node)) use.node.replaceInput(use.index, other);
   }
 
   toString(): string { return `%${this.name}`; }
