@@ -228,8 +228,7 @@ export class Node {
     if (options.domain !== undefined) this.proto.domain = options.domain;
     if (options.name !== undefined) this.proto.name = options.name;
     if (inputs.length) this._adoptInputs(inputs.slice());
-    for (const v of outputs) this.appendOutput(v);
-    if (this.outputList.length) this.outputList = this.outputList.slice(); // exact size, see _addUse
+    if (outputs.length) this._adoptOutputs(outputs.slice()); // exact size, see _addUse
     if (options.attributes) this.attributes.push(...options.attributes);
     for (const a of this.attributes) for (const g of a.graphs) g.owner = this;
   }
@@ -288,6 +287,18 @@ export class Node {
     if (this.attached) old?._removeUse(this, index);
     this.inputList[index] = value;
     if (this.attached) value?._addUse(this, index);
+  }
+
+  /** @internal Sets the outputs of a node that has none yet, keeping `values` as the list. */
+  _adoptOutputs(values: (Value | null)[]): void {
+    if (this.outputList.length) throw new GraphEditError(`Node ${this.describe()} already has outputs`);
+    values.forEach((value, i) => {
+      if (!value) return;
+      if (value.producer && !value.producer.isRemoved) throw new GraphEditError(`Value ${value.name} already has producer ${value.producer.describe()}`);
+      value.producer = this;
+      value.producerIndex = i;
+    });
+    this.outputList = values;
   }
 
   appendOutput(value: Value | null): void {

@@ -77,7 +77,8 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
   const pending: { node: Node; inputs: readonly string[]; attributes: readonly AttributeProto[] }[] = [];
   const add = (outputNames: readonly string[], proto: NodeProto, inputNames: readonly string[], attributes: readonly AttributeProto[]): Node => {
     const outputs = outputNames.map((name) => (name === '' ? null : new Value(name)));
-    const node = new Node(proto.op_type ?? '', [], outputs, { proto });
+    const node = new Node(proto.op_type ?? '', [], [], { proto });
+    node._adoptOutputs(outputs);
     for (const out of outputs) if (out) graph.define(out);
     if (!pending.length) {
       const inputs = resolvedLocally(graph, inputNames, attributes);
