@@ -132,3 +132,22 @@ test('copying unedited node runs from the source bytes gives the same file as en
     }
   }
 });
+
+test('a model split across concatenated messages decodes as protobuf merges it', () => {
+  // Concatenated encodings are one merged message: repeated fields append, the graph fields merge.
+  const a = encodeModel(buildTinyGpt());
+  const extra = decodeModelProto(encodeModel(buildTinyBert()));
+  delete (extra as { ir_version?: unknown }).ir_version;
+  for (const [label, second] of [
+    ['metadata only', encodeModelProto({ metadata_props: [{ key: 'k', value: 'v' }], opset_import: [{ domain: 'x', version: 1 }] } as ModelProto)],
+    ['a second graph field', encodeModelProto({ graph: extra.graph } as ModelProto)],
+  ] as const) {
+    const bytes = new Uint8Array(a.length + second.length);
+    bytes.set(a);
+    bytes.set(second, a.length);
+    const viaBytes = decodeModel(bytes);
+    const viaMessages = modelFromProto(decodeModelProto(bytes));
+    assert.equal(viaBytes.graph.nodeCount, viaMessages.graph.nodeCount, `${label}: node count`);
+    assert.ok(sameBytes(encodeModel(viaBytes), encodeModel(viaMessages)), `${label}: same model`);
+  }
+});
