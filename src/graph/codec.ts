@@ -1,11 +1,10 @@
 /** Bytes <-> ModelProto <-> IR. Pure functions on Uint8Array: no file system, no runtime. */
 import protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from './errors.js';
-import type { Model } from './ir.js';
+import type { Graph, Model } from './ir.js';
 import { GraphProtoType, ModelProtoType, NodeProtoType, cloneShallow, type GraphProto, type ModelProto } from './proto.js';
 import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './serde.js';
 import { unchangedFromBytes } from './node-bytes.js';
-import type { Graph } from './ir.js';
 import { checkWireStructure } from './wire.js';
 import { coalesce, encodeProtoPieces, encodeVarint, fieldsAsPieces, joinPieces, varintAt, type EncodedPiece } from './deferred.js';
 
@@ -61,7 +60,8 @@ function decodeModelShell(bytes: Uint8Array): { proto: ModelProto; nodes: NodeBy
 /**
  * Decodes the fields of one message in bytes[start, end) with protobufjs, except field
  * `special` (length-delimited), whose bodies go to `onSpecial` in order. The runs of other fields
- * are decoded one run at a time and merged as protobuf merges (repeated fields append).
+ * are decoded one run at a time and merged: repeated fields append, scalars take the last value
+ * (as protobuf merges; ModelProto and GraphProto have no singular message field besides the graph).
  */
 function decodeExcept(type: protobuf.Type, bytes: Uint8Array, start: number, end: number, special: number,
   onSpecial: (from: number, to: number, result: Record<string, unknown>) => void): Record<string, unknown> {
