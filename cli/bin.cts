@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * The `neftune` executable. Runs the CLI bundled into one CommonJS file (scripts/bundle.mjs) with
  * V8's code cache made at build time, which halves start-up time; without the bundle (a plain

@@ -4,12 +4,14 @@
 // time (bench/README.md). ONNX Runtime stays outside the bundle and is loaded only by `verify`.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+// The bin runs directly when linked (npm link, npx); npm sets the same mode when it installs.
+chmodSync(path.join(root, 'dist', 'cli', 'bin.cjs'), 0o755);
 const outfile = path.join(root, 'dist', 'cli', 'neftune.cjs');
 const cache = `${outfile}.cache`;
 rmSync(cache, { force: true });

@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { ModelBuilder, Tensor, decodeModel, encodeModel } from '../src/graph/index.js';
 import { isPatched, readPatchRecord } from '../src/passes/index.js';
 import { buildTinyBert, buildTinyGemma, buildTinyGpt, buildTinyTrainingGraph } from '../examples/models.js';
 import { runCli, runCliJson, tempDir } from './cli-helpers.js';
-import { readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
+import { projectRoot, readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
 
 const dir = tempDir('cli');
 const write = (name: string, bytes: Uint8Array) => { const p = path.join(dir, name); mkdirSync(path.dirname(p), { recursive: true }); writeFileSync(p, bytes); return p; };
@@ -277,4 +278,15 @@ test('only verify loads ONNX Runtime: inspect, patch and strip never do', () => 
     assert.deepEqual(ort, [], `${args[0]} loaded ${ort.join(', ')}`);
   }
   assert.ok(loads(['verify', patched, '--ep', 'cpu']).includes('onnxruntime-node'), 'the recorder sees verify load onnxruntime-node');
+});
+
+test('the package bin runs directly through a link, as npm installs it', () => {
+  const pkg = JSON.parse(readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { bin: Record<string, string>; version: string };
+  const target = path.join(projectRoot, pkg.bin['neftune']!);
+  const link = path.join(dir, 'bin-link', 'neftune');
+  mkdirSync(path.dirname(link), { recursive: true });
+  symlinkSync(target, link);
+  const r = spawnSync(link, ['--version'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${link} ran: ${r.stderr}`);
+  assert.equal(r.stdout.trim(), pkg.version);
 });
