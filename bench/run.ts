@@ -112,6 +112,14 @@ function graphSize(): void {
     times['inspect']!.push(inspect);
     times['patch']!.push(patch);
     console.log(`${n} nodes: inspect ${inspect.toFixed(2)} s, patch ${patch.toFixed(2)} s`);
+    if (n === sizes.at(-1)) {
+      const phases = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'phases.js'), file, out], { encoding: 'utf8' });
+      if (phases.status === 0) {
+        const ms = JSON.parse(phases.stdout) as Record<string, number>;
+        console.log(`${n} nodes in one process: ${Object.entries(ms).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)} s`).join(', ')}`);
+      }
+      rmSync(out, { force: true });
+    }
     rmSync(file, { force: true }); rmSync(out, { force: true });
   }
   for (const cmd of ['inspect', 'patch']) {
