@@ -6,7 +6,8 @@ import { GraphProtoType, ModelProtoType, NodeProtoType, cloneShallow, type Graph
 import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './serde.js';
 import { unchangedFromBytes } from './node-bytes.js';
 import { checkWireStructure } from './wire.js';
-import { coalesce, encodeProtoPieces, encodeVarint, fieldsAsPieces, joinPieces, varintAt, type EncodedPiece } from './deferred.js';
+import { coalesce, encodeProtoPieces, fieldsAsPieces, joinPieces, type EncodedPiece } from './deferred.js';
+import { encodeVarint, skipValue, varintAt } from './varint.js';
 
 /**
  * Decodes ModelProto bytes, keeping fields this schema does not know. Structure is checked first,
@@ -173,14 +174,6 @@ function insertionPoint(bytes: Uint8Array, fieldNo: number): number {
     pos = skipValue(bytes, wire, afterTag);
   }
   return bytes.length;
-}
-
-/** The position after a field value of wire type `wire` at `pos` (structure already checked). */
-function skipValue(bytes: Uint8Array, wire: number, pos: number): number {
-  if (wire === 1) return pos + 8;
-  if (wire === 5) return pos + 4;
-  const [value, after] = varintAt(bytes, pos);
-  return wire === 2 ? after + value : after;
 }
 
 /**

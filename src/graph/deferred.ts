@@ -1,12 +1,13 @@
 /**
  * Payloads that stay where they are. A lazily loaded model keeps each large raw_data field as a
  * 16-byte placeholder (a per-process marker plus an index); the real bytes are described by a
- * DeferredPayload and read only when asked for. encodeModelChunks() turns a model back into a list
+ * DeferredPayload and read only when asked for. encodeModelPieces() (codec.ts) turns a model into a list
  * of byte pieces and payload references, with every length prefix recomputed, so a writer can
  * stream payloads from their source without ever holding them.
  */
 import type protobuf from 'protobufjs/light.js';
 import { ModelProtoType, type ModelProto } from './proto.js';
+import { encodeVarint, skipValue, varintAt } from './varint.js';
 
 export interface DeferredPayload {
   readonly length: number;
@@ -98,24 +99,6 @@ const hasMarker = (markers: number[], start: number, end: number) => {
   return lo < markers.length && markers[lo]! < end;
 };
 
-/** The varint at `pos` (trusted bytes) and the position after it. */
-export function varintAt(buf: Uint8Array, pos: number): [number, number] {
-  let result = 0, scale = 1;
-  for (;;) {
-    const b = buf[pos++]!;
-    result += (b & 0x7f) * scale;
-    if (b < 0x80) return [result, pos];
-    scale *= 128;
-  }
-}
-
-export function encodeVarint(value: number): Uint8Array {
-  const out: number[] = [];
-  while (value >= 0x80) { out.push((value % 128) | 0x80); value = Math.floor(value / 128); }
-  out.push(value);
-  return Uint8Array.from(out);
-}
-
 function spliceMessage(buf: Uint8Array, type: protobuf.Type, start: number, end: number, markers: number[]): { pieces: EncodedPiece[]; size: number } {
   if (!hasMarker(markers, start, end)) return { pieces: [buf.subarray(start, end)], size: end - start };
   const pieces: EncodedPiece[] = [];
@@ -126,7 +109,7 @@ function spliceMessage(buf: Uint8Array, type: protobuf.Type, start: number, end:
     const [tag, afterTag] = varintAt(buf, pos);
     const wire = tag % 8;
     if (wire !== 2) {
-      pos = skipScalar(buf, wire, afterTag);
+      pos = skipValue(buf, wire, afterTag);
       pieces.push(buf.subarray(fieldStart, pos));
       size += pos - fieldStart;
       continue;
@@ -158,13 +141,6 @@ function spliceMessage(buf: Uint8Array, type: protobuf.Type, start: number, end:
     }
   }
   return { pieces, size };
-}
-
-function skipScalar(buf: Uint8Array, wire: number, pos: number): number {
-  if (wire === 0) return varintAt(buf, pos)[1];
-  if (wire === 1) return pos + 8;
-  if (wire === 5) return pos + 4;
-  throw new Error(`unexpected wire type ${wire} in encoded output`);
 }
 
 /** Merges neighbouring byte ranges of the same buffer, so writers issue fewer, larger writes. */

@@ -11,3 +11,4 @@ export * from './names.js';
 export * from './external.js';
 export * from './slice.js';
 export * from './deferred.js';
+export { encodeVarint } from './varint.js';

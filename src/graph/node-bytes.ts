@@ -9,6 +9,7 @@
 import protobuf from 'protobufjs/light.js';
 import { AttributeProtoType, decodeKeepingUnknowns, type AttributeProto, type NodeProto } from './proto.js';
 import type { Node, Value } from './ir.js';
+import { varintAt } from './varint.js';
 
 const utf8 = protobuf.util.utf8;
 
@@ -22,17 +23,6 @@ export interface NodeFields {
   proto: NodeProto;
   attributes: AttributeProto[] | undefined;
 }
-
-function varint(buf: Uint8Array, pos: number): number {
-  let result = 0, scale = 1;
-  for (;;) {
-    const b = buf[pos++]!;
-    result += (b & 0x7f) * scale;
-    if (b < 0x80) return result;
-    scale *= 128;
-  }
-}
-const varintEnd = (buf: Uint8Array, pos: number): number => { while (buf[pos++]! >= 0x80); return pos; };
 
 /**
  * UTF-8 text as protobufjs reads it, but an ASCII name becomes one flat string (protobufjs appends
@@ -73,9 +63,8 @@ export function readNodeFields(buf: Uint8Array, start: number, end: number): Nod
     const tag = buf[pos]!;
     // Every field read here has a one-byte tag and wire type 2; anything else goes to protobufjs.
     if (tag >= 0x80 || (tag & 7) !== 2) return undefined;
-    const lenAt = pos + 1;
-    const body = varintEnd(buf, lenAt);
-    const bodyEnd = body + varint(buf, lenAt);
+    const [length, body] = varintAt(buf, pos + 1);
+    const bodyEnd = body + length;
     switch (tag >>> 3) {
       case Field.Input: inputs.push(readText(buf, body, bodyEnd)); break;
       case Field.Output: outputs.push(readText(buf, body, bodyEnd)); break;
@@ -125,9 +114,8 @@ export function unchangedFromBytes(node: Node, buf: Uint8Array, start: number, e
   let pos = start;
   while (pos < end) {
     const tag = buf[pos]!;
-    const lenAt = pos + 1;
-    const body = varintEnd(buf, lenAt);
-    const bodyEnd = body + varint(buf, lenAt);
+    const [length, body] = varintAt(buf, pos + 1);
+    const bodyEnd = body + length;
     switch (tag >>> 3) {
       case Field.Input:
         if (inputs >= node.inputs.length || !sameText(nameOf(node.inputs[inputs++]), buf, body, bodyEnd)) return false;

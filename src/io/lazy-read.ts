@@ -8,7 +8,8 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from '../graph/errors.js';
 import { ModelProtoType } from '../graph/proto.js';
-import { PLACEHOLDER_LENGTH, encodeVarint, placeholderFor, type DeferredPayload } from '../graph/deferred.js';
+import { PLACEHOLDER_LENGTH, placeholderFor, type DeferredPayload } from '../graph/deferred.js';
+import { encodeVarint } from '../graph/varint.js';
 import { FileAccessError } from './errors.js';
 
 export interface CompactFile { bytes: Uint8Array; size: number; deferred: number; deferredBytes: number }
