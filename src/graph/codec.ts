@@ -2,7 +2,7 @@
 import protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from './errors.js';
 import type { Graph, Model } from './ir.js';
-import { GraphProtoType, ModelProtoType, NodeProtoType, cloneShallow, type GraphProto, type ModelProto } from './proto.js';
+import { GraphProtoType, ModelProtoType, cloneShallow, type GraphProto, type ModelProto } from './proto.js';
 import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './serde.js';
 import { unchangedFromBytes } from './node-bytes.js';
 import { checkWireStructure } from './wire.js';
@@ -114,7 +114,6 @@ export function encodeModelProto(proto: ModelProto): Uint8Array {
   return bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** Decodes an ONNX model into the graph IR. */
 /**
  * Decodes an ONNX model into the graph IR. The model keeps a reference to `bytes` (unedited nodes
  * are written back from them), so they must not be changed while the model is in use.
@@ -138,13 +137,13 @@ export function encodeModel(model: Model): Uint8Array {
  * payloads from where they are instead of holding them.
  */
 export function encodeModelPieces(model: Model): { pieces: EncodedPiece[]; length: number } {
-  const proto = modelToProto(model, true, true);
-  if (!proto.graph || !hasByteBackedNodes(model.graph)) return encodeProtoPieces(modelToProto(model, true));
+  if (!hasByteBackedNodes(model.graph)) return encodeProtoPieces(modelToProto(model));
+  const proto = modelToProto(model, { mainGraphNodes: false });
   // The main graph's node list is assembled here: runs of unedited nodes are copied from the bytes
   // they were read from as they are. protobufjs writes fields in number order and unknown fields
   // last, so the graph (field 7) goes before the first field numbered above 7 or unknown, and its
   // nodes (field 1) before everything else in the graph.
-  const graph = proto.graph;
+  const graph = proto.graph!; // a graph with nodes is always written
   const shell = cloneShallow(proto);
   delete shell.graph;
   const modelBytes = ModelProtoType.encode(shell as unknown as protobuf.Message).finish();
@@ -202,13 +201,8 @@ function nodeEntries(graph: Graph): { pieces: EncodedPiece[]; size: number } {
       }
     }
     flush();
-    const body = NodeProtoType.encode(nodeToProto(node, true) as unknown as protobuf.Message).finish();
-    const entry = new Uint8Array(1 + 10 + body.length);
-    entry[0] = 1 * 8 + 2;
-    const length = encodeVarint(body.length);
-    entry.set(length, 1);
-    entry.set(body, 1 + length.length);
-    add(entry, 0, 1 + length.length + body.length);
+    const entry = GraphProtoType.encode({ node: [nodeToProto(node)] } as unknown as protobuf.Message).finish();
+    add(entry, 0, entry.length);
   }
   flush();
   return { pieces, size };

@@ -5,7 +5,7 @@
  * the IR owns (names, inputs, outputs, nodes, subgraphs) filled in from the IR.
  */
 import { Attribute, Graph, Model, Node, OnnxFunction, TrainingInfo, Value, type DeclarationList } from './ir.js';
-import { readNodeFields, unchangedFromBytes } from './node-bytes.js';
+import { readNodeFields } from './node-bytes.js';
 import {
   ModelProtoType, NodeProtoType, cloneShallow, decodeKeepingUnknowns,
   type AttributeProto, type FunctionProto, type GraphProto, type ModelProto, type NodeProto,
@@ -216,30 +216,30 @@ function withoutName(info: ValueInfoProto): ValueInfoProto {
 // ---------------------------------------------------------------- encode
 
 /**
- * The model as a ModelProto. With `forWire`, unedited nodes read from bytes come back as those
- * bytes (a message holding only `$unknowns`), which protobufjs writes verbatim: only for encoding.
+ * The model as a ModelProto. `mainGraphNodes: false` leaves the main graph's node list empty, for
+ * the encoder that writes those nodes itself (codec.ts).
  */
-export function modelToProto(model: Model, forWire = false, omitMainNodes = false): ModelProto {
+export function modelToProto(model: Model, options: { mainGraphNodes?: boolean } = {}): ModelProto {
   const out = cloneShallow(model.proto);
   if (Object.hasOwn(model.proto, 'graph') || model.graph.nodeCount || model.graph.inputs.length) {
-    out.graph = graphToProto(model.graph, forWire, omitMainNodes);
+    out.graph = graphToProto(model.graph, { nodes: options.mainGraphNodes ?? true });
   }
-  if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map((f) => functionToProto(f, forWire));
+  if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map(functionToProto);
   if (model.trainingInfo.length || Object.hasOwn(model.proto, 'training_info')) {
     out.training_info = model.trainingInfo.map((t) => {
       const tp = cloneShallow(t.proto);
-      if (t.initialization) tp.initialization = graphToProto(t.initialization, forWire); else delete tp.initialization;
-      if (t.algorithm) tp.algorithm = graphToProto(t.algorithm, forWire); else delete tp.algorithm;
+      if (t.initialization) tp.initialization = graphToProto(t.initialization); else delete tp.initialization;
+      if (t.algorithm) tp.algorithm = graphToProto(t.algorithm); else delete tp.algorithm;
       return tp;
     });
   }
   return out;
 }
 
-export function graphToProto(graph: Graph, forWire = false, omitNodes = false): GraphProto {
+export function graphToProto(graph: Graph, options: { nodes?: boolean } = {}): GraphProto {
   const out = cloneShallow(graph.proto);
   out.node = [];
-  if (!omitNodes) for (const node of graph) out.node.push(nodeToProto(node, forWire));
+  if (options.nodes ?? true) for (const node of graph) out.node.push(nodeToProto(node));
   out.initializer = graph.initializers.map((v) => namedTensor(v.initializer!.proto, v.name));
   out.sparse_initializer = graph.sparseInitializers.map((v) => {
     const sparse = v.sparseInitializer!;
@@ -267,18 +267,14 @@ function declaration(graph: Graph, list: DeclarationList, value: Value): ValueIn
   return out;
 }
 
-export function nodeToProto(node: Node, forWire = false): NodeProto {
+export function nodeToProto(node: Node): NodeProto {
   const source = node._decodedFrom;
   if (source && unchangedSince(node, source)) return source;
-  const bytes = node._srcBytes;
-  if (bytes && forWire && unchangedFromBytes(node, bytes, node._srcStart, node._srcEnd, node._srcAttributes)) {
-    return { $unknowns: [bytes.subarray(node._srcStart, node._srcEnd)] };
-  }
   const out = cloneShallow(node.proto);
   out.input = node.inputs.map((v) => v?.name ?? '');
   out.output = node.outputs.map((v) => v?.name ?? '');
   if (Object.hasOwn(node.proto, 'op_type') || node.opType !== '') out.op_type = node.opType;
-  out.attribute = node.attributes.map((a) => attributeToProto(a, forWire));
+  out.attribute = node.attributes.map(attributeToProto);
   return out;
 }
 
@@ -310,20 +306,20 @@ function sameNames(values: readonly (Value | null)[], names: readonly string[] |
   return true;
 }
 
-function attributeToProto(attr: Attribute, forWire: boolean): AttributeProto {
+function attributeToProto(attr: Attribute): AttributeProto {
   if (!attr.graphs.length) return attr.proto;
   const out = cloneShallow(attr.proto);
-  if (attr.holdsOneGraph) out.g = graphToProto(attr.graphs[0]!, forWire);
-  else out.graphs = attr.graphs.map((g) => graphToProto(g, forWire));
+  if (attr.holdsOneGraph) out.g = graphToProto(attr.graphs[0]!);
+  else out.graphs = attr.graphs.map((g) => graphToProto(g));
   return out;
 }
 
-function functionToProto(fn: OnnxFunction, forWire: boolean): FunctionProto {
+function functionToProto(fn: OnnxFunction): FunctionProto {
   const out = cloneShallow(fn.proto);
   out.input = fn.body.inputs.map((v) => v.name);
   out.output = fn.body.outputs.map((v) => v.name);
   out.node = [];
-  for (const node of fn.body) out.node.push(nodeToProto(node, forWire));
+  for (const node of fn.body) out.node.push(nodeToProto(node));
   out.value_info = fn.body.valueInfo.map((v) => declaration(fn.body, 'value_info', v));
   return out;
 }
