@@ -62,7 +62,6 @@ export class Value {
 
   /** @internal Only Node changes use lists, so they never drift from the nodes. */
   _addUse(node: Node, index: number): void {
-    // Most values have one or two uses: a literal keeps the array at its size (push would reserve 17 slots).
     const use = { node, index };
     const store = this.useStore;
     if (store === undefined) this.useStore = use;
@@ -438,8 +437,8 @@ export class Graph {
     if (node.graph !== this) throw new GraphEditError(`Node ${node.describe()} is not in graph ${this.name ?? '(unnamed)'}`);
   }
 
-  private linkAfter(anchor: Node, node: Node): Node {
-    if (node.graph) throw new GraphEditError(`Node ${node.describe()} is already in a graph; remove it first`);
+  /** Links `node` into the list after `anchor`. */
+  private splice(anchor: Node, node: Node): void {
     node._prev = anchor;
     node._next = anchor._next;
     anchor._next!._prev = node;
@@ -447,6 +446,11 @@ export class Graph {
     node._removed = false;
     node.graph = this;
     this.count++;
+  }
+
+  private linkAfter(anchor: Node, node: Node): Node {
+    if (node.graph) throw new GraphEditError(`Node ${node.describe()} is already in a graph; remove it first`);
+    this.splice(anchor, node);
     node._attachInputs();
     for (const out of node.outputs) {
       if (!out) continue;
@@ -456,16 +460,8 @@ export class Graph {
     return node;
   }
 
-  /** @internal Appends a node being decoded, whose outputs are already defined here. */
-  _appendDefined(node: Node): void {
-    const anchor = this.sentinel._prev!;
-    node._prev = anchor;
-    node._next = this.sentinel;
-    anchor._next = node;
-    this.sentinel._prev = node;
-    node.graph = this;
-    this.count++;
-  }
+  /** @internal Appends a node being decoded, whose outputs are already defined here (no scope work). */
+  _appendDefined(node: Node): void { this.splice(this.sentinel._prev!, node); }
 
   /** Looks a name up in this graph, then in enclosing scopes. */
   lookup(name: string): Value | undefined {
@@ -510,16 +506,6 @@ export class Graph {
       yield node;
       for (const g of node.subgraphs()) yield* g.allNodes();
     }
-  }
-
-  /** @internal The subgraphs of this graph's nodes, in node order (a tight loop: large graphs have few). */
-  _nodeSubgraphs(): Graph[] {
-    const found: Graph[] = [];
-    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
-      if (node._removed || !node.attributes.length) continue;
-      for (const a of node.attributes) for (const g of a.graphs) found.push(g);
-    }
-    return found;
   }
 
   /** A value produced by some node of this graph, or defined here, by name. */
@@ -628,5 +614,5 @@ export class Model {
 
 function* walkGraphs(graph: Graph): Iterable<Graph> {
   yield graph;
-  for (const g of graph._nodeSubgraphs()) yield* walkGraphs(g);
+  for (const node of graph) for (const g of node.subgraphs()) yield* walkGraphs(g);
 }
