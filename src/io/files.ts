@@ -64,6 +64,12 @@ export function loadModelBytes(bytes: Uint8Array, file: string | undefined): Loa
   return { model, path: file, dir, size: bytes.length, externalData };
 }
 
+/** A hidden temp file name in `dest`'s folder (the rename into place then stays on one file system). */
+function tempPathBeside(dest: string): string {
+  const full = path.resolve(dest);
+  return path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
 const liveTempFiles = new Set<string>();
 let signalsHooked = false;
 function hookSignals(): void {
@@ -90,7 +96,7 @@ function hookSignals(): void {
 export async function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): Promise<number> {
   const dir = path.dirname(path.resolve(dest));
   mkdirSync(dir, { recursive: true });
-  const temp = path.join(dir, `.${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const temp = tempPathBeside(dest);
   const replacing = existsSync(dest);
   hookSignals();
   liveTempFiles.add(temp);
@@ -264,7 +270,7 @@ export function carryExternalData(loaded: LoadedModel, destDir: string): { copie
       throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
     }
     mkdirSync(path.dirname(target), { recursive: true });
-    const temp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    const temp = tempPathBeside(target);
     try {
       copyFileSync(file.path, temp, constants.COPYFILE_FICLONE);
       renameSync(temp, target);
