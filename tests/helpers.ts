@@ -1,6 +1,8 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { OnnxNeftuneError, type Model } from '../src/graph/index.js';
+import { applyNeftune, type NeftuneOptions } from '../src/passes/index.js';
 
 /** The project root, whether running from tests/ (sources) or dist/tests/ (compiled). */
 export const projectRoot = (() => {
@@ -29,4 +31,18 @@ export function firstDifference(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
   return a.length === b.length ? -1 : n;
+}
+
+/**
+ * Patches `model` when it has a patchable token table. A typed refusal (no or an ambiguous
+ * embedding, a fused lookup) returns false; any other error is a failure and is thrown.
+ */
+export function patchIfPossible(model: Model, options: NeftuneOptions = {}): boolean {
+  try {
+    applyNeftune(model, options);
+    return true;
+  } catch (error) {
+    if (error instanceof OnnxNeftuneError) return false;
+    throw error;
+  }
 }

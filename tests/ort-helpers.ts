@@ -1,5 +1,6 @@
 import ort from 'onnxruntime-node';
 import { encodeModel, type Model } from '../src/graph/index.js';
+import { packedPositionIds } from '../src/verify/index.js';
 
 export { ort };
 
@@ -16,15 +17,7 @@ export function makeFeeds(batch: number, seq: number, vocab: number) {
   const lengths = Array.from({ length: batch }, (_, b) => (b === batch - 1 ? 0 : Math.max(1, seq - 3 * b)));
   const mask = Array.from({ length: batch * seq }, (_, i) => (i % seq < lengths[Math.floor(i / seq)]! ? 1 : 0));
   // Packed rows: segments of lengths 5, 3, 1, ... restart their position ids at 0.
-  const segments = [5, 3, 1, 4, 7, 2];
-  const positions: number[] = [];
-  for (let b = 0; b < batch; b++) {
-    let k = b % segments.length, p = 0;
-    for (let i = 0; i < seq; i++) {
-      if (p >= segments[k]!) { p = 0; k = (k + 1) % segments.length; }
-      positions.push(p++);
-    }
-  }
+  const positions = packedPositionIds([batch, seq]);
   return { ids, mask, lengths, positions };
 }
 

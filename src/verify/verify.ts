@@ -330,7 +330,7 @@ function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ct
     let values: number[];
     if (name === alphaInput) values = [ctx.record.options.alpha];
     else if (/mask/i.test(name)) values = maskPattern(dims);
-    else if (/position/i.test(name)) values = ctx.record.options.mode === 'packed' ? packedPositions(dims) : Array.from({ length: count }, (_, i) => i % (dims.at(-1) ?? 1));
+    else if (/position/i.test(name)) values = ctx.record.options.mode === 'packed' ? packedPositionIds(dims) : Array.from({ length: count }, (_, i) => i % (dims.at(-1) ?? 1));
     else if (/token_type|segment/i.test(name)) values = new Array(count).fill(0);
     else if (isIntegerType(elem)) values = Array.from({ length: count }, (_, i) => (i * 7 + 3) % rows);
     else values = Array.from({ length: count }, (_, i) => Math.sin(i * 12.9898) * 0.5);
@@ -359,7 +359,11 @@ function maskPattern(dims: number[]): number[] {
   return out;
 }
 
-function packedPositions(dims: number[]): number[] {
+/**
+ * Position ids for packed rows ([batch, seq] or [seq]): segments of lengths 5, 3, 1, 4, 7, 2 in
+ * turn, each restarting at 0, starting at a different segment per row. Used for verify's feeds.
+ */
+export function packedPositionIds(dims: number[]): number[] {
   const l = dims.at(-1) ?? 1, b = dims.length >= 2 ? dims[0]! : 1;
   const segments = [5, 3, 1, 4, 7, 2];
   const out: number[] = [];
