@@ -39,6 +39,8 @@ const edits: Record<string, (m: Model) => void> = {
   'no change': () => undefined,
   patch: (m) => { applyNeftune(m, { seed: 1 } satisfies NeftuneOptions); },
   'patch with alpha input, mask mode': (m) => { applyNeftune(m, { mode: 'mask', alphaInput: true }); },
+  // The re-patch trial copy keeps payloads deferred; the result must still match the in-memory path.
+  're-patch': (m) => { applyNeftune(m, { seed: 1 }); applyNeftune(m, { seed: 2, alpha: 3, repatch: true }); },
 };
 
 test('streaming writes the same bytes as the in-memory path (builder models, payloads left on disk)', async () => {

@@ -8,8 +8,8 @@ import { DataType, dataTypeName } from '../graph/dtype.js';
 import { Value, type Graph, type Model, type Node } from '../graph/ir.js';
 import { attr, tensorType } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
-import { decodeModelProto, encodeModel } from '../graph/codec.js';
-import { modelFromProto } from '../graph/serde.js';
+import { decodeModel, encodeModelProto } from '../graph/codec.js';
+import { modelToProto } from '../graph/serde.js';
 import { Emitter } from './emit.js';
 import { describeCandidate, findEmbeddings, type EmbeddingCandidate, type EmbeddingReport } from './embeddings.js';
 import { AlreadyPatchedError, AmbiguousEmbeddingError, NoEmbeddingError, PatchOptionError } from './errors.js';
@@ -201,8 +201,9 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
       const record = readPatchRecord(model);
       throw new AlreadyPatchedError(`The model is already NEFTune-patched${record ? ` (alpha ${record.options.alpha}, mode ${record.options.mode}, ${record.sites.length} site(s))` : ''}. Strip it first, or ask for a re-patch (--repatch), which strips and patches again.`);
     }
-    // Re-patch on a copy first, so a re-patch that cannot succeed leaves the model as it was.
-    const trial = modelFromProto(decodeModelProto(encodeModel(model)));
+    // Re-patch on a copy first, so a re-patch that cannot succeed leaves the model as it was. The
+    // copy keeps deferred payloads as their placeholders: large tensors are not read for it.
+    const trial = decodeModel(encodeModelProto(modelToProto(model)));
     stripNeftune(trial);
     applyNeftune(trial, { ...options, repatch: false });
     stripNeftune(model);
