@@ -242,7 +242,7 @@ test('verify: exit 0 when every check passes, 6 when nothing is patched, 2 for a
   assert.equal(r.code, 0, r.stdout);
   const reports = r.json.files[0].verify;
   assert.deepEqual(reports.map((x: { ep: string }) => x.ep), ['cpu', 'wasm']);
-  assert.deepEqual(Object.keys(reports[0]), ['ep', 'ortVersion', 'batch', 'seq', 'runs', 'ok', 'patched', 'mode', 'alpha', 'ran', 'sliceReason', 'sites', 'candidates', 'message']);
+  assert.deepEqual(Object.keys(reports[0]), ['ep', 'ortVersion', 'batch', 'seq', 'runs', 'ok', 'patched', 'mode', 'alpha', 'ran', 'sliceReason', 'sites', 'candidates', 'notes', 'message']);
   assert.deepEqual(reports[0].sites[0].checks.map((c: { name: string }) => c.name), ['noise', 'fresh', 'alpha-zero', 'strip']);
   const text = runCli(['verify', out]);
   assert.match(text.stdout, /PASS .* on cpu \(ONNX Runtime 1\.\d+\.\d+\)/);

@@ -57,6 +57,12 @@ export interface VerifyOptions {
 
 export interface CheckResult { name: 'noise' | 'fresh' | 'alpha-zero' | 'strip'; ok: boolean; detail: string }
 
+/** A check that was not carried out, and why (e.g. `fresh` needs two runs). */
+export interface SkippedCheck { name: CheckResult['name']; reason: string }
+
+/** An input as it was fed: its shape, and where each dimension's size came from. */
+export interface FedInput { name: string; type: string; dims: number[]; origin: string[] }
+
 export interface SiteReport {
   value: string;
   lookup: string;
@@ -64,6 +70,15 @@ export interface SiteReport {
   dtype: string;
   ok: boolean;
   checks: CheckResult[];
+  notRun: SkippedCheck[];
+  /** The inputs exactly as fed to the session that was checked. */
+  inputs: FedInput[];
+  /**
+   * Whether a second session, created in the same process from the same model, drew the same noise
+   * as the first on its first run. ONNX Runtime seeds unseeded RandomUniformLike per session from a
+   * fixed sequence, so this is a property of the runtime, reported for training loops, not a failure.
+   */
+  newSession: { replayed: boolean; detail: string } | null;
   stats: Pick<UniformNoiseCheck, 'count' | 'zeroCount' | 'maxAbsZ' | 'meanZ' | 'meanZ2' | 'meanZScore' | 'secondMomentZScore' | 'threshold'> | null;
 }
 
@@ -81,6 +96,8 @@ export interface VerifyReport {
   runs: number;
   sites: SiteReport[];
   candidates: string[];
+  /** What differs from what was asked (fixed dims that override --seq, checks that were not run, replayed noise). */
+  notes: string[];
   message: string;
 }
 
@@ -92,7 +109,8 @@ export class VerifyError extends OnnxNeftuneError {
 const PROBE_PREFIX = 'neftune_verify__';
 
 export async function verifyNeftune(model: Model, options: VerifyOptions): Promise<VerifyReport> {
-  const batch = options.batch ?? 2, seq = options.seq ?? 16, runs = Math.max(2, options.runs ?? 3);
+  const batch = options.batch ?? 2, seq = options.seq ?? 16, runs = options.runs ?? 3;
+  if (![batch, seq, runs].every((n) => Number.isInteger(n) && n >= 1)) throw new VerifyError(`batch, seq and runs must be positive integers, got ${batch}, ${seq}, ${runs}`);
   const ortVersion = Object.values(options.ort.env.versions ?? {}).find(Boolean) ?? 'unknown';
   const base = { ep: options.ep, ortVersion, batch, seq, runs };
   const record = readPatchRecord(model);
@@ -100,7 +118,7 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
     const report = findEmbeddings(model);
     return {
       ...base, ok: false, patched: isPatched(model), mode: null, alpha: null, ran: 'none', sliceReason: null, sites: [],
-      candidates: report.candidates.map(describeCandidate),
+      candidates: report.candidates.map(describeCandidate), notes: [],
       message: isPatched(model) ? 'The model carries patch nodes but its patch record is missing; re-patch it (--repatch) to verify.'
         : `Nothing is patched. ${report.targetReason}.`,
     };
@@ -121,6 +139,7 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
   const failed = sites.flatMap((s) => s.checks.filter((c) => !c.ok).map((c) => `${s.value}: ${c.name}: ${c.detail}`));
   return {
     ...base, ok, patched: true, mode: record.options.mode, alpha: record.options.alpha, ran, sliceReason, sites, candidates: [],
+    notes: reportNotes(sites, batch, seq),
     message: ok ? `All checks passed on ${options.ep} (ONNX Runtime ${ortVersion}) for ${sites.length} site(s).` : `Checks failed: ${failed.join('; ')}`,
   };
 }
@@ -130,19 +149,20 @@ interface Ctx { options: VerifyOptions; record: PatchRecord; batch: number; seq:
 interface Probe { bytes: Uint8Array; noisy: string; clean: string; ran: 'whole' | 'slice'; reason: string | null; model: Model }
 
 async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: PatchedSite): Promise<{ report: SiteReport; ran: 'whole' | 'slice'; reason: string | null }> {
-  const report: SiteReport = { value: site.value, lookup: site.lookup, table: site.table, dtype: site.dtype, ok: false, checks: [], stats: null };
+  const report: SiteReport = { value: site.value, lookup: site.lookup, table: site.table, dtype: site.dtype, ok: false, checks: [], notRun: [], inputs: [], newSession: null, stats: null };
   const { ort } = ctx.options;
   let session: OrtSessionLike | undefined;
   let probe: Probe | undefined;
   let feeds: Record<string, OrtTensorLike> = {};
+  let smoke: Record<string, OrtTensorLike> = {};
   let firstError: string | null = ctx.options.wholeModelUnavailable ?? null;
   for (const whole of ctx.options.sliceOnly || firstError ? [false] : [true, false]) {
     try {
       probe = buildProbe(decodeModel(bytes), site, whole, ctx);
       if (!probe) continue;
       session = await ort.InferenceSession.create(probe.bytes, sessionOptionsOf(ctx));
-      feeds = makeFeeds(ort, probe.model, session.inputNames, ctx);
-      await session.run(feeds); // smoke run: a whole model may load but fail to run
+      ({ feeds, inputs: report.inputs } = makeFeeds(ort, probe.model, session.inputNames, ctx));
+      smoke = await session.run(feeds); // smoke run: a whole model may load but fail to run
       if (!whole) probe.reason = firstError ?? probe.reason;
       break;
     } catch (error) {
@@ -187,7 +207,9 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: Pa
       detail: check.ok ? `${count} noised elements over ${ctx.runs} runs (${zeroCount} padding at zero), |noise/s| <= ${maxAbsZ.toFixed(3)}, mean ${meanZ.toFixed(4)} (${meanZScore.toFixed(2)} SE), E[(noise/s)^2] ${meanZ2.toFixed(4)} vs 1/3 (${secondMomentZScore.toFixed(2)} SE; limit ${threshold.toFixed(2)} SE)${few}`
         : check.failures.join('; '),
     });
-    report.checks.push(freshCheck(noises));
+    if (noises.length >= 2) report.checks.push(freshCheck(noises));
+    else report.notRun.push({ name: 'fresh', reason: `needs at least two runs to see the noise change; ${ctx.runs} run was asked for` });
+    report.newSession = await newSessionCheck(ctx, probe, feeds, noiseOf(smoke, probe));
 
     if (alphaInput && session.inputNames.includes(alphaInput)) {
       const out = await session.run({ ...feeds, [alphaInput]: new ort.Tensor('float32', Float32Array.from([0]), []) });
@@ -238,6 +260,36 @@ function freshCheck(noises: Float64Array[]): CheckResult {
   }
   const ok = worstShare < 0.01;
   return { name: 'fresh', ok, detail: ok ? `${noises.length} runs drew different noise` : `${(worstShare * 100).toFixed(1)}% of the noise repeats between runs: the noise is replayed, not drawn fresh` };
+}
+
+/** noisy - clean of one run's outputs. */
+function noiseOf(out: Record<string, OrtTensorLike>, probe: Probe): Float64Array {
+  const noisy = out[probe.noisy]!.data as Float32Array, clean = out[probe.clean]!.data as Float32Array;
+  return Float64Array.from(noisy, (x, i) => x - clean[i]!);
+}
+
+/** Runs the probe in a second session and compares its first draw with the first session's first draw. */
+async function newSessionCheck(ctx: Ctx, probe: Probe, feeds: Record<string, OrtTensorLike>, first: Float64Array): Promise<SiteReport['newSession']> {
+  const session = await ctx.options.ort.InferenceSession.create(probe.bytes, sessionOptionsOf(ctx));
+  try {
+    const again = noiseOf(await session.run(feeds), probe);
+    let noised = 0, same = 0;
+    for (let i = 0; i < first.length; i++) {
+      if (first[i] === 0 && again[i] === 0) continue;
+      noised++;
+      if (first[i] === again[i]) same++;
+    }
+    const replayed = noised > 0 && same / noised > 0.99;
+    const seeded = ctx.record.options.seed !== undefined;
+    return {
+      replayed,
+      detail: replayed
+        ? `a second ONNX Runtime session in this process drew the same noise as the first${seeded ? ' (expected: the patch has a seed)' : ' (unseeded RandomUniformLike restarts the same sequence per session)'}: a training loop must keep one session for the whole run${seeded ? '' : ', or patch with a different seed per session'}`
+        : 'a second session in this process drew different noise',
+    };
+  } finally {
+    await session.release();
+  }
 }
 
 /** The value `name` produced in the graph at `path` (sites may sit in subgraphs, with repeated names). */
@@ -314,18 +366,22 @@ function relaxMadeUpTables(model: Model): void {
 const MADE_UP_TABLE_ROWS = 1024;
 
 /** Feeds for every input: token ids inside every table's range, masks with padding, packed position ids. */
-function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ctx): Record<string, OrtTensorLike> {
-  const { batch, seq } = ctx;
+function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ctx): { feeds: Record<string, OrtTensorLike>; inputs: FedInput[] } {
   const rows = Math.min(MADE_UP_TABLE_ROWS, ...findEmbeddings(model).candidates.map((c) => c.table.rows ?? MADE_UP_TABLE_ROWS));
   const feeds: Record<string, OrtTensorLike> = {};
+  const inputs: FedInput[] = [];
   const alphaInput = alphaInputName(ctx.record);
-  for (const name of names) {
+  const declared = names.map((name) => {
     const value = model.graph.inputs.find((v) => v.name === name);
     const type = value?.type?.tensor_type;
     if (!value || !type || type.elem_type === undefined) throw new VerifyError(`Cannot make up a value for input ${name}: it has no tensor type`);
-    const elem = type.elem_type;
     if (!type.shape) throw new VerifyError(`Cannot make up a value for input ${name}: its rank is unknown`);
-    const dims = (type.shape.dim ?? []).map((d, i) => dimFor(d, i, batch, seq));
+    return { name, elem: type.elem_type, dims: type.shape.dim ?? [] };
+  });
+  const sizes = new DimSizes(declared, ctx.batch, ctx.seq);
+  for (const { name, elem, dims: declaredDims } of declared) {
+    const fed = declaredDims.map((d, i) => sizes.of(name, d, i, declaredDims.length));
+    const dims = fed.map((f) => f.size);
     const count = dims.reduce((a, b) => a * b, 1);
     let values: number[];
     if (name === alphaInput) values = [ctx.record.options.alpha];
@@ -335,18 +391,70 @@ function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ct
     else if (isIntegerType(elem)) values = Array.from({ length: count }, (_, i) => (i * 7 + 3) % rows);
     else values = Array.from({ length: count }, (_, i) => Math.sin(i * 12.9898) * 0.5);
     feeds[name] = tensorOf(ort, elem, values, dims);
+    inputs.push({ name, type: dataTypeName(elem), dims, origin: fed.map((f) => f.origin) });
   }
-  return feeds;
+  return { feeds, inputs };
 }
 
-function dimFor(d: { dim_value?: unknown; dim_param?: string }, index: number, batch: number, seq: number): number {
-  if (d.dim_value !== undefined && Object.hasOwn(d, 'dim_value') && Number(d.dim_value) >= 0) return Number(d.dim_value);
-  const p = d.dim_param ?? '';
-  if (p.endsWith('_rows')) return MADE_UP_TABLE_ROWS;
-  if (/batch/i.test(p) || (!p && index === 0)) return batch;
-  if (/past/i.test(p)) return 0;
-  if (/seq|len|token|total|step/i.test(p) || (!p && index === 1)) return seq;
-  return 1;
+type DeclaredDim = { dim_value?: unknown; dim_param?: string };
+type Role = 'batch' | 'seq';
+
+/**
+ * Sizes for the declared dims of the inputs to feed. Fixed dims are kept. A symbolic dim gets a role
+ * by where it is used: first dim of a rank >= 2 token-id, mask or position input is the batch, its
+ * last dim the sequence (rank 1: the sequence); otherwise by its name (batch, seq/len/...; past
+ * lengths are 0); the same name always gets the same size. Anything else is 1.
+ */
+class DimSizes {
+  private readonly roles = new Map<string, Role>();
+  constructor(inputs: Array<{ name: string; elem: number; dims: DeclaredDim[] }>, private readonly batch: number, private readonly seq: number) {
+    for (const { name, elem, dims } of inputs) {
+      if (!(isIntegerType(elem) || /ids|mask|position/i.test(name)) || dims.length > 2) continue;
+      const at = (i: number) => (isFixed(dims[i]!) ? undefined : dims[i]!.dim_param);
+      if (dims.length === 2) { this.assign(at(0), 'batch'); this.assign(at(1), 'seq'); }
+      if (dims.length === 1) this.assign(at(0), 'seq');
+    }
+  }
+
+  private assign(param: string | undefined, role: Role): void {
+    if (param && !this.roles.has(param) && !/past/i.test(param)) this.roles.set(param, role);
+  }
+
+  of(input: string, d: DeclaredDim, index: number, rank: number): { size: number; origin: string } {
+    if (isFixed(d)) {
+      const size = Number(d.dim_value);
+      const seqLike = rank <= 2 && index === rank - 1 && /ids|mask|position/i.test(input);
+      return { size, origin: seqLike && size !== this.seq ? `fixed ${size} (not the requested sequence length ${this.seq})` : `fixed ${size}` };
+    }
+    const p = d.dim_param ?? '';
+    if (p.endsWith('_rows')) return { size: MADE_UP_TABLE_ROWS, origin: 'made-up table rows' };
+    const role = this.roles.get(p) ?? (/batch/i.test(p) ? 'batch' : /past/i.test(p) ? undefined : /seq|len|token|total|step/i.test(p) ? 'seq' : undefined);
+    const label = p ? `"${p}"` : 'unnamed dim';
+    if (/past/i.test(p) && !this.roles.has(p)) return { size: 0, origin: `${label}: past length 0` };
+    if (role === 'batch') return { size: this.batch, origin: `${label}: batch` };
+    if (role === 'seq') return { size: this.seq, origin: `${label}: sequence` };
+    if (!p && rank >= 2 && index === 0) return { size: this.batch, origin: `${label}: batch (first dim)` };
+    if (!p && rank === 2 && index === 1) return { size: this.seq, origin: `${label}: sequence (second dim)` };
+    return { size: 1, origin: `${label}: 1 (role unknown)` };
+  }
+}
+
+function isFixed(d: DeclaredDim): boolean {
+  return d.dim_value !== undefined && Object.hasOwn(d, 'dim_value') && Number(d.dim_value) >= 0;
+}
+
+/** Notes for the report: inputs fed differently from what was asked, checks not run, replayed noise. */
+function reportNotes(sites: SiteReport[], batch: number, seq: number): string[] {
+  const notes = new Set<string>();
+  for (const site of sites) {
+    for (const input of site.inputs) {
+      const odd = input.origin.filter((o) => / \(not the requested|role unknown/.test(o));
+      if (odd.length) notes.add(`${input.name} was fed as [${input.dims.join(', ')}] (asked: batch ${batch}, seq ${seq}): ${odd.join('; ')}`);
+    }
+    for (const skipped of site.notRun) notes.add(`${site.value}: check ${skipped.name} not run: ${skipped.reason}`);
+    if (site.newSession?.replayed) notes.add(`${site.value}: ${site.newSession.detail}`);
+  }
+  return [...notes];
 }
 
 function maskPattern(dims: number[]): number[] {
