@@ -75,3 +75,11 @@ test('bad batch, seq or runs are a typed error from the library', async () => {
   await assert.rejects(verify(patched(lookupModel(['batch', 'sequence'])), { runs: 0 }), { code: 'VERIFY_FAILED' });
   await assert.rejects(verify(patched(lookupModel(['batch', 'sequence'])), { seq: 1.5 }), { code: 'VERIFY_FAILED' });
 });
+
+test('a model that imported no default-domain opset verifies, strip check included (ORT refuses a model without one)', async () => {
+  const model = lookupModel(['batch', 'sequence']);
+  delete model.proto.opset_import;
+  const report = await verify(patched(model));
+  assert.ok(report.ok, report.message);
+  assert.ok(report.sites[0]!.checks.some((c) => c.name === 'strip' && c.ok));
+});

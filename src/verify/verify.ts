@@ -126,7 +126,7 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
   const bytes = encodeModel(model);
   const stripped = decodeModel(bytes);
   stripNeftune(stripped);
-  const ctx: Ctx = { options, record, batch, seq, runs };
+  const ctx: Ctx = { options, record, batch, seq, runs, patchedOpset: model.opsetVersion('') };
   const sites: SiteReport[] = [];
   let ran: VerifyReport['ran'] = 'whole';
   let sliceReason: string | null = null;
@@ -144,7 +144,7 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
   };
 }
 
-interface Ctx { options: VerifyOptions; record: PatchRecord; batch: number; seq: number; runs: number }
+interface Ctx { options: VerifyOptions; record: PatchRecord; batch: number; seq: number; runs: number; patchedOpset: number | undefined }
 
 interface Probe { bytes: Uint8Array; noisy: string; clean: string; ran: 'whole' | 'slice'; reason: string | null; model: Model }
 
@@ -189,7 +189,7 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: Pa
     let clean: Float32Array | undefined;
     const ulp = site.dtype === 'FLOAT16' ? 2 ** -10 : site.dtype === 'BFLOAT16' ? 2 ** -7 : 0;
     for (let r = 0; r < ctx.runs; r++) {
-      const out = await session.run(feeds);
+      const out = await runOrFail(session, feeds, `run ${r + 1} of ${ctx.runs}`);
       const noisy = out[probe.noisy]!.data as Float32Array;
       clean = out[probe.clean]!.data as Float32Array;
       const expected = expectedScale(out[probe.noisy]!.dims, alpha, site, ctx.record.options.mode, feeds);
@@ -209,16 +209,23 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: Pa
     });
     if (noises.length >= 2) report.checks.push(freshCheck(noises));
     else report.notRun.push({ name: 'fresh', reason: `needs at least two runs to see the noise change; ${ctx.runs} run was asked for` });
-    report.newSession = await newSessionCheck(ctx, probe, feeds, noiseOf(smoke, probe));
+    try {
+      report.newSession = await newSessionCheck(ctx, probe, feeds, noiseOf(smoke, probe));
+    } catch (error) {
+      report.newSession = { replayed: false, detail: `not checked: a second session could not run (${firstLine(error)})` };
+    }
 
     if (alphaInput && session.inputNames.includes(alphaInput)) {
-      const out = await session.run({ ...feeds, [alphaInput]: new ort.Tensor('float32', Float32Array.from([0]), []) });
+      const out = await runOrFail(session, { ...feeds, [alphaInput]: new ort.Tensor('float32', Float32Array.from([0]), []) }, 'the alpha-zero run');
       const noisy = out[probe.noisy]!.data as Float32Array, c = out[probe.clean]!.data as Float32Array;
       const differing = noisy.findIndex((x, i) => !Object.is(x, c[i]) && !(x === 0 && c[i] === 0));
       report.checks.push({ name: 'alpha-zero', ok: differing < 0, detail: differing < 0 ? `alpha 0 gives the clean embedding exactly (${noisy.length} elements)` : `element ${differing}: ${noisy[differing]} != clean ${c[differing]}` });
     }
 
     report.checks.push(await stripCheck(ctx, stripped, site, probe, feeds, clean!));
+  } catch (error) {
+    if (!(error instanceof RuntimeRunError)) throw error;
+    report.checks.push({ name: report.checks.some((c) => c.name === 'noise') ? 'alpha-zero' : 'noise', ok: false, detail: error.message });
   } finally {
     await session.release();
   }
@@ -541,8 +548,26 @@ function numbers(t: OrtTensorLike): number[] {
   return Array.from(t.data as ArrayLike<number | bigint>, Number);
 }
 
+/** A run of a session that had already run failed inside ONNX Runtime: the check that ran it fails. */
+class RuntimeRunError extends Error {}
+
+async function runOrFail(session: OrtSessionLike, feeds: Record<string, OrtTensorLike>, what: string): Promise<Record<string, OrtTensorLike>> {
+  try {
+    return await session.run(feeds);
+  } catch (error) {
+    throw new RuntimeRunError(`ONNX Runtime failed on ${what} after the model had run: ${firstLine(error)}`);
+  }
+}
+
+/**
+ * Runs the stripped model to the site. A model that imported no default-domain opset before the
+ * patch gets that import back for the run only (ONNX Runtime refuses a model without it); any
+ * other failure to load or run the stripped model fails the check.
+ */
 async function stripCheck(ctx: Ctx, stripped: Model, site: PatchedSite, probe: Probe, feeds: Record<string, OrtTensorLike>, clean: Float32Array): Promise<CheckResult> {
   const copy = decodeModel(encodeModel(stripped));
+  const addedOpset = ctx.record.added.opsetImport ? ctx.patchedOpset : undefined;
+  if (addedOpset !== undefined && copy.opsetVersion('') === undefined) copy.addOpsetImport('', addedOpset);
   const found = locate(copy, site.graphPath, site.value);
   if (!found) return { name: 'strip', ok: false, detail: `the stripped model has no value ${site.value}` };
   const out = probeOutput(found.graph, found.value, site.dtype);
@@ -556,11 +581,21 @@ async function stripCheck(ctx: Ctx, stripped: Model, site: PatchedSite, probe: P
     replaceUnrunnableLookups(model);
     relaxMadeUpTables(model);
   }
-  const session = await ctx.options.ort.InferenceSession.create(encodeModel(model), sessionOptionsOf(ctx));
+  let session: OrtSessionLike;
+  let result: Float32Array;
+  try {
+    session = await ctx.options.ort.InferenceSession.create(encodeModel(model), sessionOptionsOf(ctx));
+  } catch (error) {
+    return { name: 'strip', ok: false, detail: `ONNX Runtime cannot load the stripped model: ${firstLine(error)}` };
+  }
   try {
     const own: Record<string, OrtTensorLike> = {};
     for (const name of session.inputNames) own[name] = feeds[name]!;
-    const result = (await session.run(own))[out.name]!.data as Float32Array;
+    try {
+      result = (await session.run(own))[out.name]!.data as Float32Array;
+    } catch (error) {
+      return { name: 'strip', ok: false, detail: `ONNX Runtime cannot run the stripped model: ${firstLine(error)}` };
+    }
     const differing = result.findIndex((x, i) => !Object.is(x, clean[i]));
     return {
       name: 'strip', ok: differing < 0 && result.length === clean.length,
