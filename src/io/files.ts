@@ -2,21 +2,21 @@
  * Model files on disk (Node only): read with the external-data checks, write atomically, and
  * carry external data along when the output goes to another folder.
  */
-import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, closeSync, fstatSync, readSync, readdirSync, readlinkSync, realpathSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { decodeModel, encodeModelPieces } from '../graph/codec.js';
 import { deferredPayloadOf, joinPieces, type EncodedPiece } from '../graph/deferred.js';
-import { DEFAULT_DEFER_THRESHOLD, readCompact } from './lazy-read.js';
+import { DEFAULT_DEFER_THRESHOLD, FilePayload, readCompact } from './lazy-read.js';
 import { externalizeInitializers } from '../graph/external.js';
 import type { Model } from '../graph/ir.js';
 import { OnnxNeftuneError } from '../graph/errors.js';
 import { checkExternalData, type ExternalDataFile } from './external-data.js';
-import { FileAccessError, ModelTooLargeError, RefusedError } from './errors.js';
+import { FileAccessError, InputChangedError, ModelTooLargeError, RefusedError } from './errors.js';
+import { MAX_PROTOBUF_BYTES, ModelSource } from './model-source.js';
 
-/** protobuf's hard limit for one message. */
-export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+export { MAX_PROTOBUF_BYTES, ModelSource };
 
 export interface LoadedModel {
   model: Model;
@@ -26,6 +26,14 @@ export interface LoadedModel {
   dir: string;
   size: number;
   externalData: ExternalDataFile[];
+  /**
+   * The model file, held open while payloads are still in it (undefined when everything was read
+   * into memory). Payloads are read from this descriptor, not by path. An in-place save replaces
+   * it with the file just written.
+   */
+  source: ModelSource | undefined;
+  /** Releases the held model file; call when done with the model. Safe to call more than once. */
+  close(): void;
 }
 
 export interface ReadOptions {
@@ -35,39 +43,80 @@ export interface ReadOptions {
 
 /**
  * Reads and decodes a model file; every external-data reference is checked before any data file is
- * opened. Large payloads are not read: they stay in the file and are streamed when the model is saved.
+ * opened. Large payloads are not read: they stay in the file, which is held open until `close()`,
+ * and are streamed from it when the model is saved. Anything but a regular file of at most 2 GiB
+ * is refused before reading.
  */
 export function readModelFile(file: string, options: ReadOptions = {}): LoadedModel {
   const full = path.resolve(file);
   const threshold = options.deferThreshold ?? DEFAULT_DEFER_THRESHOLD;
-  if (!Number.isFinite(threshold)) {
-    let bytes: Uint8Array;
-    try {
-      bytes = new Uint8Array(readFileSync(full));
-    } catch (error) {
-      throw new FileAccessError(`Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+  const source = ModelSource.openModel(full);
+  try {
+    if (!Number.isFinite(threshold)) {
+      const bytes = new Uint8Array(source.size);
+      source.readInto(bytes, 0, bytes.length, 0);
+      source.close();
+      return loadedModel(bytes, full, bytes.length, undefined);
     }
-    return loadModelBytes(bytes, full);
+    const compact = readCompact(source, threshold);
+    if (!compact.source) source.close();
+    return loadedModel(compact.bytes, full, compact.size, compact.source);
+  } catch (error) {
+    source.close();
+    throw error;
   }
-  const compact = readCompact(full, threshold);
-  return { ...loadModelBytes(compact.bytes, full), size: compact.size };
 }
 
 /** Decodes model bytes that came from `file` (or from stdin when `file` is undefined). */
 export function loadModelBytes(bytes: Uint8Array, file: string | undefined): LoadedModel {
+  return loadedModel(bytes, file, bytes.length, undefined);
+}
+
+function loadedModel(bytes: Uint8Array, file: string | undefined, size: number, source: ModelSource | undefined): LoadedModel {
   const model = decodeModel(bytes);
   const dir = file ? path.dirname(file) : process.cwd();
   const externalData = checkExternalData(model, dir);
   if (!file && externalData.length) {
     throw new RefusedError(`A model read from stdin cannot use external data (it references ${externalData.map((f) => f.location).join(', ')}); pass the model's file path instead.`);
   }
-  return { model, path: file, dir, size: bytes.length, externalData };
+  const loaded: LoadedModel = { model, path: file, dir, size, externalData, source, close: () => loaded.source?.close() };
+  return loaded;
 }
 
 /** A hidden temp file name in `dest`'s folder (the rename into place then stays on one file system). */
 function tempPathBeside(dest: string): string {
   const full = path.resolve(dest);
   return path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+/** tempPathBeside's names: `.<name>.<pid>.<8 hex>.tmp`. */
+const TEMP_NAME = /^\..+\.(\d{1,10})\.[0-9a-f]{8}\.tmp$/;
+const sweptFolders = new Set<string>();
+
+/**
+ * Removes temp files a killed run (SIGKILL, power loss) left in `dir`: only names of exactly
+ * tempPathBeside's pattern, only regular files, only when that pid is not a live process and the
+ * file was last modified before this process started. Once per folder: a file left later cannot
+ * be older than this process.
+ */
+function sweepStaleTempFiles(dir: string): void {
+  if (sweptFolders.has(dir)) return;
+  sweptFolders.add(dir);
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return; }
+  for (const name of names) {
+    const pid = Number(TEMP_NAME.exec(name)?.[1] ?? 0);
+    if (pid < 1 || pid > 2 ** 31 - 1 || pid === process.pid || processAlive(pid)) continue;
+    const file = path.join(dir, name);
+    try {
+      const st = lstatSync(file);
+      if (st.isFile() && st.mtimeMs < performance.timeOrigin) unlinkSync(file);
+    } catch { /* gone already, or not ours to remove */ }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (error) { return (error as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
 const liveTempFiles = new Set<string>();
@@ -84,31 +133,127 @@ function hookSignals(): void {
 }
 
 /**
+ * The file a write to `dest` lands in: `dest`, or the file a symbolic link at `dest` points to
+ * (the link stays a link, as with `cp` or a shell redirection).
+ */
+function resolveWriteTarget(dest: string): string {
+  const full = path.resolve(dest);
+  let st;
+  try { st = lstatSync(full); } catch { return full; }
+  if (!st.isSymbolicLink()) return full;
+  try { return realpathSync(full); } catch (error) {
+    let to = '?';
+    try { to = readlinkSync(full); } catch { /* reported as '?' */ }
+    throw new FileAccessError(`Cannot write ${full}: it is a symbolic link to ${to}, which does not resolve (${errnoOf(error)}). Remove the link or create its target first.`, { cause: error });
+  }
+}
+
+/**
+ * Creates `dir` and its missing parents; returns those created, outermost first. (Node's recursive
+ * mkdir reports ENOENT where the file system is read-only; here each mkdir reports its own errno.)
+ */
+function makeFolders(dir: string): string[] {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    let st;
+    try { st = statSync(d); } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || d === path.dirname(d)) throw error;
+      missing.unshift(d);
+      continue;
+    }
+    if (!st.isDirectory()) mkdirSync(d); // fails with EEXIST, naming the file in the way
+    break;
+  }
+  const created: string[] = [];
+  for (const d of missing) {
+    try { mkdirSync(d); created.push(d); } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(d).isDirectory()) throw error;
+    }
+  }
+  return created;
+}
+
+/** `file`'s path with every symbolic link resolved, also when `file` (or some of its folders) does not exist yet. */
+function realPathOf(file: string): string {
+  try { return realpathSync(file); } catch {
+    const parent = path.dirname(file);
+    return parent === file ? file : path.join(realPathOf(parent), path.basename(file));
+  }
+}
+
+const WRITE_ADVICE: Record<string, string> = {
+  ENOTDIR: 'Part of the output path is a file, not a folder; choose another output path.',
+  EEXIST: 'Part of the output path is a file, not a folder; choose another output path.',
+  EISDIR: 'The output path is a folder; name a file inside it.',
+  EACCES: 'No permission to write there; choose a folder you can write to.',
+  EPERM: 'The operation is not permitted there; choose a folder you can write to.',
+  EROFS: 'That file system is read-only; choose an output on a writable one.',
+  ENOSPC: 'The disk is full; free some space or write elsewhere.',
+  EDQUOT: 'The disk quota is used up; free some space or write elsewhere.',
+  ENOENT: 'A folder on the output path does not exist or was removed during the write; check the path.',
+  ENAMETOOLONG: 'The output path is too long; choose a shorter one.',
+  ELOOP: 'The output path has a loop of symbolic links; check the path.',
+  EMFILE: 'Too many files are open; retry with fewer models at once.',
+  ENFILE: 'Too many files are open on this system; retry later.',
+  EIO: 'The disk reported an I/O error; check it, or write elsewhere.',
+};
+
+const errnoOf = (error: unknown): string => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+
+/** A failed write as a typed error naming the file, the errno and what to do. */
+function writeError(what: string, error: unknown): OnnxNeftuneError {
+  if (error instanceof OnnxNeftuneError) return error;
+  const e = error as NodeJS.ErrnoException & { dest?: string };
+  const at = e.path ? ` (${e.syscall ?? 'at'} ${e.path}${e.dest ? ` -> ${e.dest}` : ''})` : '';
+  const advice = WRITE_ADVICE[e.code ?? ''] ?? 'Check the output path and try again.';
+  return new FileAccessError(`Cannot ${what}: ${e.code ?? e.message}${at}. ${advice}`, { cause: error });
+}
+
+interface AtomicWriteOptions {
+  onProgress?: ((written: number) => void) | undefined;
+  /** Runs when every byte is in the temp file, before the rename; a throw abandons the write. */
+  beforeRename?: (() => void) | undefined;
+  /** Keep the written file open and return it (a model that goes on reading payloads from it). */
+  keepOpen?: boolean;
+}
+
+/**
  * Writes `chunks` to `dest` atomically: a temp file in the destination folder, then renamed over
  * `dest`. On failure, SIGINT or SIGTERM the temp file is removed and `dest` is as it was. (SIGKILL
- * cannot be caught: `dest` is still intact, but a stray temp file may remain.)
+ * cannot be caught: `dest` is still intact, but a stray temp file may remain; the next write into
+ * that folder removes it.) A symbolic link at `dest` stays: the file it points to is replaced.
  * When the rename replaces an existing file, the temp file is flushed to disk first, so a power
  * loss cannot cost the old content; a new file is not flushed (as with `cp`): the input is intact.
  * One write is in flight while the next chunk is produced; chunks go out in slices with the event
  * loop free in between, so signals are handled mid-write. A chunk must stay unchanged until the
  * iterator has been resumed twice after yielding it (`streamPieces` double-buffers).
+ * Every failure is a FileAccessError naming the file and the errno.
  */
 export async function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): Promise<number> {
-  const dir = path.dirname(path.resolve(dest));
-  mkdirSync(dir, { recursive: true });
-  const temp = tempPathBeside(dest);
-  const replacing = existsSync(dest);
-  hookSignals();
-  liveTempFiles.add(temp);
+  return (await writeAtomic(dest, chunks, { onProgress })).written;
+}
+
+async function writeAtomic(dest: string, chunks: Iterable<Uint8Array>, options: AtomicWriteOptions): Promise<{ written: number; kept: ModelSource | undefined }> {
+  let target = path.resolve(dest);
+  let temp: string | undefined;
   let handle: FileHandle | undefined;
+  let kept: ModelSource | undefined;
   let inFlight: Promise<void> | undefined;
   let written = 0;
   try {
+    target = resolveWriteTarget(dest);
+    const dir = path.dirname(target);
+    makeFolders(dir);
+    sweepStaleTempFiles(dir);
+    temp = tempPathBeside(target);
+    const replacing = existsSync(target);
+    hookSignals();
+    liveTempFiles.add(temp);
     const file = handle = await open(temp, 'wx', 0o644);
     const writeAll = async (slice: Uint8Array, position: number) => {
       for (let off = 0; off < slice.length;) off += (await file.write(slice, off, slice.length - off, position + off)).bytesWritten;
       written += slice.length;
-      onProgress?.(written);
+      options.onProgress?.(written);
     };
     let position = 0;
     for (const slice of slices(chunks)) {
@@ -121,19 +266,35 @@ export async function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>
     if (inFlight) await inFlight;
     inFlight = undefined;
     if (replacing) await handle.sync();
+    const writtenFile = options.keepOpen ? await handle.stat() : undefined;
     await handle.close();
     handle = undefined;
-    renameSync(temp, dest);
+    if (writtenFile) kept = reopenWritten(temp, target, writtenFile);
+    options.beforeRename?.();
+    renameSync(temp, target);
     liveTempFiles.delete(temp);
-    return written;
+    return { written, kept };
   } catch (error) {
     if (inFlight) { try { await inFlight; } catch { /* reported below */ } }
     if (handle) { try { await handle.close(); } catch { /* ignore */ } }
-    try { unlinkSync(temp); } catch { /* ignore */ }
-    liveTempFiles.delete(temp);
-    if (error instanceof OnnxNeftuneError) throw error;
-    throw new FileAccessError(`Cannot write ${dest}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+    kept?.close();
+    if (temp) {
+      try { unlinkSync(temp); } catch { /* ignore */ }
+      liveTempFiles.delete(temp);
+    }
+    throw writeError(`write ${target}`, error);
   }
+}
+
+/** Opens the temp file just written for reading, checking it is still the file written (same inode). */
+function reopenWritten(temp: string, target: string, written: { dev: number; ino: number }): ModelSource {
+  const fd = openSync(temp, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const st = fstatSync(fd);
+  if (st.dev !== written.dev || st.ino !== written.ino) {
+    closeSync(fd);
+    throw new FileAccessError(`Cannot write ${target}: the temp file ${temp} was replaced by another program during the write; nothing was written. Retry.`);
+  }
+  return ModelSource.adopt(target, fd);
 }
 
 function* slices(chunks: Iterable<Uint8Array>): Iterable<Uint8Array> {
@@ -159,33 +320,87 @@ export interface SaveResult {
   reusedData: string[];
 }
 
-/** Same file on disk (after resolving links), or undefined if `b` does not exist. */
+/** Same file on disk (after resolving links); false if either does not exist. */
 export function sameFile(a: string, b: string): boolean {
   if (!existsSync(b) || !existsSync(a)) return false;
   return realpathSync(a) === realpathSync(b);
 }
 
-/** Encodes and writes `loaded.model` to `dest`, keeping its external data reachable. */
+/**
+ * Encodes and writes `loaded.model` to `dest`, keeping its external data reachable. Payloads come
+ * from the model's held file (`loaded.source`), which must be unchanged since loading: checked
+ * before the write and again before the rename, otherwise nothing is written. A symbolic link at
+ * `dest` stays a link (its target is written). `dest` may not be an external data file the model reads.
+ */
 export async function saveModelFile(loaded: LoadedModel, dest: string, options: SaveOptions = {}): Promise<SaveResult> {
-  const target = path.resolve(dest);
-  if (loaded.path && sameFile(loaded.path, target) && !options.inPlace) {
+  const target = resolveWriteTarget(dest);
+  const overInput = loaded.path !== undefined && sameFile(loaded.path, target);
+  if (overInput && !options.inPlace) {
     throw new RefusedError(`Refusing to overwrite the input ${loaded.path}; pass --in-place to modify it, or choose another output.`);
   }
+  refuseDataFileAsOutput(loaded, target);
+  const held = loaded.source && !loaded.source.closed ? loaded.source : undefined;
+  const replacesHeld = overInput && held !== undefined;
+  if (replacesHeld && !held.isFile(statSync(target))) {
+    throw new InputChangedError(`${loaded.path} was replaced by another file since it was loaded; saving in place would discard that file. Nothing was written; load it again and rerun.`);
+  }
   const { pieces, length } = encodeChecked(loaded.model);
-  const { copiedData, reusedData } = carryExternalData(loaded, path.dirname(target));
-  await writeFileAtomic(target, streamPieces(pieces), options.onProgress ? (w) => options.onProgress!(w, length) : undefined);
-  retargetReplacedPayloads(pieces, target);
-  return { path: target, bytes: length, copiedData, reusedData };
+  const sources = new Set<ModelSource>();
+  for (const piece of pieces) if (piece instanceof FilePayload) sources.add(piece.file);
+  const checkSources = () => { for (const source of sources) source.checkUnchanged(); };
+  checkSources();
+  const carried = carry(loaded, path.dirname(target));
+  let kept: ModelSource | undefined;
+  try {
+    ({ kept } = await writeAtomic(target, streamPieces(pieces), {
+      onProgress: options.onProgress ? (w) => options.onProgress!(w, length) : undefined,
+      beforeRename: checkSources,
+      keepOpen: replacesHeld && sources.has(held),
+    }));
+  } catch (error) {
+    carried.undo();
+    throw error;
+  }
+  if (replacesHeld) {
+    if (kept) retargetReplacedPayloads(pieces, held, kept);
+    held.close();
+    loaded.source = kept;
+  }
+  return { path: target, bytes: length, copiedData: carried.copiedData, reusedData: carried.reusedData };
+}
+
+/**
+ * The output may not be, nor replace, an external data file the model reads: neither the file
+ * itself nor the copy the saved model will read beside the output.
+ */
+function refuseDataFileAsOutput(loaded: LoadedModel, target: string): void {
+  if (!loaded.externalData.length) return;
+  const real = realPathOf(target);
+  const outputFolder = realPathOf(path.dirname(target));
+  let targetStat;
+  try { targetStat = statSync(target); } catch { targetStat = undefined; }
+  for (const file of loaded.externalData) {
+    const data = realPathOf(file.path);
+    const copy = path.join(outputFolder, file.location);
+    let same = real === data || real === copy;
+    if (!same && targetStat && file.present) {
+      try { const st = statSync(file.path); same = st.dev === targetStat.dev && st.ino === targetStat.ino; } catch { /* gone: nothing to replace */ }
+    }
+    if (same) {
+      const which = real === copy && copy !== data ? `the copy of ${file.path} the saved model would read` : file.path;
+      throw new RefusedError(`Refusing to write ${target}: that is the external data file "${file.location}" the model reads its weights from (${which}). Choose another output name.`);
+    }
+  }
 }
 
 /**
  * After writing over the file deferred payloads were read from (an in-place save), points them at
  * their places in the new file, so the model in memory stays readable.
  */
-function retargetReplacedPayloads(pieces: EncodedPiece[], target: string): void {
+function retargetReplacedPayloads(pieces: EncodedPiece[], from: ModelSource, to: ModelSource): void {
   let offset = 0;
   for (const piece of pieces) {
-    if (!(piece instanceof Uint8Array) && path.resolve(piece.source.path) === target) piece.source = { path: target, offset };
+    if (piece instanceof FilePayload && piece.file === from) { piece.file = to; piece.offset = offset; }
     offset += piece.length;
   }
 }
@@ -193,26 +408,22 @@ function retargetReplacedPayloads(pieces: EncodedPiece[], target: string): void 
 const COPY_BUFFER = 4 << 20;
 
 /**
- * Byte pieces as they are; deferred payloads read from their file through two reused buffers in
- * turn (a yielded buffer is refilled only after the iterator resumes twice, see writeFileAtomic).
+ * Byte pieces as they are; deferred payloads read from their held file through two reused buffers
+ * in turn (a yielded buffer is refilled only after the iterator resumes twice, see writeFileAtomic).
  */
 export function* streamPieces(pieces: Iterable<EncodedPiece>): Iterable<Uint8Array> {
   let buffers: [Uint8Array, Uint8Array] | undefined;
   let turn = 0;
   for (const piece of pieces) {
     if (piece instanceof Uint8Array) { yield piece; continue; }
+    if (!(piece instanceof FilePayload)) { yield piece.read(); continue; }
     buffers ??= [new Uint8Array(COPY_BUFFER), new Uint8Array(COPY_BUFFER)];
-    const fd = openSync(piece.source.path, 'r');
-    try {
-      for (let done = 0; done < piece.length;) {
-        const buffer = buffers[turn ^= 1]!;
-        const n = readSync(fd, buffer, 0, Math.min(buffer.length, piece.length - done), piece.source.offset + done);
-        if (n === 0) throw new FileAccessError(`${piece.source.path} is shorter than when it was loaded`);
-        done += n;
-        yield buffer.subarray(0, n);
-      }
-    } finally {
-      closeSync(fd);
+    for (let done = 0; done < piece.length;) {
+      const buffer = buffers[turn ^= 1]!;
+      const n = Math.min(buffer.length, piece.length - done);
+      piece.file.readInto(buffer, 0, n, piece.offset + done);
+      done += n;
+      yield buffer.subarray(0, n);
     }
   }
 }
@@ -257,30 +468,94 @@ export function encodeCheckedBytes(model: Model): Uint8Array {
  * Makes the external data reachable from `destDir`: nothing to do in the same folder; otherwise
  * each data file is copied under the same relative name (a copy-on-write clone where the file
  * system offers one), never over a different file. Missing data files are skipped (reported by inspect).
+ * Destinations are checked like sources: inside `destDir`'s real path, no symbolic link on the
+ * way or at the file. A refused or failed copy removes what this call copied.
  */
 export function carryExternalData(loaded: LoadedModel, destDir: string): { copiedData: string[]; reusedData: string[] } {
+  const { copiedData, reusedData } = carry(loaded, destDir);
+  return { copiedData, reusedData };
+}
+
+interface Carried {
+  copiedData: string[];
+  reusedData: string[];
+  /** Removes the copies made (and the folders created for them), never files that were there before. */
+  undo(): void;
+}
+
+function carry(loaded: LoadedModel, destDir: string): Carried {
   const copiedData: string[] = [];
   const reusedData: string[] = [];
-  if (!loaded.externalData.length || sameFile(loaded.dir, destDir)) return { copiedData, reusedData };
-  for (const file of loaded.externalData) {
-    if (!file.present) continue;
-    const target = path.join(destDir, file.location);
-    if (existsSync(target)) {
-      if (sameContent(file.path, target)) { reusedData.push(target); continue; }
-      throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
+  const createdFolders: string[] = [];
+  const undo = () => {
+    for (const file of copiedData.splice(0)) { try { unlinkSync(file); } catch { /* already gone */ } }
+    for (const dir of createdFolders.splice(0).reverse()) { try { rmdirSync(dir); } catch { /* not empty: keep */ } }
+  };
+  if (!loaded.externalData.length || sameFile(loaded.dir, destDir)) return { copiedData, reusedData, undo };
+  try {
+    const full = path.resolve(destDir);
+    createdFolders.push(...makeFolders(full));
+    const root = realpathSync(full);
+    for (const file of loaded.externalData) {
+      if (!file.present) continue;
+      const target = path.join(root, file.location);
+      const folder = dataFolderInside(root, file.location, createdFolders);
+      const existing = lstatOrUndefined(target);
+      if (existing?.isSymbolicLink()) {
+        throw new RefusedError(`Refusing to copy external data "${file.location}" to ${target}: it is a symbolic link (to ${readlinkOr(target)}); data files are written only as regular files inside ${root}. Remove the link, or write the model to another folder.`);
+      }
+      if (existing) {
+        if (existing.isFile() && sameContent(file.path, target)) { reusedData.push(target); continue; }
+        throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
+      }
+      sweepStaleTempFiles(folder);
+      const temp = tempPathBeside(target);
+      liveTempFiles.add(temp);
+      try {
+        copyFileSync(file.path, temp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+        renameSync(temp, target);
+      } catch (error) {
+        try { unlinkSync(temp); } catch { /* ignore */ }
+        throw writeError(`copy external data ${file.path} to ${target}`, error);
+      } finally {
+        liveTempFiles.delete(temp);
+      }
+      copiedData.push(target);
     }
-    mkdirSync(path.dirname(target), { recursive: true });
-    const temp = tempPathBeside(target);
-    try {
-      copyFileSync(file.path, temp, constants.COPYFILE_FICLONE);
-      renameSync(temp, target);
-    } catch (error) {
-      try { unlinkSync(temp); } catch { /* ignore */ }
-      throw new FileAccessError(`Cannot copy external data ${file.path} to ${target}: ${(error as Error).message}`, { cause: error });
-    }
-    copiedData.push(target);
+    return { copiedData, reusedData, undo };
+  } catch (error) {
+    undo();
+    throw writeError(`copy external data to ${destDir}`, error);
   }
-  return { copiedData, reusedData };
+}
+
+/**
+ * The folder data file `location` goes to under `root`, created as needed. Every existing part
+ * must be a real folder: a symbolic link could lead the copy anywhere.
+ */
+function dataFolderInside(root: string, location: string, created: string[]): string {
+  let dir = root;
+  for (const part of path.posix.dirname(location).split('/')) {
+    if (part === '.' || part === '') continue;
+    dir = path.join(dir, part);
+    const st = lstatOrUndefined(dir);
+    if (!st) { mkdirSync(dir); created.push(dir); continue; }
+    if (st.isSymbolicLink()) {
+      throw new RefusedError(`Refusing to copy external data "${location}" through ${dir}: that folder is a symbolic link (to ${readlinkOr(dir)}); data files are written only inside ${root}. Replace the link with a folder, or write the model to another folder.`);
+    }
+    if (!st.isDirectory()) throw new FileAccessError(`Cannot copy external data "${location}": ${dir} is a file, not a folder. Write the model to another folder.`);
+  }
+  const real = realpathSync(dir);
+  if (real !== dir) throw new RefusedError(`Refusing to copy external data "${location}": ${dir} resolves to ${real}, not inside ${root}. Write the model to another folder.`);
+  return dir;
+}
+
+function lstatOrUndefined(file: string) {
+  try { return lstatSync(file); } catch { return undefined; }
+}
+
+function readlinkOr(file: string): string {
+  try { return readlinkSync(file); } catch { return '?'; }
 }
 
 function sameContent(a: string, b: string): boolean {
