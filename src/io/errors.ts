@@ -19,3 +19,6 @@ export class FileAccessError extends OnnxNeftuneError {
 export class ModelTooLargeError extends OnnxNeftuneError {
   constructor(message: string) { super('MODEL_TOO_LARGE', message); }
 }
+
+/** The model file changed or was replaced after it was loaded; writing would mix two files. */
+export class InputChangedError extends RefusedError {}

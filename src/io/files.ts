@@ -2,21 +2,19 @@
  * Model files on disk (Node only): read with the external-data checks, write atomically, and
  * carry external data along when the output goes to another folder.
  */
-import { closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readSync, readlinkSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
 import { decodeModel, encodeModelPieces } from '../graph/codec.js';
 import { deferredPayloadOf, joinPieces, type EncodedPiece } from '../graph/deferred.js';
-import { DEFAULT_DEFER_THRESHOLD, readCompact } from './lazy-read.js';
+import { DEFAULT_DEFER_THRESHOLD, FilePayload, readCompact } from './lazy-read.js';
 import { externalizeInitializers } from '../graph/external.js';
 import type { Model } from '../graph/ir.js';
-import { OnnxNeftuneError } from '../graph/errors.js';
 import { checkExternalData, type ExternalDataFile } from './external-data.js';
-import { FileAccessError, ModelTooLargeError, RefusedError } from './errors.js';
+import { FileAccessError, InputChangedError, ModelTooLargeError, RefusedError } from './errors.js';
+import { MAX_PROTOBUF_BYTES, ModelSource } from './model-source.js';
+import { copyFileAtomic, makeFolders, resolveWriteTarget, writeAtomic, writeError, writeFileAtomic } from './atomic-write.js';
 
-/** protobuf's hard limit for one message. */
-export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
+export { MAX_PROTOBUF_BYTES, ModelSource, writeFileAtomic };
 
 export interface LoadedModel {
   model: Model;
@@ -26,6 +24,14 @@ export interface LoadedModel {
   dir: string;
   size: number;
   externalData: ExternalDataFile[];
+  /**
+   * The model file, held open while payloads are still in it (undefined when everything was read
+   * into memory). Payloads are read from this descriptor, not by path. An in-place save replaces
+   * it with the file just written.
+   */
+  source: ModelSource | undefined;
+  /** Releases the held model file; call when done with the model. Safe to call more than once. */
+  close(): void;
 }
 
 export interface ReadOptions {
@@ -35,114 +41,53 @@ export interface ReadOptions {
 
 /**
  * Reads and decodes a model file; every external-data reference is checked before any data file is
- * opened. Large payloads are not read: they stay in the file and are streamed when the model is saved.
+ * opened. Large payloads are not read: they stay in the file, which is held open until `close()`,
+ * and are streamed from it when the model is saved. Anything but a regular file of at most 2 GiB
+ * is refused before reading.
  */
 export function readModelFile(file: string, options: ReadOptions = {}): LoadedModel {
   const full = path.resolve(file);
   const threshold = options.deferThreshold ?? DEFAULT_DEFER_THRESHOLD;
-  if (!Number.isFinite(threshold)) {
-    let bytes: Uint8Array;
-    try {
-      bytes = new Uint8Array(readFileSync(full));
-    } catch (error) {
-      throw new FileAccessError(`Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+  const source = ModelSource.openModel(full);
+  try {
+    if (!Number.isFinite(threshold)) {
+      const bytes = new Uint8Array(source.size);
+      source.readInto(bytes, 0, bytes.length, 0);
+      source.close();
+      return loadedModel(bytes, full, bytes.length, undefined);
     }
-    return loadModelBytes(bytes, full);
+    const compact = readCompact(source, threshold);
+    if (!compact.source) source.close();
+    return loadedModel(compact.bytes, full, compact.size, compact.source);
+  } catch (error) {
+    source.close();
+    throw error;
   }
-  const compact = readCompact(full, threshold);
-  return { ...loadModelBytes(compact.bytes, full), size: compact.size };
 }
 
 /** Decodes model bytes that came from `file` (or from stdin when `file` is undefined). */
 export function loadModelBytes(bytes: Uint8Array, file: string | undefined): LoadedModel {
+  return loadedModel(bytes, file, bytes.length, undefined);
+}
+
+function loadedModel(bytes: Uint8Array, file: string | undefined, size: number, source: ModelSource | undefined): LoadedModel {
   const model = decodeModel(bytes);
   const dir = file ? path.dirname(file) : process.cwd();
   const externalData = checkExternalData(model, dir);
   if (!file && externalData.length) {
     throw new RefusedError(`A model read from stdin cannot use external data (it references ${externalData.map((f) => f.location).join(', ')}); pass the model's file path instead.`);
   }
-  return { model, path: file, dir, size: bytes.length, externalData };
+  const loaded: LoadedModel = { model, path: file, dir, size, externalData, source, close: () => loaded.source?.close() };
+  return loaded;
 }
 
-/** A hidden temp file name in `dest`'s folder (the rename into place then stays on one file system). */
-function tempPathBeside(dest: string): string {
-  const full = path.resolve(dest);
-  return path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-}
-
-const liveTempFiles = new Set<string>();
-let signalsHooked = false;
-function hookSignals(): void {
-  if (signalsHooked) return;
-  signalsHooked = true;
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
-    process.once(signal, () => {
-      for (const f of liveTempFiles) { try { unlinkSync(f); } catch { /* already gone */ } }
-      process.exit(code);
-    });
+/** `file`'s path with every symbolic link resolved, also when `file` (or some of its folders) does not exist yet. */
+function realPathOf(file: string): string {
+  try { return realpathSync(file); } catch {
+    const parent = path.dirname(file);
+    return parent === file ? file : path.join(realPathOf(parent), path.basename(file));
   }
 }
-
-/**
- * Writes `chunks` to `dest` atomically: a temp file in the destination folder, then renamed over
- * `dest`. On failure, SIGINT or SIGTERM the temp file is removed and `dest` is as it was. (SIGKILL
- * cannot be caught: `dest` is still intact, but a stray temp file may remain.)
- * When the rename replaces an existing file, the temp file is flushed to disk first, so a power
- * loss cannot cost the old content; a new file is not flushed (as with `cp`): the input is intact.
- * One write is in flight while the next chunk is produced; chunks go out in slices with the event
- * loop free in between, so signals are handled mid-write. A chunk must stay unchanged until the
- * iterator has been resumed twice after yielding it (`streamPieces` double-buffers).
- */
-export async function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): Promise<number> {
-  const dir = path.dirname(path.resolve(dest));
-  mkdirSync(dir, { recursive: true });
-  const temp = tempPathBeside(dest);
-  const replacing = existsSync(dest);
-  hookSignals();
-  liveTempFiles.add(temp);
-  let handle: FileHandle | undefined;
-  let inFlight: Promise<void> | undefined;
-  let written = 0;
-  try {
-    const file = handle = await open(temp, 'wx', 0o644);
-    const writeAll = async (slice: Uint8Array, position: number) => {
-      for (let off = 0; off < slice.length;) off += (await file.write(slice, off, slice.length - off, position + off)).bytesWritten;
-      written += slice.length;
-      onProgress?.(written);
-    };
-    let position = 0;
-    for (const slice of slices(chunks)) {
-      const next = writeAll(slice, position);
-      position += slice.length;
-      next.catch(() => { /* awaited below */ });
-      if (inFlight) await inFlight;
-      inFlight = next;
-    }
-    if (inFlight) await inFlight;
-    inFlight = undefined;
-    if (replacing) await handle.sync();
-    await handle.close();
-    handle = undefined;
-    renameSync(temp, dest);
-    liveTempFiles.delete(temp);
-    return written;
-  } catch (error) {
-    if (inFlight) { try { await inFlight; } catch { /* reported below */ } }
-    if (handle) { try { await handle.close(); } catch { /* ignore */ } }
-    try { unlinkSync(temp); } catch { /* ignore */ }
-    liveTempFiles.delete(temp);
-    if (error instanceof OnnxNeftuneError) throw error;
-    throw new FileAccessError(`Cannot write ${dest}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
-  }
-}
-
-function* slices(chunks: Iterable<Uint8Array>): Iterable<Uint8Array> {
-  for (const chunk of chunks) {
-    for (let off = 0; off < chunk.length; off += WRITE_SLICE) yield chunk.subarray(off, Math.min(chunk.length, off + WRITE_SLICE));
-  }
-}
-
-const WRITE_SLICE = 8 << 20;
 
 export interface SaveOptions {
   /** Allow writing over the file the model was read from. */
@@ -159,33 +104,95 @@ export interface SaveResult {
   reusedData: string[];
 }
 
-/** Same file on disk (after resolving links), or undefined if `b` does not exist. */
+/** Same file on disk (after resolving links); false if either does not exist. */
 export function sameFile(a: string, b: string): boolean {
   if (!existsSync(b) || !existsSync(a)) return false;
   return realpathSync(a) === realpathSync(b);
 }
 
-/** Encodes and writes `loaded.model` to `dest`, keeping its external data reachable. */
+/**
+ * Encodes and writes `loaded.model` to `dest`, keeping its external data reachable. Payloads come
+ * from the model's held file (`loaded.source`), which must be unchanged since loading: checked
+ * before the write and again before the rename, otherwise nothing is written. A symbolic link at
+ * `dest` stays a link (its target is written). `dest` may not be an external data file the model reads.
+ */
 export async function saveModelFile(loaded: LoadedModel, dest: string, options: SaveOptions = {}): Promise<SaveResult> {
-  const target = path.resolve(dest);
-  if (loaded.path && sameFile(loaded.path, target) && !options.inPlace) {
+  try {
+    return await save(loaded, dest, options);
+  } catch (error) {
+    throw writeError(`write ${dest}`, error);
+  }
+}
+
+async function save(loaded: LoadedModel, dest: string, options: SaveOptions): Promise<SaveResult> {
+  const target = resolveWriteTarget(dest);
+  const overInput = loaded.path !== undefined && sameFile(loaded.path, target);
+  if (overInput && !options.inPlace) {
     throw new RefusedError(`Refusing to overwrite the input ${loaded.path}; pass --in-place to modify it, or choose another output.`);
   }
+  refuseDataFileAsOutput(loaded, target);
+  const held = loaded.source && !loaded.source.closed ? loaded.source : undefined;
+  const replacesHeld = overInput && held !== undefined;
+  if (replacesHeld && !held.isFile(statSync(target))) {
+    throw new InputChangedError(`${loaded.path} was replaced by another file since it was loaded; saving in place would discard that file. Nothing was written; load it again and rerun.`);
+  }
   const { pieces, length } = encodeChecked(loaded.model);
-  const { copiedData, reusedData } = carryExternalData(loaded, path.dirname(target));
-  await writeFileAtomic(target, streamPieces(pieces), options.onProgress ? (w) => options.onProgress!(w, length) : undefined);
-  retargetReplacedPayloads(pieces, target);
-  return { path: target, bytes: length, copiedData, reusedData };
+  const sources = new Set<ModelSource>();
+  for (const piece of pieces) if (piece instanceof FilePayload) sources.add(piece.file);
+  const checkSources = () => { for (const source of sources) source.checkUnchanged(); };
+  checkSources();
+  const carried = carry(loaded, path.dirname(target));
+  let kept: ModelSource | undefined;
+  try {
+    ({ kept } = await writeAtomic(target, streamPieces(pieces), {
+      onProgress: options.onProgress ? (w) => options.onProgress!(w, length) : undefined,
+      beforeRename: checkSources,
+      keepOpen: replacesHeld && sources.has(held),
+    }));
+  } catch (error) {
+    carried.undo();
+    throw error;
+  }
+  if (replacesHeld) {
+    if (kept) retargetReplacedPayloads(pieces, held, kept);
+    held.close();
+    loaded.source = kept;
+  }
+  return { path: target, bytes: length, copiedData: carried.copiedData, reusedData: carried.reusedData };
+}
+
+/**
+ * The output may not be, nor replace, an external data file the model reads: neither the file
+ * itself nor the copy the saved model will read beside the output.
+ */
+function refuseDataFileAsOutput(loaded: LoadedModel, target: string): void {
+  if (!loaded.externalData.length) return;
+  const real = realPathOf(target);
+  const outputFolder = realPathOf(path.dirname(target));
+  let targetStat;
+  try { targetStat = statSync(target); } catch { targetStat = undefined; }
+  for (const file of loaded.externalData) {
+    const data = realPathOf(file.path);
+    const copy = path.join(outputFolder, file.location);
+    let same = real === data || real === copy;
+    if (!same && targetStat && file.present) {
+      try { const st = statSync(file.path); same = st.dev === targetStat.dev && st.ino === targetStat.ino; } catch { /* gone: nothing to replace */ }
+    }
+    if (same) {
+      const which = real === copy && copy !== data ? `the copy of ${file.path} the saved model would read` : file.path;
+      throw new RefusedError(`Refusing to write ${target}: that is the external data file "${file.location}" the model reads its weights from (${which}). Choose another output name.`);
+    }
+  }
 }
 
 /**
  * After writing over the file deferred payloads were read from (an in-place save), points them at
  * their places in the new file, so the model in memory stays readable.
  */
-function retargetReplacedPayloads(pieces: EncodedPiece[], target: string): void {
+function retargetReplacedPayloads(pieces: EncodedPiece[], from: ModelSource, to: ModelSource): void {
   let offset = 0;
   for (const piece of pieces) {
-    if (!(piece instanceof Uint8Array) && path.resolve(piece.source.path) === target) piece.source = { path: target, offset };
+    if (piece instanceof FilePayload && piece.file === from) { piece.file = to; piece.offset = offset; }
     offset += piece.length;
   }
 }
@@ -193,26 +200,22 @@ function retargetReplacedPayloads(pieces: EncodedPiece[], target: string): void 
 const COPY_BUFFER = 4 << 20;
 
 /**
- * Byte pieces as they are; deferred payloads read from their file through two reused buffers in
- * turn (a yielded buffer is refilled only after the iterator resumes twice, see writeFileAtomic).
+ * Byte pieces as they are; deferred payloads read from their held file through two reused buffers
+ * in turn (a yielded buffer is refilled only after the iterator resumes twice, see writeFileAtomic).
  */
 export function* streamPieces(pieces: Iterable<EncodedPiece>): Iterable<Uint8Array> {
   let buffers: [Uint8Array, Uint8Array] | undefined;
   let turn = 0;
   for (const piece of pieces) {
     if (piece instanceof Uint8Array) { yield piece; continue; }
+    if (!(piece instanceof FilePayload)) { yield piece.read(); continue; }
     buffers ??= [new Uint8Array(COPY_BUFFER), new Uint8Array(COPY_BUFFER)];
-    const fd = openSync(piece.source.path, 'r');
-    try {
-      for (let done = 0; done < piece.length;) {
-        const buffer = buffers[turn ^= 1]!;
-        const n = readSync(fd, buffer, 0, Math.min(buffer.length, piece.length - done), piece.source.offset + done);
-        if (n === 0) throw new FileAccessError(`${piece.source.path} is shorter than when it was loaded`);
-        done += n;
-        yield buffer.subarray(0, n);
-      }
-    } finally {
-      closeSync(fd);
+    for (let done = 0; done < piece.length;) {
+      const buffer = buffers[turn ^= 1]!;
+      const n = Math.min(buffer.length, piece.length - done);
+      piece.file.readInto(buffer, 0, n, piece.offset + done);
+      done += n;
+      yield buffer.subarray(0, n);
     }
   }
 }
@@ -257,30 +260,83 @@ export function encodeCheckedBytes(model: Model): Uint8Array {
  * Makes the external data reachable from `destDir`: nothing to do in the same folder; otherwise
  * each data file is copied under the same relative name (a copy-on-write clone where the file
  * system offers one), never over a different file. Missing data files are skipped (reported by inspect).
+ * Destinations are checked like sources: inside `destDir`'s real path, no symbolic link on the
+ * way or at the file. A refused or failed copy removes what this call copied.
  */
 export function carryExternalData(loaded: LoadedModel, destDir: string): { copiedData: string[]; reusedData: string[] } {
+  const { copiedData, reusedData } = carry(loaded, destDir);
+  return { copiedData, reusedData };
+}
+
+interface Carried {
+  copiedData: string[];
+  reusedData: string[];
+  /** Removes the copies made (and the folders created for them), never files that were there before. */
+  undo(): void;
+}
+
+function carry(loaded: LoadedModel, destDir: string): Carried {
   const copiedData: string[] = [];
   const reusedData: string[] = [];
-  if (!loaded.externalData.length || sameFile(loaded.dir, destDir)) return { copiedData, reusedData };
-  for (const file of loaded.externalData) {
-    if (!file.present) continue;
-    const target = path.join(destDir, file.location);
-    if (existsSync(target)) {
-      if (sameContent(file.path, target)) { reusedData.push(target); continue; }
-      throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
+  const createdFolders: string[] = [];
+  const undo = () => {
+    for (const file of copiedData.splice(0)) { try { unlinkSync(file); } catch { /* already gone */ } }
+    for (const dir of createdFolders.splice(0).reverse()) { try { rmdirSync(dir); } catch { /* not empty: keep */ } }
+  };
+  if (!loaded.externalData.length || sameFile(loaded.dir, destDir)) return { copiedData, reusedData, undo };
+  try {
+    const full = path.resolve(destDir);
+    createdFolders.push(...makeFolders(full));
+    const root = realpathSync(full);
+    for (const file of loaded.externalData) {
+      if (!file.present) continue;
+      const target = path.join(root, file.location);
+      dataFolderInside(root, file.location, createdFolders);
+      const existing = lstatOrUndefined(target);
+      if (existing?.isSymbolicLink()) {
+        throw new RefusedError(`Refusing to copy external data "${file.location}" to ${target}: it is a symbolic link (to ${readlinkOr(target)}); data files are written only as regular files inside ${root}. Remove the link, or write the model to another folder.`);
+      }
+      if (existing) {
+        if (existing.isFile() && sameContent(file.path, target)) { reusedData.push(target); continue; }
+        throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
+      }
+      copyFileAtomic(file.path, target, `copy external data ${file.path} to ${target}`);
+      copiedData.push(target);
     }
-    mkdirSync(path.dirname(target), { recursive: true });
-    const temp = tempPathBeside(target);
-    try {
-      copyFileSync(file.path, temp, constants.COPYFILE_FICLONE);
-      renameSync(temp, target);
-    } catch (error) {
-      try { unlinkSync(temp); } catch { /* ignore */ }
-      throw new FileAccessError(`Cannot copy external data ${file.path} to ${target}: ${(error as Error).message}`, { cause: error });
-    }
-    copiedData.push(target);
+    return { copiedData, reusedData, undo };
+  } catch (error) {
+    undo();
+    throw writeError(`copy external data to ${destDir}`, error);
   }
-  return { copiedData, reusedData };
+}
+
+/**
+ * The folder data file `location` goes to under `root`, created as needed. Every existing part
+ * must be a real folder: a symbolic link could lead the copy anywhere.
+ */
+function dataFolderInside(root: string, location: string, created: string[]): string {
+  let dir = root;
+  for (const part of path.posix.dirname(location).split('/')) {
+    if (part === '.' || part === '') continue;
+    dir = path.join(dir, part);
+    const st = lstatOrUndefined(dir);
+    if (!st) { mkdirSync(dir); created.push(dir); continue; }
+    if (st.isSymbolicLink()) {
+      throw new RefusedError(`Refusing to copy external data "${location}" through ${dir}: that folder is a symbolic link (to ${readlinkOr(dir)}); data files are written only inside ${root}. Replace the link with a folder, or write the model to another folder.`);
+    }
+    if (!st.isDirectory()) throw new FileAccessError(`Cannot copy external data "${location}": ${dir} is a file, not a folder. Write the model to another folder.`);
+  }
+  const real = realpathSync(dir);
+  if (real !== dir) throw new RefusedError(`Refusing to copy external data "${location}": ${dir} resolves to ${real}, not inside ${root}. Write the model to another folder.`);
+  return dir;
+}
+
+function lstatOrUndefined(file: string) {
+  try { return lstatSync(file); } catch { return undefined; }
+}
+
+function readlinkOr(file: string): string {
+  try { return readlinkSync(file); } catch { return '?'; }
 }
 
 function sameContent(a: string, b: string): boolean {

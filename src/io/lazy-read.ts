@@ -3,33 +3,45 @@
  * positioned reads; messages smaller than the threshold are copied as they are, and every bytes
  * field at least `threshold` long (tensor raw_data) is replaced by a placeholder that remembers the
  * file offset. The compact copy decodes like the file would, in a fraction of the memory.
+ * Payloads are read later through the descriptor the walk used (ModelSource), never by path.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from '../graph/errors.js';
 import { ModelProtoType } from '../graph/proto.js';
 import { PLACEHOLDER_LENGTH, placeholderFor, type DeferredPayload } from '../graph/deferred.js';
 import { encodeVarint } from '../graph/varint.js';
 import { FileAccessError } from './errors.js';
+import { ModelSource } from './model-source.js';
 
-export interface CompactFile { bytes: Uint8Array; size: number; deferred: number; deferredBytes: number }
+export interface CompactFile {
+  bytes: Uint8Array;
+  size: number;
+  deferred: number;
+  deferredBytes: number;
+  /** The open file the deferred payloads read from (undefined when nothing was deferred); close it when done. */
+  source: ModelSource | undefined;
+}
 
 /** Default: payloads of 1 MiB and more stay on disk. */
 export const DEFAULT_DEFER_THRESHOLD = 1 << 20;
 
-export function readCompact(path: string, threshold = DEFAULT_DEFER_THRESHOLD): CompactFile {
-  let fd: number;
-  try { fd = openSync(path, 'r'); } catch (error) {
-    throw new FileAccessError(`Cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
-  }
+/**
+ * Walks `file` (a path, opened here, or an open ModelSource the caller owns). A path's descriptor
+ * is kept open only while payloads were deferred: it is returned as `source`.
+ */
+export function readCompact(file: string | ModelSource, threshold = DEFAULT_DEFER_THRESHOLD): CompactFile {
+  const source = typeof file === 'string' ? ModelSource.openModel(file) : file;
+  const owned = typeof file === 'string';
   try {
-    const size = fstatSync(fd).size;
-    const walker = new SparseWalker(fd, path, size, threshold);
+    const size = source.size;
+    const walker = new SparseWalker(source, size, threshold);
     const out = new Output(Math.min(size, 1 << 20) || 16);
     walker.walk(ModelProtoType, 0, size, out);
-    return { bytes: out.bytes(), size, deferred: walker.deferred, deferredBytes: walker.deferredBytes };
-  } finally {
-    closeSync(fd);
+    if (owned && !walker.deferred) source.close();
+    return { bytes: out.bytes(), size, deferred: walker.deferred, deferredBytes: walker.deferredBytes, source: walker.deferred ? source : undefined };
+  } catch (error) {
+    if (owned) source.close();
+    throw error;
   }
 }
 
@@ -60,7 +72,7 @@ class SparseWalker {
   private windowStart = 0;
   private windowEnd = 0;
 
-  constructor(private readonly fd: number, private readonly path: string, private readonly size: number, private readonly threshold: number) {}
+  constructor(private readonly source: ModelSource, private readonly size: number, private readonly threshold: number) {}
 
   private fail(reason: string, offset: number, type: protobuf.Type): never {
     throw new OnnxDecodeError(reason, type.name, offset);
@@ -68,8 +80,13 @@ class SparseWalker {
 
   private byteAt(pos: number): number {
     if (pos < this.windowStart || pos >= this.windowEnd) {
+      const n = this.source.readSome(this.window, 0, Math.min(WINDOW, this.size - pos), pos);
+      if (n === 0) {
+        this.source.checkUnchanged();
+        throw new FileAccessError(`${this.source.path} ends at byte ${pos}, before the ${this.size} bytes it had when opened.`);
+      }
       this.windowStart = pos;
-      this.windowEnd = pos + readSync(this.fd, this.window, 0, Math.min(WINDOW, this.size - pos), pos);
+      this.windowEnd = pos + n;
     }
     return this.window[pos - this.windowStart]!;
   }
@@ -88,12 +105,7 @@ class SparseWalker {
 
   private copy(out: Output, start: number, end: number): void {
     const target = out.slot(end - start);
-    let done = 0;
-    while (done < target.length) {
-      const n = readSync(this.fd, target, done, target.length - done, start + done);
-      if (n === 0) throw new FileAccessError(`${this.path} changed while it was being read`);
-      done += n;
-    }
+    this.source.readInto(target, 0, target.length, start);
   }
 
   walk(type: protobuf.Type, start: number, end: number, out: Output, depth = 0): void {
@@ -106,8 +118,9 @@ class SparseWalker {
       const fieldStart = pos;
       const [tag, afterTag] = this.varint(pos, end, type);
       const wire = tag % 8;
+      this.checkTag(tag, fieldStart, type);
       if (wire !== 2) {
-        pos = wire === 0 ? this.varint(afterTag, end, type)[1] : wire === 1 ? afterTag + 8 : wire === 5 ? afterTag + 4 : this.fail(`invalid wire type ${wire}`, fieldStart, type);
+        pos = wire === 0 ? this.varint(afterTag, end, type)[1] : wire === 1 ? afterTag + 8 : afterTag + 4;
         if (pos > end) this.fail('a field runs past the end of its message', fieldStart, type);
         continue;
       }
@@ -136,29 +149,38 @@ class SparseWalker {
     flush(end);
   }
 
+  /**
+   * Stops at the first field no protobuf encoder writes (a file of zeros is field 0 over and over):
+   * field number 0 or past 2^29 - 1, groups (wire types 3 and 4, not used by ONNX), wire types 6 and 7.
+   */
+  private checkTag(tag: number, offset: number, type: protobuf.Type): void {
+    const wire = tag % 8, field = (tag - wire) / 8;
+    if (field === 0) this.fail('field number 0 (no protobuf message has one)', offset, type);
+    if (field > MAX_FIELD_NUMBER) this.fail(`field number ${field} is beyond protobuf's limit of ${MAX_FIELD_NUMBER}`, offset, type);
+    if (wire === 3 || wire === 4) this.fail(`field ${field} is a group (wire type ${wire}), which ONNX does not use`, offset, type);
+    if (wire > 5) this.fail(`field ${field} has invalid wire type ${wire}`, offset, type);
+  }
+
   private payload(offset: number, length: number): DeferredPayload {
-    return new FilePayload(this.path, offset, length);
+    return new FilePayload(this.source, offset, length);
   }
 }
 
-/** Bytes at `source.offset` of `source.path`, read on demand. */
-class FilePayload implements DeferredPayload {
-  source: { path: string; offset: number };
-  constructor(path: string, offset: number, readonly length: number) {
-    this.source = { path, offset };
+const MAX_FIELD_NUMBER = 2 ** 29 - 1;
+
+/** `length` bytes at `offset` of an open model file, read on demand. */
+export class FilePayload implements DeferredPayload {
+  constructor(public file: ModelSource, public offset: number, readonly length: number) {}
+
+  get source(): { path: string; offset: number } {
+    return { path: this.file.path, offset: this.offset };
   }
 
   read(): Uint8Array {
-    const { path, offset } = this.source;
-    const fd = openSync(path, 'r');
-    try {
-      const bytes = new Uint8Array(this.length);
-      for (let done = 0; done < this.length;) {
-        const n = readSync(fd, bytes, done, this.length - done, offset + done);
-        if (n === 0) throw new FileAccessError(`${path} is shorter than when it was loaded`);
-        done += n;
-      }
-      return bytes;
-    } finally { closeSync(fd); }
+    this.file.checkUnchanged();
+    const bytes = new Uint8Array(this.length);
+    this.file.readInto(bytes, 0, this.length, this.offset);
+    this.file.checkUnchanged();
+    return bytes;
   }
 }
