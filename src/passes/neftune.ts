@@ -131,9 +131,12 @@ export function isPatched(model: Model): boolean {
  * The recorded patch, if the metadata entry is present and every field strip and verify use is
  * there with the right type. Never throws. Fields added after a record was written are filled in
  * from the model (a site's element type from its value or table); a record that cannot be
- * completed, is not JSON, or has a field of the wrong type counts as absent. Several entries with
- * the key count as one record when identical, and as absent here when they differ (strip refuses
- * those). The returned object is built from the validated fields only.
+ * completed, is not JSON (including a record too deep or too large to parse), or has a field of
+ * the wrong type counts as absent: strip then finds the patch by structure alone, which only ever
+ * removes exact chains, so a damaged record can cost the byte-exact opset restore but never a node
+ * of the model. Several entries with the key count as one record when identical, and as absent
+ * here when they differ (strip refuses those: which patch was applied is unknown). The returned
+ * object is built from the validated fields only.
  */
 export function readPatchRecord(model: Model): PatchRecord | undefined {
   const state = recordState(model);
@@ -223,8 +226,10 @@ function parseOptions(raw: unknown): PatchRecord['options'] | string {
 function parseSite(raw: unknown, model: Model): PatchedSite | string {
   if (!isObject(raw)) return 'not an object';
   if (!isStringArray(raw['graphPath']) || !raw['graphPath'].length) return 'graphPath is not a non-empty array of strings';
-  for (const key of ['lookup', 'table', 'role', 'value', 'clean']) if (!isString(raw[key])) return `${key} is missing or not a string`;
-  const [lookup, table, role, value, clean] = (['lookup', 'table', 'role', 'value', 'clean'] as const).map((k) => raw[k] as string) as [string, string, string, string, string];
+  const names = ['lookup', 'table', 'role', 'value', 'clean'] as const;
+  const missing = names.find((k) => !isString(raw[k]));
+  if (missing) return `${missing} is missing or not a string`;
+  const [lookup, table, role, value, clean] = names.map((k) => raw[k] as string) as [string, string, string, string, string];
   if (!isStringArray(raw['addedNodes']) || !raw['addedNodes'].length) return 'addedNodes is not a non-empty array of strings';
   const dtype = raw['dtype'] ?? recordedSiteType(model, value, table);
   if (!NOISE_TYPE_NAMES.includes(dtype as string)) return `dtype is not one of ${NOISE_TYPE_NAMES.join(', ')}`;
