@@ -19,3 +19,11 @@ export class AlreadyPatchedError extends OnnxNeftuneError {
 export class PatchOptionError extends OnnxNeftuneError {
   constructor(message: string) { super('BAD_OPTION', message); }
 }
+
+/**
+ * A NEFTune patch whose graph and metadata record disagree (or conflicting records): strip
+ * refuses, and nothing in the model was changed.
+ */
+export class PatchMismatchError extends OnnxNeftuneError {
+  constructor(message: string) { super('PATCH_MISMATCH', message); }
+}

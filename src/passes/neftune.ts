@@ -4,15 +4,17 @@
  * value, so every reader (forward, backward, subgraph captures, graph outputs) sees the noisy
  * embedding and nothing else in the graph changes.
  */
-import { DataType, dataTypeName } from '../graph/dtype.js';
-import { Value, type Graph, type Model, type Node } from '../graph/ir.js';
+import { DataType, dataTypeName, parseDataType } from '../graph/dtype.js';
+import { Graph, Model, Node, Value, type Attribute } from '../graph/ir.js';
 import { attr, tensorType } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
 import { decodeModel, encodeModelProto } from '../graph/codec.js';
 import { modelToProto } from '../graph/serde.js';
+import { AttributeProtoType, int64ToNumber } from '../graph/proto.js';
+import { Tensor } from '../graph/tensor.js';
 import { Emitter } from './emit.js';
 import { describeCandidate, findEmbeddings, type EmbeddingCandidate, type EmbeddingReport } from './embeddings.js';
-import { AlreadyPatchedError, AmbiguousEmbeddingError, NoEmbeddingError, PatchOptionError } from './errors.js';
+import { AlreadyPatchedError, AmbiguousEmbeddingError, NoEmbeddingError, PatchMismatchError, PatchOptionError } from './errors.js';
 
 export const TOOL_VERSION = '0.1.0';
 /** Every node and value the pass adds is named with this prefix. */
@@ -71,6 +73,8 @@ export interface PatchRecord {
   options: Required<Pick<NeftuneOptions, 'alpha' | 'mode'>> & Omit<NeftuneOptions, 'alpha' | 'mode' | 'repatch'>;
   sites: PatchedSite[];
   added: { graphInputs: string[]; opsetImport: boolean };
+  /** Nodes already named with the reserved prefix before the patch (the user's own; strip leaves them). */
+  userNodes?: string[];
 }
 
 export interface PatchResult {
@@ -112,33 +116,132 @@ export function normalizeOptions(options: NeftuneOptions): PatchRecord['options'
   return out;
 }
 
-/** Whether the model carries a NEFTune patch (the metadata record, or nodes with the reserved prefix). */
+/**
+ * Whether the model carries a NEFTune patch: a readable patch record (or several conflicting
+ * ones), or a chain of nodes with the structure the patch emits. Nodes named with the reserved
+ * prefix alone do not count: a user may name their own nodes so.
+ */
 export function isPatched(model: Model): boolean {
-  return model.metadata.get(PATCH_METADATA_KEY) !== undefined || markedNodes(model).length > 0;
+  const state = recordState(model);
+  if (state.kind === 'valid' || state.kind === 'conflicting') return true;
+  return findChains(model, markedNodes(model)).length > 0;
 }
 
 /**
- * The recorded patch, if the metadata entry is present and has the fields strip and verify use.
- * Fields added after a record was written are filled in from the model (a site's element type
- * from its value or table); a record that cannot be completed counts as unreadable.
+ * The recorded patch, if the metadata entry is present and every field strip and verify use is
+ * there with the right type. Never throws. Fields added after a record was written are filled in
+ * from the model (a site's element type from its value or table); a record that cannot be
+ * completed, is not JSON (including a record too deep or too large to parse), or has a field of
+ * the wrong type counts as absent: strip then finds the patch by structure alone, which only ever
+ * removes exact chains, so a damaged record can cost the byte-exact opset restore but never a node
+ * of the model. Several entries with the key count as one record when identical, and as absent
+ * here when they differ (strip refuses those: which patch was applied is unknown). The returned
+ * object is built from the validated fields only.
  */
 export function readPatchRecord(model: Model): PatchRecord | undefined {
-  const text = model.metadata.get(PATCH_METADATA_KEY);
-  if (text === undefined) return undefined;
-  let record: unknown;
-  try { record = JSON.parse(text); } catch { return undefined; }
-  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-  if (!isObject(record) || !isObject(record['options']) || !Array.isArray(record['sites'])) return undefined;
-  for (const site of record['sites'] as unknown[]) {
-    if (!isObject(site) || !Array.isArray(site['graphPath']) || !Array.isArray(site['addedNodes'])) return undefined;
-    if (!['value', 'clean', 'lookup', 'table'].every((k) => typeof site[k] === 'string')) return undefined;
-    site['dtype'] ??= recordedSiteType(model, site['value'] as string, site['table'] as string);
-    if (typeof site['dtype'] !== 'string') return undefined;
-    site['afterScale'] ??= false;
-    site['maskInput'] ??= null;
-    site['positionIdsInput'] ??= null;
+  const state = recordState(model);
+  return state.kind === 'valid' ? state.record : undefined;
+}
+
+type RecordState =
+  | { kind: 'absent' }
+  | { kind: 'valid'; record: PatchRecord }
+  | { kind: 'malformed'; reason: string }
+  | { kind: 'conflicting'; count: number };
+
+function recordState(model: Model): RecordState {
+  const texts = model.metadata.entries.filter((e) => e.key === PATCH_METADATA_KEY).map((e) => e.value);
+  if (!texts.length) return { kind: 'absent' };
+  if (texts.some((t) => t !== texts[0])) return { kind: 'conflicting', count: texts.length };
+  try {
+    const parsed = parseRecord(texts[0]!, model);
+    return typeof parsed === 'string' ? { kind: 'malformed', reason: parsed } : { kind: 'valid', record: parsed };
+  } catch (error) {
+    // Parsing is written not to throw; this keeps readers total even so.
+    return { kind: 'malformed', reason: String((error as Error)?.message ?? error).slice(0, 200) };
   }
-  return record as unknown as PatchRecord;
+}
+
+type Json = Record<string, unknown>;
+const isObject = (x: unknown): x is Json => typeof x === 'object' && x !== null && !Array.isArray(x);
+const isString = (x: unknown): x is string => typeof x === 'string';
+const isBoolean = (x: unknown): x is boolean => typeof x === 'boolean';
+const isStringArray = (x: unknown): x is string[] => Array.isArray(x) && x.every(isString);
+const MODES: readonly NeftuneMode[] = ['hf', 'mask', 'packed'];
+const NOISE_TYPES = [DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16, DataType.DOUBLE];
+const NOISE_TYPE_NAMES = NOISE_TYPES.map(dataTypeName);
+const OPTIONAL_OPTIONS: Record<string, (x: unknown) => boolean> = {
+  maskInput: isString, positionIdsInput: isString, tables: isStringArray, nodes: isStringArray, allCandidates: isBoolean,
+  seed: (x) => Number.isInteger(x) && Math.abs(x as number) <= 2 ** 24,
+  alphaInput: (x) => isBoolean(x) || (isString(x) && x !== ''),
+  afterScale: isBoolean,
+};
+
+/** The validated record, or why it is unusable. */
+function parseRecord(text: string, model: Model): PatchRecord | string {
+  let raw: unknown;
+  try { raw = JSON.parse(text); } catch (error) { return `not JSON (${(error as Error).message.slice(0, 100)})`; }
+  if (!isObject(raw)) return `not a JSON object (${Array.isArray(raw) ? 'an array' : raw === null ? 'null' : typeof raw})`;
+  if (!isString(raw['tool']) || !isString(raw['version'])) return 'tool or version is missing or not a string';
+  const options = parseOptions(raw['options']);
+  if (isString(options)) return options;
+  const rawSites = raw['sites'];
+  if (!Array.isArray(rawSites) || !rawSites.length) return 'sites is not a non-empty array';
+  const sites: PatchedSite[] = [];
+  for (let i = 0; i < rawSites.length; i++) {
+    const site = parseSite(rawSites[i], model);
+    if (isString(site)) return `sites[${i}]: ${site}`;
+    sites.push(site);
+  }
+  const added = raw['added'];
+  if (!isObject(added) || !isStringArray(added['graphInputs']) || !isBoolean(added['opsetImport'])) {
+    return 'added is not { graphInputs: string[], opsetImport: boolean }';
+  }
+  const record: PatchRecord = {
+    tool: raw['tool'], version: raw['version'], options, sites, added: { graphInputs: [...added['graphInputs']], opsetImport: added['opsetImport'] },
+  };
+  const userNodes = raw['userNodes'];
+  if (userNodes !== undefined) {
+    if (!isStringArray(userNodes)) return 'userNodes is not an array of strings';
+    record.userNodes = [...userNodes];
+  }
+  return record;
+}
+
+function parseOptions(raw: unknown): PatchRecord['options'] | string {
+  if (!isObject(raw)) return 'options is not an object';
+  const alpha = raw['alpha'], mode = raw['mode'];
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) return 'options.alpha is not a finite number > 0';
+  if (!MODES.includes(mode as NeftuneMode)) return 'options.mode is not hf, mask or packed';
+  const options: PatchRecord['options'] = { alpha, mode: mode as NeftuneMode };
+  for (const [key, valid] of Object.entries(OPTIONAL_OPTIONS)) {
+    const value = raw[key];
+    if (value === undefined) continue;
+    if (!valid(value)) return `options.${key} has the wrong type`;
+    (options as Json)[key] = Array.isArray(value) ? [...value] : value;
+  }
+  return options;
+}
+
+function parseSite(raw: unknown, model: Model): PatchedSite | string {
+  if (!isObject(raw)) return 'not an object';
+  if (!isStringArray(raw['graphPath']) || !raw['graphPath'].length) return 'graphPath is not a non-empty array of strings';
+  const names = ['lookup', 'table', 'role', 'value', 'clean'] as const;
+  const missing = names.find((k) => !isString(raw[k]));
+  if (missing) return `${missing} is missing or not a string`;
+  const [lookup, table, role, value, clean] = names.map((k) => raw[k] as string) as [string, string, string, string, string];
+  if (!isStringArray(raw['addedNodes']) || !raw['addedNodes'].length) return 'addedNodes is not a non-empty array of strings';
+  const dtype = raw['dtype'] ?? recordedSiteType(model, value, table);
+  if (!NOISE_TYPE_NAMES.includes(dtype as string)) return `dtype is not one of ${NOISE_TYPE_NAMES.join(', ')}`;
+  const afterScale = raw['afterScale'] ?? false;
+  if (!isBoolean(afterScale)) return 'afterScale is not a boolean';
+  const maskInput = raw['maskInput'] ?? null, positionIdsInput = raw['positionIdsInput'] ?? null;
+  if (maskInput !== null && !isString(maskInput)) return 'maskInput is not a string or null';
+  if (positionIdsInput !== null && !isString(positionIdsInput)) return 'positionIdsInput is not a string or null';
+  return {
+    graphPath: [...raw['graphPath']], lookup, table, role, value, clean, dtype: dtype as string, afterScale,
+    maskInput, positionIdsInput, addedNodes: [...raw['addedNodes']],
+  };
 }
 
 function recordedSiteType(model: Model, value: string, table: string): string | undefined {
@@ -210,14 +313,14 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
   }
   // Plan every site first: an option that does not fit the model fails before anything changes.
   const declaredOpset = model.opsetVersion('');
-  // A model without a default-domain import (contrib ops only) still needs one for the noise ops:
-  // the newest opset its IR version allows, capped where ONNX Runtime support is broad.
-  const opset = declaredOpset ?? Math.max(MIN_OPSET[opts.mode], Math.min(21, maxOpsetForIrVersion(model.irVersion)));
+  const opset = declaredOpset ?? addedOpsetVersion(model.irVersion, opts.mode);
   if (opset < MIN_OPSET[opts.mode]) {
     throw new PatchOptionError(`Mode ${opts.mode} needs default-domain opset >= ${MIN_OPSET[opts.mode]}; this model imports opset ${opset}. NEFTune never changes a model's opset: convert the model (onnx.version_converter) or use mode hf${opts.mode === 'packed' ? ' or mask' : ''}.`);
   }
   const report = findEmbeddings(model);
   const targets = selectTargets(report, opts);
+  // Nodes the user named with the reserved prefix: recorded so strip can tell them from the patch's.
+  const userNodes = markedNodes(model).map((n) => n.name!);
   // Everything the pass adds starts with 'neftune' (the reserved prefix, or the alpha input's name).
   const names = new NameAllocator(model, { prefix: 'neftune' });
   const warnings: string[] = [];
@@ -233,6 +336,8 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
   // Apply.
   const opsetImport = declaredOpset === undefined;
   if (opsetImport) {
+    // A decoded model without opset imports inherits protobufjs's frozen empty list: give it its own.
+    if (!Object.hasOwn(model.proto, 'opset_import')) model.proto.opset_import = [];
     model.addOpsetImport('', opset);
     warnings.push(`The model imported no default-domain opset; added ai.onnx version ${opset} for the noise ops (strip removes it again).`);
   }
@@ -247,6 +352,9 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
   }
   const sites = plans.map((plan) => emitSite(plan, opts, names, opset, alphaInput));
   const record: PatchRecord = { tool: 'onnx-neftune', version: TOOL_VERSION, options: opts, sites, added: { graphInputs, opsetImport } };
+  if (userNodes.length) record.userNodes = userNodes;
+  // An unreadable entry left without a patch in the graph is replaced (all copies of it).
+  while (model.metadata.delete(PATCH_METADATA_KEY));
   model.metadata.set(PATCH_METADATA_KEY, JSON.stringify(record));
   return { model, modified: true, record, report, warnings };
 }
@@ -288,32 +396,61 @@ function emitSite(plan: SitePlan, opts: PatchRecord['options'], names: NameAlloc
   const original = siteNode.outputs[0]!;
   const clean = new Value(names.fresh(`${RESERVED_PREFIX}${original.name}__clean`));
   siteNode.replaceOutput(0, clean);
-  const e = new Emitter(graph, siteNode, names, `${RESERVED_PREFIX}${safe(original.name)}__`, opset);
-  const alpha = alphaInput ?? e.scalarFloat(opts.alpha, 'alpha');
+  const e = new Emitter(graph, siteNode, names, chainPrefix(original.name), opset);
+  emitNoise(e, clean, original, { mode: opts.mode, type, alpha: opts.alpha, seed: opts.seed, alphaInput, mask: plan.mask, positions: plan.positions });
+  return {
+    graphPath: c.graphPath, lookup: c.nodeLabel, table: c.table.name, role: c.role,
+    value: original.name, clean: clean.name, dtype: dataTypeName(type), afterScale: plan.afterScale,
+    maskInput: plan.mask?.name ?? null, positionIdsInput: plan.positions?.name ?? null,
+    addedNodes: e.added.map((n) => n.name!),
+  };
+}
+
+/** The prefix of every node and value name the patch adds for the site writing `value`. */
+const chainPrefix = (value: string): string => `${RESERVED_PREFIX}${safe(value)}__`;
+
+interface NoiseSpec {
+  mode: NeftuneMode;
+  type: DataType;
+  alpha: number;
+  seed: number | undefined;
+  alphaInput: Value | undefined;
+  mask: Value | undefined;
+  positions: Value | undefined;
+}
+
+/**
+ * Emits the noise chain from `clean` to `original`. The one definition of what a patch adds:
+ * strip recognises a site by matching this same emission (see `chainTemplate`).
+ * Returns the alpha value (the alpha input, or the output of the alpha Constant).
+ */
+function emitNoise(e: Emitter, clean: Value, original: Value, spec: NoiseSpec): Value {
+  const { type } = spec;
+  const alpha = spec.alphaInput ?? e.scalarFloat(spec.alpha, 'alpha');
   const shape = e.op('Shape', [clean], {}, 'shape');
 
   // ORT's RandomUniformLike takes float/double/fp16 inputs; for bf16 it gets a float tensor of the same shape.
   const uniformInput = type === DataType.BFLOAT16 ? e.op('ConstantOfShape', [shape], {}, 'zeros') : clean;
   const uniformAttrs: Record<string, ReturnType<typeof attr.float>> = { dtype: attr.int(DataType.FLOAT), low: attr.float(-1), high: attr.float(1) };
-  if (opts.seed !== undefined) uniformAttrs['seed'] = attr.float(opts.seed);
+  if (spec.seed !== undefined) uniformAttrs['seed'] = attr.float(spec.seed);
   const uniform = e.op('RandomUniformLike', [uniformInput], uniformAttrs, 'uniform');
 
   let noise: Value;
-  if (opts.mode === 'hf') {
+  if (spec.mode === 'hf') {
     const lastTwo = e.cast(e.sliceTail(shape, -2, 'last_two_dims'), DataType.FLOAT, 'last_two_dims_float');
     const ld = e.reduceProd(lastTwo, 'L_times_d');
     const scale = e.op('Div', [alpha, e.op('Sqrt', [ld], {}, 'sqrt_L_times_d')], {}, 'scale');
     noise = e.op('Mul', [uniform, scale], {}, 'noise');
   } else {
-    const maskF = plan.mask ? e.cast(plan.mask, DataType.FLOAT, 'mask_float')
+    const maskF = spec.mask ? e.cast(spec.mask, DataType.FLOAT, 'mask_float')
       // No mask input (packed rows without padding): every position is a real token.
-      : e.cast(e.op('Equal', [plan.positions!, plan.positions!], {}, 'all_tokens'), DataType.FLOAT, 'mask_float');
+      : e.cast(e.op('Equal', [spec.positions!, spec.positions!], {}, 'all_tokens'), DataType.FLOAT, 'mask_float');
     const d = e.cast(e.sliceTail(shape, -1, 'd'), DataType.FLOAT, 'd_float');
     let lengths: Value;
-    if (opts.mode === 'mask') {
+    if (spec.mode === 'mask') {
       lengths = e.reduceSum(maskF, [1], true, 'row_lengths');
     } else {
-      const positions64 = e.cast(plan.positions!, DataType.INT64, 'position_ids_i64');
+      const positions64 = e.cast(spec.positions!, DataType.INT64, 'position_ids_i64');
       const starts = e.cast(e.op('Equal', [positions64, e.scalarInt64(0, 'zero')], {}, 'segment_starts'), DataType.INT64, 'segment_starts_i64');
       const segment = e.op('CumSum', [starts, e.scalarInt64(1, 'cumsum_axis')], {}, 'segment_number');
       // Tokens before the first position 0 of a row join its first segment.
@@ -337,12 +474,13 @@ function emitSite(plan: SitePlan, opts: PatchRecord['options'], names: NameAlloc
     if (type !== DataType.FLOAT) noise = e.cast(noise, type, 'noise_cast');
     e.op('Add', [clean, noise], {}, 'add', original);
   }
-  return {
-    graphPath: c.graphPath, lookup: c.nodeLabel, table: c.table.name, role: c.role,
-    value: original.name, clean: clean.name, dtype: dataTypeName(type), afterScale: plan.afterScale,
-    maskInput: plan.mask?.name ?? null, positionIdsInput: plan.positions?.name ?? null,
-    addedNodes: e.added.map((n) => n.name!),
-  };
+  return alpha;
+}
+
+/** The default-domain opset a patch adds to a model that imports none (contrib ops only). */
+function addedOpsetVersion(irVersion: number, mode: NeftuneMode): number {
+  // The newest opset the IR version allows, capped where ONNX Runtime support is broad.
+  return Math.max(MIN_OPSET[mode], Math.min(21, maxOpsetForIrVersion(irVersion)));
 }
 
 /** The newest default-domain opset a given IR version can carry (from the ONNX versioning table). */
@@ -383,22 +521,6 @@ function requireInput(graph: Graph, name: string, what: string, c: EmbeddingCand
   throw new PatchOptionError(`The ${what} input "${name}" is not visible from ${c.nodeLabel}. Graph inputs: ${inputs.join(', ') || '(none)'}. Name it with ${option}.`);
 }
 
-function cleanSource(node: Node, marked: Set<Node>, seen = new Set<Node>()): Value | undefined {
-  seen.add(node);
-  for (const input of node.inputs) {
-    if (!input) continue;
-    const producer = input.producer;
-    if (producer && marked.has(producer)) {
-      if (seen.has(producer)) continue;
-      const found = cleanSource(producer, marked, seen);
-      if (found) return found;
-    } else if (producer && input.name.startsWith(RESERVED_PREFIX)) {
-      return input;
-    }
-  }
-  return undefined;
-}
-
 /** Backward ops or gradient outputs mark a training graph. */
 export function looksLikeTrainingGraph(model: Model): boolean {
   for (const g of model.allGraphs()) {
@@ -412,51 +534,432 @@ export function looksLikeTrainingGraph(model: Model): boolean {
 
 /**
  * Removes everything a NEFTune patch added and gives each lookup its original output back, so the
- * model encodes to its pre-patch bytes. Works from the metadata record or, when that was lost, from
- * the reserved-prefix nodes. An unpatched model is left alone (modified: false).
+ * model encodes to its pre-patch bytes. Only nodes recognised by structure are removed: each
+ * recorded site must be the exact chain the patch emits, and every claim of the metadata record
+ * (names, options, added graph inputs, added opset import) must hold in the graph. When the record
+ * and the graph disagree, throws PatchMismatchError and changes nothing. Without a readable record
+ * (lost, or malformed: see readPatchRecord), the sites are found by structure alone and stripped
+ * only when every match is exact; the default-domain opset import is then kept. A model without a
+ * patch (nodes merely named `neftune__...` do not make one) is left alone (modified: false).
  */
 export function stripNeftune(model: Model): StripResult {
-  const record = readPatchRecord(model);
-  const marked = markedNodes(model);
-  if (!marked.length && model.metadata.get(PATCH_METADATA_KEY) === undefined) {
-    return { model, modified: false, message: 'Nothing to strip: the model carries no NEFTune patch.', removedNodes: 0, restoredValues: [] };
+  const plan = planStrip(model);
+  if (isString(plan)) return { model, modified: false, message: plan, removedNodes: 0, restoredValues: [] };
+  let removed = 0;
+  for (const chain of plan.chains) {
+    for (const node of chain.nodes) { node.graph!.remove(node, { force: true }); removed++; }
   }
-  const markedSet = new Set(marked);
-  // Graph inputs the patch added: from the record, else float scalars that only marked nodes read.
-  const addedInputs = new Set(record?.added.graphInputs ?? []);
-  if (!record) {
-    for (const input of model.graph.inputs) {
-      const onlyMarked = input.uses.length > 0 && input.uses.every((u) => markedSet.has(u.node));
-      const type = input.type?.tensor_type;
-      if (onlyMarked && type?.elem_type === DataType.FLOAT && (type.shape?.dim ?? []).length === 0 && type.shape) addedInputs.add(input.name);
-    }
+  for (const chain of plan.chains) chain.site.replaceOutput(0, chain.value);
+  for (const input of plan.inputs) {
+    const i = model.graph.inputs.indexOf(input);
+    model.graph.inputs.splice(i, 1);
+    if (model.graph.scope.get(input.name) === input) model.graph.scope.delete(input.name);
   }
-  const restores: Array<{ site: Node; index: number; original: Value }> = [];
-  for (const node of marked) {
-    const out = node.outputs[0];
-    if (!out || out.name.startsWith(RESERVED_PREFIX)) continue;
-    // A marked node writing an unprefixed name gives a lookup's original value back; the lookup's
-    // renamed (clean) output is the prefixed value, produced outside the patch, that it derives from.
-    const clean = cleanSource(node, markedSet);
-    if (clean?.producer) restores.push({ site: clean.producer, index: clean.producerIndex, original: out });
-  }
-  for (const node of marked) node.graph!.remove(node, { force: true });
-  for (const { site, index, original } of restores) site.replaceOutput(index, original);
-  for (const name of addedInputs) {
-    const i = model.graph.inputs.findIndex((v) => v.name === name);
-    if (i < 0) continue;
-    const [input] = model.graph.inputs.splice(i, 1);
-    if (model.graph.scope.get(name) === input) model.graph.scope.delete(name);
-  }
-  if (record?.added.opsetImport) {
-    const list = model.proto.opset_import ?? [];
-    const i = list.findIndex((o) => (o.domain ?? '') === '');
-    if (i >= 0) list.splice(i, 1);
+  if (plan.removeOpsetImport) {
+    const list = model.proto.opset_import!;
+    list.splice(list.findIndex(isDefaultDomainImport), 1);
     if (!list.length) delete model.proto.opset_import;
   }
-  model.metadata.delete(PATCH_METADATA_KEY);
+  while (model.metadata.delete(PATCH_METADATA_KEY));
   return {
-    model, modified: true, removedNodes: marked.length, restoredValues: restores.map((r) => r.original.name),
-    message: `Removed ${marked.length} node(s) and restored ${restores.length} embedding output(s)${record ? '' : ' (metadata record was missing; found the patch by its reserved names)'}.`,
+    model, modified: true, removedNodes: removed, restoredValues: plan.chains.map((c) => c.value.name),
+    message: `Removed ${removed} node(s) and restored ${plan.chains.length} embedding output(s)${plan.note}.`,
   };
+}
+
+interface StripPlan { chains: ChainMatch[]; inputs: Value[]; removeOpsetImport: boolean; note: string }
+
+const MISMATCH_ADVICE = 'Nothing was changed. If the model was edited after patching, strip the file saved by the patch, or patch the clean model again. '
+  + `If only the record is wrong and the patch nodes are intact, delete the metadata entry "${PATCH_METADATA_KEY}": strip then recognises the patch from the graph alone.`;
+
+function mismatch(reason: string): PatchMismatchError {
+  return new PatchMismatchError(`Cannot strip the NEFTune patch: ${reason}. ${MISMATCH_ADVICE}`);
+}
+
+/** What strip will remove, checked in full before anything changes; a string means nothing to strip. */
+function planStrip(model: Model): StripPlan | string {
+  const state = recordState(model);
+  if (state.kind === 'conflicting') {
+    throw mismatch(`the model has ${state.count} metadata entries "${PATCH_METADATA_KEY}" with different contents, so which patch was applied is unknown`);
+  }
+  const marked = markedNodes(model);
+  if (state.kind === 'valid') return planFromRecord(model, state.record, marked);
+  // No usable record: find the sites by structure. Only exact chains are stripped.
+  const found = findChains(model, marked);
+  const unreadable = state.kind === 'malformed' ? ` (the metadata entry "${PATCH_METADATA_KEY}" is unreadable: ${state.reason}; left as is)` : '';
+  if (!found.length) return `Nothing to strip: the model carries no NEFTune patch${unreadable}.`;
+  const inexact = found.find((f) => isString(f.problem));
+  if (inexact) throw mismatch(`${inexact.chain.root.describe()} heads a chain shaped like a NEFTune patch, but ${inexact.problem}`);
+  const chains = found.map((f) => f.chain);
+  const claimed = claimChains(chains);
+  const unexplained = marked.filter((n) => !claimed.has(n));
+  if (unexplained.length) {
+    throw mismatch(`the patch record is ${state.kind === 'malformed' ? `unreadable (${state.reason})` : 'missing'} and ${describeNodes(unexplained)} named with the reserved prefix ${unexplained.length === 1 ? 'is' : 'are'} not part of any recognised site, so the patch cannot be told apart from the model's own nodes`);
+  }
+  const inputs = uniqueAlphaInputs(chains);
+  for (const input of inputs) {
+    const problem = addedInputProblem(model, input, claimed);
+    if (problem) throw mismatch(problem);
+  }
+  return { chains, inputs, removeOpsetImport: false, note: ` (the metadata record was ${state.kind === 'malformed' ? `unreadable: ${state.reason}` : 'missing'}; found the patch by its structure)` };
+}
+
+function planFromRecord(model: Model, record: PatchRecord, marked: Node[]): StripPlan {
+  const opset = model.opsetVersion('');
+  if (opset === undefined) throw mismatch(`the record lists ${record.sites.length} site(s) but the model imports no default-domain opset, which every patch has`);
+  const byName = new Map<string, Node[]>();
+  for (const n of marked) byName.set(n.name!, [...(byName.get(n.name!) ?? []), n]);
+  const opts = record.options;
+  const alphaName = opts.alphaInput ? (isString(opts.alphaInput) ? opts.alphaInput : DEFAULT_ALPHA_INPUT) : undefined;
+  const chains: ChainMatch[] = [];
+  record.sites.forEach((site, i) => {
+    const where = `site ${i + 1} of ${record.sites.length} ("${site.value}")`;
+    const rootName = site.addedNodes.at(-1)!;
+    const roots = byName.get(rootName) ?? [];
+    if (roots.length !== 1) {
+      throw mismatch(`${where}: the record's last added node "${rootName}" ${!rootName.startsWith(RESERVED_PREFIX) ? `is not named with the reserved prefix ${RESERVED_PREFIX}` : roots.length ? `is in the model ${roots.length} times` : 'is not in the model'}`);
+    }
+    const root = roots[0]!;
+    if (root.outputs[0]?.name !== site.value) throw mismatch(`${where}: ${root.describe()} writes ${root.outputs[0]?.name ?? 'nothing'}, not ${site.value}`);
+    const variant = VARIANTS.find((v) => v.mode === opts.mode && v.withMask === (site.maskInput !== null) && v.withPositions === (site.positionIdsInput !== null));
+    if (!variant) throw mismatch(`${where}: mode ${opts.mode} with mask input ${site.maskInput} and position ids ${site.positionIdsInput} is not a form the patch emits`);
+    const template = chainTemplate(opset, variant, parseDataType(site.dtype), alphaName === undefined ? 'constant' : 'input');
+    const result = matchChain(model, template, root);
+    if (isString(result)) throw mismatch(`${where}: ${result}`);
+    if (isString(result.problem)) throw mismatch(`${where}: ${result.problem}`);
+    const chain = result.chain;
+    const names = chain.nodes.map((n) => n.name ?? '');
+    const differs = names.findIndex((n, j) => n !== site.addedNodes[j]);
+    if (names.length !== site.addedNodes.length || differs >= 0) {
+      throw mismatch(`${where}: the record lists ${site.addedNodes.length} added node(s), the graph's chain has ${names.length}${differs >= 0 ? `; the record names "${site.addedNodes[differs]}" where the graph has "${names[differs]}"` : ''}`);
+    }
+    const claims: Array<[string, unknown, unknown]> = [
+      ['clean value', site.clean, chain.clean.name],
+      ['mask input', site.maskInput, chain.mask?.name ?? null],
+      ['position ids input', site.positionIdsInput, chain.positions?.name ?? null],
+      ['alpha input', alphaName ?? null, chain.alphaInput?.name ?? null],
+      ['alpha', alphaName === undefined ? Math.fround(opts.alpha) : null, chain.alpha ?? null],
+      ['seed', opts.seed === undefined ? null : Math.fround(opts.seed), chain.seed ?? null],
+      ['noise after a scale Mul', site.afterScale, chain.site.opType === 'Mul'],
+    ];
+    for (const [what, recorded, actual] of claims) {
+      if (recorded !== actual) throw mismatch(`${where}: the record says ${what} ${JSON.stringify(recorded)}, the graph has ${JSON.stringify(actual)}`);
+    }
+    chains.push(chain);
+  });
+  const claimed = claimChains(chains);
+  const userNodes = new Set(record.userNodes ?? []);
+  const unexplained = marked.filter((n) => !claimed.has(n) && !userNodes.has(n.name!));
+  if (unexplained.length) {
+    throw mismatch(`${describeNodes(unexplained)} named with the reserved prefix ${unexplained.length === 1 ? 'is' : 'are'} in no recorded site (the record does not describe the whole patch)`);
+  }
+  const inputs = uniqueAlphaInputs(chains);
+  const listed = record.added.graphInputs;
+  if (listed.length !== inputs.length || inputs.some((v) => !listed.includes(v.name))) {
+    throw mismatch(`the record lists added graph inputs [${listed.join(', ')}], but the patch's nodes read [${inputs.map((v) => v.name).join(', ')}]`);
+  }
+  for (const input of inputs) {
+    const problem = addedInputProblem(model, input, claimed);
+    if (problem) throw mismatch(problem);
+  }
+  if (record.added.opsetImport) {
+    const problem = opsetImportProblem(model, claimed, opts.mode);
+    if (problem) throw mismatch(problem);
+  }
+  return { chains, inputs, removeOpsetImport: record.added.opsetImport, note: '' };
+}
+
+/** The nodes of all chains, refusing chains that share a node. */
+function claimChains(chains: ChainMatch[]): Set<Node> {
+  const claimed = new Set<Node>();
+  for (const chain of chains) {
+    for (const n of chain.nodes) {
+      if (claimed.has(n)) throw mismatch(`two sites share ${n.describe()}`);
+      claimed.add(n);
+    }
+  }
+  return claimed;
+}
+
+function uniqueAlphaInputs(chains: ChainMatch[]): Value[] {
+  return [...new Set(chains.flatMap((c) => (c.alphaInput ? [c.alphaInput] : [])))];
+}
+
+function describeNodes(nodes: Node[]): string {
+  const shown = nodes.slice(0, 5).map((n) => n.describe()).join(', ');
+  return `${nodes.length} node(s) (${shown}${nodes.length > 5 ? ', ...' : ''})`;
+}
+
+/** Why `input` cannot be an alpha input the patch added (a main-graph float scalar only the patch reads), if it cannot. */
+function addedInputProblem(model: Model, input: Value, claimed: Set<Node>): string | undefined {
+  const what = `graph input ${input.name}`;
+  if (model.graph.inputs.filter((v) => v.name === input.name).length !== 1) return `${what} is not declared exactly once`;
+  if (input.initializer || input.sparseInitializer) return `${what} has an initializer, so the patch did not add it`;
+  if (input.isGraphOutput) return `${what} is also a graph output`;
+  if (input.elemType !== DataType.FLOAT || input.shape?.length !== 0) return `${what} is not a float scalar, so the patch did not add it`;
+  const reader = input.uses.find((u) => !claimed.has(u.node));
+  if (reader) return `${what} is also read by ${reader.node.describe()}, outside the patch`;
+  return undefined;
+}
+
+const isDefaultDomainImport = (o: { domain?: string }): boolean => (o.domain ?? '') === '' || o.domain === 'ai.onnx';
+
+/**
+ * Why the record's claim that the patch added the default-domain opset import cannot be honoured,
+ * if it cannot. Honoured when no node left after strip uses the default domain; or when the
+ * import is exactly the one a patch adds (the last entry, at the version the patch picks for this
+ * IR version and mode): a model of default-domain ops without the import (ONNX Runtime fills it
+ * in) round-trips, while a false claim on a model that had its own import is refused.
+ */
+function opsetImportProblem(model: Model, removed: Set<Node>, mode: NeftuneMode): string | undefined {
+  const list = model.proto.opset_import ?? [];
+  const defaults = list.filter(isDefaultDomainImport);
+  const claim = 'the record says the patch added the default-domain opset import';
+  if (defaults.length !== 1 || (defaults[0]!.domain ?? '') !== '') return `${claim}, but the model has ${defaults.length} default-domain import(s)`;
+  let users = 0;
+  let example: Node | undefined;
+  for (const g of model.allGraphs()) {
+    for (const n of g) if (!removed.has(n) && (n.domain === '' || n.domain === 'ai.onnx')) { users++; example ??= n; }
+  }
+  if (!users) return undefined;
+  const version = int64ToNumber(defaults[0]!.version);
+  const expected = addedOpsetVersion(model.irVersion, mode);
+  if (defaults[0] === list.at(-1) && version === expected) return undefined;
+  return `${claim} (ai.onnx ${version}), but ${users} node(s) left after strip use that domain (e.g. ${example!.describe()}) and it is not the import a patch adds (the last entry, version ${expected} for IR version ${model.irVersion})`;
+}
+
+// ---------- Recognising the chain a patch emits ----------
+
+interface Variant { mode: NeftuneMode; withMask: boolean; withPositions: boolean }
+/** Every input form of the noise chain: hf reads neither; mask reads the mask; packed reads positions, and the mask when present. */
+const VARIANTS: readonly Variant[] = [
+  { mode: 'hf', withMask: false, withPositions: false },
+  { mode: 'mask', withMask: true, withPositions: false },
+  { mode: 'packed', withMask: true, withPositions: true },
+  { mode: 'packed', withMask: false, withPositions: true },
+];
+type AlphaForm = 'constant' | 'input';
+
+/** The chain `emitNoise` produces for one form, on placeholder values, in emission order. */
+interface ChainTemplate {
+  nodes: Node[];
+  root: Node;
+  clean: Value;
+  mask: Value | undefined;
+  positions: Value | undefined;
+  alphaInput: Value | undefined;
+  alphaConstant: Node | undefined;
+  externals: Set<Value>;
+}
+
+const templates = new Map<string, ChainTemplate>();
+
+/** Built by running `emitNoise` itself, so recognition can never drift from what the patch emits. */
+function chainTemplate(opset: number, variant: Variant, type: DataType, alphaForm: AlphaForm): ChainTemplate {
+  const key = `${opset}|${variant.mode}|${variant.withMask}|${type}|${alphaForm}`;
+  const cached = templates.get(key);
+  if (cached) return cached;
+  const graph = new Graph({});
+  const clean = new Value('clean');
+  const anchor = new Node('Lookup', [], [clean]);
+  graph.append(anchor);
+  const input = (name: string) => graph.addInput(new Value(name));
+  const mask = variant.withMask ? input('mask') : undefined;
+  const positions = variant.withPositions ? input('positions') : undefined;
+  const alphaInput = alphaForm === 'input' ? input('alpha') : undefined;
+  const e = new Emitter(graph, anchor, new NameAllocator(new Model({}, graph)), 'template__', opset);
+  const alpha = emitNoise(e, clean, new Value('value'), { mode: variant.mode, type, alpha: 1, seed: undefined, alphaInput, mask, positions });
+  const template: ChainTemplate = {
+    nodes: e.added, root: e.added.at(-1)!, clean, mask, positions, alphaInput,
+    alphaConstant: alphaInput ? undefined : alpha.producer!,
+    externals: new Set([clean, mask, positions, alphaInput].filter((v): v is Value => v !== undefined)),
+  };
+  templates.set(key, template);
+  return template;
+}
+
+/** A chain in the model matched to a template. */
+interface ChainMatch {
+  root: Node;
+  /** The chain's nodes in emission order. */
+  nodes: Node[];
+  /** The site's value (written by the root) and the clean value the lookup or scale Mul writes now. */
+  value: Value;
+  clean: Value;
+  site: Node;
+  mask: Value | undefined;
+  positions: Value | undefined;
+  alphaInput: Value | undefined;
+  /** The alpha Constant's value (float32), when alpha is not an input. */
+  alpha: number | undefined;
+  seed: number | undefined;
+}
+
+/** Ops whose first output a patch renames to the clean value: the lookups, or a scale Mul. */
+const SITE_OPS = new Set(['Gather', 'GatherBlockQuantized', 'ATen', 'Mul']);
+
+/**
+ * Matches the chain ending at `root` against `template`: op types, domains, attributes and
+ * wiring, walking back from the root. A string says why it does not have the template's shape.
+ * A chain with the shape is returned with `problem` set when it is not exactly what the patch
+ * leaves: names without the site's prefix, values read outside the chain, a clean value not
+ * written by a lookup, inputs that are not graph inputs.
+ */
+function matchChain(model: Model, template: ChainTemplate, root: Node): { chain: ChainMatch; problem: string | undefined } | string {
+  const graph = root.graph!;
+  const nodeMap = new Map<Node, Node>();
+  const claimed = new Set<Node>();
+  const valueMap = new Map<Value, Value>();
+  let failure: string | undefined;
+  const fail = (reason: string): false => { failure ??= reason; return false; };
+  const pair = (t: Node, a: Node): boolean => {
+    const known = nodeMap.get(t);
+    if (known) return known === a || fail(`${a.describe()} is where the patch has ${known.describe()}`);
+    if (claimed.has(a)) return fail(`${a.describe()} appears twice in the chain`);
+    if (a.graph !== graph) return fail(`${a.describe()} is in another graph than ${root.describe()}`);
+    if (a.opType !== t.opType || a.domain !== t.domain) return fail(`the patch has a ${t.opType} where the graph has ${a.describe()}`);
+    if (a.inputs.length !== t.inputs.length || a.outputs.length !== 1 || !a.outputs[0]) {
+      return fail(`${a.describe()} has ${a.inputs.length} input(s) and ${a.outputs.length} output(s); the patch's ${t.opType} has ${t.inputs.length} and 1`);
+    }
+    const attributeProblem = compareAttributes(t, a, template);
+    if (attributeProblem) return fail(`${a.describe()}: ${attributeProblem}`);
+    nodeMap.set(t, a);
+    claimed.add(a);
+    for (let i = 0; i < t.inputs.length; i++) {
+      const tv = t.inputs[i]!, av = a.inputs[i];
+      if (!av) return fail(`${a.describe()} has no input ${i}`);
+      const bound = valueMap.get(tv);
+      if (bound) {
+        if (bound !== av) return fail(`${a.describe()} reads ${av.name} as input ${i} where the patch reads ${bound.name}`);
+        continue;
+      }
+      valueMap.set(tv, av);
+      if (template.externals.has(tv)) {
+        // The mask, position ids and alpha input are graph inputs: nothing writes them.
+        if (tv !== template.clean && av.producer && !av.producer.isRemoved) return fail(`${a.describe()} reads ${av.name}, written by ${av.producer.describe()}, where the patch reads a graph input`);
+        continue;
+      }
+      const producer = av.producer;
+      if (!producer || producer.isRemoved || av.producerIndex !== tv.producerIndex) {
+        return fail(`${a.describe()} input ${i} (${av.name}) is not written by a ${tv.producer!.opType} of the patch`);
+      }
+      if (!pair(tv.producer!, producer)) return false;
+    }
+    return true;
+  };
+  if (!pair(template.root, root)) return failure!;
+  if (nodeMap.size !== template.nodes.length) return `${root.describe()} heads only part of a patch chain`;
+  const nodes = template.nodes.map((t) => nodeMap.get(t)!);
+  const value = root.outputs[0]!;
+  const clean = valueMap.get(template.clean)!;
+  const alphaConstant = template.alphaConstant && nodeMap.get(template.alphaConstant);
+  const uniform = nodes.find((n) => n.opType === 'RandomUniformLike')!;
+  const chain: ChainMatch = {
+    root, nodes, value, clean, site: clean.producer!,
+    mask: template.mask && valueMap.get(template.mask), positions: template.positions && valueMap.get(template.positions),
+    alphaInput: template.alphaInput && valueMap.get(template.alphaInput),
+    alpha: alphaConstant ? scalarOf(alphaConstant.attribute('value')!) : undefined,
+    seed: uniform.attribute('seed') ? uniform.attributeValue<number>('seed') : undefined,
+  };
+  return { chain, problem: chainProblem(model, chain, claimed) };
+}
+
+function chainProblem(model: Model, chain: ChainMatch, claimed: Set<Node>): string | undefined {
+  const { root, nodes, value, clean } = chain;
+  const graph = root.graph!;
+  const prefix = chainPrefix(value.name);
+  const unmarked = nodes.find((n) => !n.name?.startsWith(prefix));
+  if (unmarked) return `${unmarked.describe()} in the chain is not named with the patch's prefix ${prefix}`;
+  const site = clean.producer;
+  if (!site || site.isRemoved || claimed.has(site) || site.graph !== graph || clean.producerIndex !== 0 || !SITE_OPS.has(site.opType)) {
+    return `the clean value ${clean.name} is not the first output of a lookup or scale Mul in the chain's graph`;
+  }
+  if (!clean.name.startsWith(`${RESERVED_PREFIX}${value.name}__clean`)) return `the clean value ${clean.name} is not named as the patch names it`;
+  for (const v of [clean, ...nodes.filter((n) => n !== root).map((n) => n.outputs[0]!)]) {
+    if (v !== clean && !v.name.startsWith(prefix)) return `value ${v.name} in the chain is not named with the patch's prefix ${prefix}`;
+    const reader = v.uses.find((u) => !claimed.has(u.node));
+    if (reader) return `value ${v.name} is also read by ${reader.node.describe()}, outside the patch`;
+    if (v.isGraphOutput) return `value ${v.name} is a graph output`;
+  }
+  for (const v of [chain.mask, chain.positions]) {
+    if (v && findInput(graph, v.name) !== v) return `${v.name}, read by the chain, is not a graph input`;
+  }
+  const alpha = chain.alphaInput;
+  if (alpha && !(alpha.graph === model.graph && alpha.isGraphInput)) return `the alpha value ${alpha.name} is not an input of the main graph`;
+  return undefined;
+}
+
+/** Why node `a` does not carry the attributes the patch gives template node `t`, if it does not. */
+function compareAttributes(t: Node, a: Node, template: ChainTemplate): string | undefined {
+  const actual = new Map<string, Attribute>();
+  for (const at of a.attributes) {
+    if (actual.has(at.name)) return `attribute ${at.name} appears twice`;
+    actual.set(at.name, at);
+  }
+  if (t === template.alphaConstant) {
+    const v = actual.get('value');
+    const alpha = v && actual.size === 1 ? scalarOf(v) : undefined;
+    return alpha !== undefined && Number.isFinite(alpha) && alpha > 0 ? undefined : 'not a Constant holding a float scalar alpha > 0';
+  }
+  let expected = t.attributes.length;
+  const seed = t.opType === 'RandomUniformLike' ? actual.get('seed') : undefined;
+  if (seed) {
+    const s = seed.kind === 'FLOAT' ? seed.value as number : NaN;
+    if (!Number.isInteger(s) || Math.abs(s) > 2 ** 24) return 'seed is not an integer float';
+    expected++;
+  }
+  if (actual.size !== expected) return `has attributes [${[...actual.keys()].join(', ')}], the patch's ${t.opType} has [${t.attributes.map((x) => x.name).join(', ')}]`;
+  for (const ta of t.attributes) {
+    const aa = actual.get(ta.name);
+    if (!aa || !sameEncoding(ta, aa)) return `attribute ${ta.name} is not the one the patch writes`;
+  }
+  return undefined;
+}
+
+function sameEncoding(x: Attribute, y: Attribute): boolean {
+  if (x.graphs.length || y.graphs.length) return false;
+  try {
+    const ex = AttributeProtoType.encode(x.proto as never).finish();
+    const ey = AttributeProtoType.encode(y.proto as never).finish();
+    return ex.length === ey.length && ex.every((b, i) => b === ey[i]);
+  } catch {
+    return false;
+  }
+}
+
+/** The value of a TENSOR attribute holding a float32 scalar; undefined for anything else. */
+function scalarOf(a: Attribute): number | undefined {
+  try {
+    const t = a.kind === 'TENSOR' ? a.value as Tensor | undefined : undefined;
+    if (!t || t.dataType !== DataType.FLOAT || t.dims.length !== 0 || t.storage === 'external') return undefined;
+    const values = t.toArray() as Float32Array;
+    return values.length === 1 ? values[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Chains shaped like a patch, from every prefix-named Add or Cast (the node a patch writes the
+ * site's value with), each with the problem that keeps it from being exact, if any.
+ */
+function findChains(model: Model, marked: Node[]): Array<{ chain: ChainMatch; problem: string | undefined }> {
+  const opset = model.opsetVersion('');
+  if (opset === undefined) return [];
+  const found: Array<{ chain: ChainMatch; problem: string | undefined }> = [];
+  for (const root of marked) {
+    if (root.opType !== 'Add' && root.opType !== 'Cast') continue;
+    // The forms differ in structure, so at most one should fit; an exact fit wins over an inexact one.
+    let best: { chain: ChainMatch; problem: string | undefined } | undefined;
+    for (const variant of VARIANTS) {
+      for (const type of NOISE_TYPES) {
+        for (const alphaForm of ['constant', 'input'] as const) {
+          const result = matchChain(model, chainTemplate(opset, variant, type, alphaForm), root);
+          if (!isString(result) && (!best || (best.problem !== undefined && result.problem === undefined))) best = result;
+        }
+      }
+    }
+    if (best) found.push(best);
+  }
+  return found;
 }

@@ -22,6 +22,7 @@ import { extractSlice } from '../graph/slice.js';
 import { describeCandidate, findEmbeddings, graphsWithPaths } from '../passes/embeddings.js';
 import { isPatched, readPatchRecord, stripNeftune, type PatchedSite, type PatchRecord } from '../passes/neftune.js';
 import { checkUniformNoise, type UniformNoiseCheck } from './stats.js';
+import { PatchMismatchError } from '../passes/errors.js';
 
 export interface OrtTensorLike { readonly data: unknown; readonly dims: readonly number[]; readonly type: string }
 export interface OrtSessionLike {
@@ -124,8 +125,9 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
     };
   }
   const bytes = encodeModel(model);
-  const stripped = decodeModel(bytes);
-  stripNeftune(stripped);
+  // A patch that is not exactly what this tool emits is refused by strip: the strip check fails with why.
+  let stripped: Model | string = decodeModel(bytes);
+  try { stripNeftune(stripped); } catch (error) { if (!(error instanceof PatchMismatchError)) throw error; stripped = error.message; }
   const ctx: Ctx = { options, record, batch, seq, runs, patchedOpset: model.opsetVersion('') };
   const sites: SiteReport[] = [];
   let ran: VerifyReport['ran'] = 'whole';
@@ -148,7 +150,7 @@ interface Ctx { options: VerifyOptions; record: PatchRecord; batch: number; seq:
 
 interface Probe { bytes: Uint8Array; noisy: string; clean: string; ran: 'whole' | 'slice'; reason: string | null; model: Model }
 
-async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model, site: PatchedSite): Promise<{ report: SiteReport; ran: 'whole' | 'slice'; reason: string | null }> {
+async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model | string, site: PatchedSite): Promise<{ report: SiteReport; ran: 'whole' | 'slice'; reason: string | null }> {
   const report: SiteReport = { value: site.value, lookup: site.lookup, table: site.table, dtype: site.dtype, ok: false, checks: [], notRun: [], inputs: [], newSession: null, stats: null };
   const { ort } = ctx.options;
   let session: OrtSessionLike | undefined;
@@ -571,7 +573,8 @@ async function runOrFail(session: OrtSessionLike, feeds: Record<string, OrtTenso
  * patch gets that import back for the run only (ONNX Runtime refuses a model without it); any
  * other failure to load or run the stripped model fails the check.
  */
-async function stripCheck(ctx: Ctx, stripped: Model, site: PatchedSite, probe: Probe, feeds: Record<string, OrtTensorLike>, clean: Float32Array): Promise<CheckResult> {
+async function stripCheck(ctx: Ctx, stripped: Model | string, site: PatchedSite, probe: Probe, feeds: Record<string, OrtTensorLike>, clean: Float32Array): Promise<CheckResult> {
+  if (typeof stripped === 'string') return { name: 'strip', ok: false, detail: stripped };
   const copy = decodeModel(encodeModel(stripped));
   const addedOpset = ctx.record.added.opsetImport ? ctx.patchedOpset : undefined;
   if (addedOpset !== undefined && copy.opsetVersion('') === undefined) copy.addOpsetImport('', addedOpset);
