@@ -8,11 +8,13 @@ import {
   TOOL_VERSION, applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune,
   type EmbeddingCandidate, type EmbeddingReport, type NeftuneOptions, type PatchedSite, type PatchRecord,
 } from '../src/passes/index.js';
-import { encodeCheckedBytes, loadModelBytes, readModelFile, saveModelFile, type LoadedModel } from '../src/io/index.js';
-import { EXIT, exitCodeFor } from './exit-codes.js';
+import { RefusedError, FileAccessError, encodeCheckedBytes, loadModelBytes, readModelFile, saveModelFile, type LoadedModel } from '../src/io/index.js';
+import { EXIT, exitCodeFor, isErrorCode, type ExitCode } from './exit-codes.js';
 import type { VerifyReport } from '../src/verify/verify.js';
 import type { ExecutionProvider } from '../src/runtime/node.js';
-import { planJobs, UsageError, type Job } from './inputs.js';
+import { OutputWriteError, UsageError, describeErrno, isErrno, type SkippedEntry } from './errors.js';
+import { checkModelPath, entryKey, planJobs, type Job, type Plan } from './inputs.js';
+import { checkVerifyBudget } from './verify-budget.js';
 import { progressReporter } from './output.js';
 
 export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'verified' | 'failed';
@@ -75,6 +77,8 @@ export interface CliResult {
   summary: { total: number; succeeded: number; failed: number };
   /** Set when the invocation itself was wrong (no file was processed). */
   error?: { code: string; exitCode: number; message: string };
+  /** patch and strip: entries of batch folders that were not processed (symbolic links, FIFOs, ...), and why. */
+  skipped?: SkippedEntry[];
 }
 
 export function candidateJson(c: EmbeddingCandidate, report: EmbeddingReport): CandidateJson {
@@ -115,43 +119,66 @@ export function summarize(loaded: LoadedModel): ModelSummary {
   };
 }
 
+function readStdin(): Uint8Array {
+  try {
+    return new Uint8Array(readFileSync(0));
+  } catch (error) {
+    throw new FileAccessError(`Cannot read the model from stdin: ${describeErrno(error)}`, { cause: error });
+  }
+}
+
 function load(input: string): LoadedModel {
-  if (input === '-') return loadModelBytes(new Uint8Array(readFileSync(0)), undefined);
+  if (input === '-') return loadModelBytes(readStdin(), undefined);
   return readModelFile(input);
 }
 
+/** The exit code of a typed error; one whose code the CLI does not know still counts as bad input, not a crash. */
+export function exitCodeOf(error: OnnxNeftuneError): ExitCode {
+  return isErrorCode(error.code) ? exitCodeFor(error.code) : EXIT.INVALID_MODEL;
+}
+
+/** A failed file: typed errors keep their code; anything else is a bug (INTERNAL, exit 1). */
 function failure(job: Job, error: unknown): FileResult {
   const known = error instanceof OnnxNeftuneError;
-  const code = known ? error.code : 'INTERNAL';
   return {
     input: job.input, output: job.output ?? null, status: 'failed', note: job.note ?? null,
-    message: known ? error.message : `Unexpected error: ${(error as Error).stack ?? String(error)}`,
-    error: { code, exitCode: exitCodeFor(code), message: known ? error.message : String(error) },
+    message: known ? error.message : `Unexpected error: ${(error as Error)?.stack ?? String(error)}`,
+    error: known ? { code: error.code, exitCode: exitCodeOf(error), message: error.message } : { code: 'INTERNAL', exitCode: EXIT.INTERNAL, message: String(error) },
     warnings: [], sites: [], model: null,
   };
 }
 
-function finish(command: string, files: FileResult[]): CliResult {
+function finish(command: string, files: FileResult[], skipped?: SkippedEntry[]): CliResult {
   const failed = files.filter((f) => f.status === 'failed');
   const codes = new Set(failed.map((f) => f.error!.exitCode));
   const exitCode = failed.length === 0 ? EXIT.OK : codes.size === 1 ? [...codes][0]! : EXIT.INTERNAL;
   return {
     tool: 'onnx-neftune', version: TOOL_VERSION, command, ok: failed.length === 0, exitCode, files,
     summary: { total: files.length, succeeded: files.length - failed.length, failed: failed.length },
+    ...(skipped ? { skipped } : {}),
   };
 }
 
 export function usageFailure(command: string, message: string): CliResult {
+  return invocationFailure(command, new UsageError(message));
+}
+
+/** The invocation itself failed before any file was processed: no files, a top-level error. */
+export function invocationFailure(command: string, error: OnnxNeftuneError): CliResult {
+  const exitCode = exitCodeOf(error);
+  const skipped = error instanceof UsageError && error.skipped.length ? { skipped: error.skipped } : {};
   return {
-    tool: 'onnx-neftune', version: TOOL_VERSION, command, ok: false, exitCode: EXIT.USAGE,
+    tool: 'onnx-neftune', version: TOOL_VERSION, command, ok: false, exitCode,
     files: [], summary: { total: 0, succeeded: 0, failed: 0 },
-    error: { code: 'USAGE', exitCode: EXIT.USAGE, message },
+    error: { code: error.code, exitCode, message: error.message },
+    ...skipped,
   };
 }
 
 export function inspectCommand(input: string): CliResult {
   const job: Job = { input, output: undefined };
   try {
+    checkModelPath(input, 'inspect');
     const loaded = load(input);
     const model = summarize(loaded);
     return finish('inspect', [{
@@ -159,6 +186,7 @@ export function inspectCommand(input: string): CliResult {
       message: model.patched ? 'patched' : 'not patched',
     }]);
   } catch (error) {
+    if (error instanceof UsageError) return invocationFailure('inspect', error);
     return finish('inspect', [failure(job, error)]);
   }
 }
@@ -167,8 +195,8 @@ export interface FileCommandOptions {
   output?: string;
   inPlace?: boolean;
   dryRun?: boolean;
-  /** Writes model bytes to stdout (for -o -). */
-  writeStdout: (bytes: Uint8Array) => void;
+  /** Writes model bytes to stdout (for -o -); rejects when the write fails. */
+  writeStdout: (bytes: Uint8Array) => Promise<void>;
 }
 
 export function patchCommand(inputs: string[], patch: NeftuneOptions, options: FileCommandOptions): Promise<CliResult> {
@@ -190,8 +218,8 @@ export function stripCommand(inputs: string[], options: FileCommandOptions): Pro
     return {
       status: result.modified ? (options.dryRun ? 'dry-run' : 'stripped') : 'unchanged',
       warnings: [], sites: [], message: `${result.message}${job.note ? ` ${job.note}` : ''}`,
-      // An unpatched model is left alone; with -o elsewhere it is still written so pipelines get their file.
-      write: !options.dryRun && (result.modified || job.output !== job.input),
+      // An unpatched model is left alone; with -o elsewhere or to stdout it is still written so pipelines get their file.
+      write: !options.dryRun && (result.modified || job.output !== job.input || job.output === '-'),
     };
   });
 }
@@ -199,24 +227,35 @@ export function stripCommand(inputs: string[], options: FileCommandOptions): Pro
 interface Outcome { status: FileStatus; warnings: string[]; sites: PatchedSite[]; message: string; write: boolean }
 
 async function runFileCommand(command: string, inputs: string[], options: FileCommandOptions, work: (loaded: LoadedModel, job: Job) => Outcome): Promise<CliResult> {
-  let jobs: Job[];
+  let plan: Plan;
   try {
-    jobs = planJobs(inputs, { ...options, needsOutput: true });
+    plan = planJobs(inputs, { ...options, needsOutput: true });
   } catch (error) {
-    if (error instanceof UsageError) return usageFailure(command, error.message);
+    if (error instanceof OnnxNeftuneError) return invocationFailure(command, error);
     throw error;
   }
   const files: FileResult[] = [];
-  for (const job of jobs) {
+  // Data files this run copied beside its outputs: a later output must not replace one.
+  const copied = new Set<string>();
+  for (const job of plan.jobs) {
     try {
-      const loaded = load(job.input);
+      if (job.planError) throw job.planError;
+      const loaded = loadPlanned(job);
       const outcome = work(loaded, job);
       if (outcome.write && job.output !== undefined) {
         if (job.output === '-') {
-          options.writeStdout(encodeCheckedBytes(loaded.model));
+          const bytes = encodeCheckedBytes(loaded.model);
+          try {
+            await options.writeStdout(bytes);
+          } catch (error) {
+            throw new OutputWriteError(`Cannot write the model to stdout: ${describeErrno(error)}`, { cause: error });
+          }
         } else {
+          if (copied.has(entryKey(job.output))) throw new RefusedError(`Refusing to write ${job.output}: this run copied another model's external data there.`);
           const progress = progressReporter(`writing ${path.basename(job.output)}`, loaded.size);
-          await saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) });
+          const saved = await saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) })
+            .catch((error: unknown) => { throw isErrno(error) ? new FileAccessError(`Cannot write ${job.output}: ${describeErrno(error)}`, { cause: error }) : error; });
+          for (const file of saved.copiedData) copied.add(entryKey(file));
         }
       }
       files.push({
@@ -227,7 +266,16 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
       files.push(failure(job, error));
     }
   }
-  return finish(command, files);
+  return finish(command, files, plan.skipped);
+}
+
+/** The model planning already loaded (or failed to), else a fresh load. */
+function loadPlanned(job: Job): LoadedModel {
+  const pre = job.preloaded;
+  delete job.preloaded;
+  if (!pre) return load(job.input);
+  if ('error' in pre) throw pre.error;
+  return pre.loaded;
 }
 
 export interface VerifyCommandOptions { eps: ExecutionProvider[]; batch?: number; seq?: number; runs?: number }
@@ -236,7 +284,9 @@ export interface VerifyCommandOptions { eps: ExecutionProvider[]; batch?: number
 export async function verifyCommand(input: string, options: VerifyCommandOptions): Promise<CliResult> {
   const job: Job = { input, output: undefined };
   try {
+    checkModelPath(input, 'verify');
     const loaded = load(input);
+    checkVerifyBudget(loaded, options.batch ?? 2, options.seq ?? 16, Math.max(2, options.runs ?? 3));
     const { loadRuntime, verifyLoadedModel } = await import('../src/runtime/node.js');
     const reports: VerifyReport[] = [];
     for (const ep of options.eps) {
@@ -255,6 +305,7 @@ export async function verifyCommand(input: string, options: VerifyCommandOptions
     };
     return finish('verify', [file]);
   } catch (error) {
+    if (error instanceof UsageError) return invocationFailure('verify', error);
     return finish('verify', [failure(job, error)]);
   }
 }

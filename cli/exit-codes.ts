@@ -1,9 +1,9 @@
 /** The CLI's exit codes: stable, documented in --help and the README. */
 export const EXIT = {
   OK: 0,
-  /** Unexpected failure, or a batch whose files failed for different reasons. */
+  /** Unexpected failure (a bug), or a batch whose files failed for different reasons. */
   INTERNAL: 1,
-  /** Bad flags or options that do not fit the model (unknown table, mask input missing, opset too old). */
+  /** Bad flags or options that do not fit the model (unknown table, mask input missing, opset too old), colliding outputs. */
   USAGE: 2,
   /** No token embedding found, or the choice is ambiguous. */
   NO_EMBEDDING: 3,
@@ -13,15 +13,34 @@ export const EXIT = {
   REFUSED: 5,
   /** verify ran and a check failed. */
   VERIFY_FAILED: 6,
+  /** The output could not be written: disk full, I/O error, stdout closed or failing. */
+  WRITE_FAILED: 7,
 } as const;
 
-const BY_ERROR_CODE: Record<string, number> = {
+export type ExitCode = typeof EXIT[keyof typeof EXIT];
+
+/**
+ * Every `code` an OnnxNeftuneError of src/ or cli/ carries (grep "super('"). A code missing from
+ * BY_ERROR_CODE is a compile error; tests/adversarial/cli.test.ts checks the list against the sources.
+ */
+export type ErrorCode =
+  | 'USAGE' | 'BAD_OPTION' | 'EP_UNAVAILABLE'
+  | 'NO_EMBEDDING' | 'AMBIGUOUS_EMBEDDING'
+  | 'ONNX_DECODE' | 'ONNX_MODEL' | 'GRAPH_EDIT' | 'EXTERNAL_DATA' | 'FILE_ACCESS' | 'MODEL_TOO_LARGE'
+  | 'ALREADY_PATCHED' | 'REFUSED'
+  | 'VERIFY_FAILED'
+  | 'WRITE_FAILED';
+
+const BY_ERROR_CODE: Record<ErrorCode, ExitCode> = {
+  USAGE: EXIT.USAGE,
   BAD_OPTION: EXIT.USAGE,
   EP_UNAVAILABLE: EXIT.USAGE,
   NO_EMBEDDING: EXIT.NO_EMBEDDING,
   AMBIGUOUS_EMBEDDING: EXIT.NO_EMBEDDING,
   ONNX_DECODE: EXIT.INVALID_MODEL,
   ONNX_MODEL: EXIT.INVALID_MODEL,
+  // A graph the IR cannot edit as it is (a cycle, a value with two producers) is an invalid model.
+  GRAPH_EDIT: EXIT.INVALID_MODEL,
   EXTERNAL_DATA: EXIT.INVALID_MODEL,
   FILE_ACCESS: EXIT.INVALID_MODEL,
   MODEL_TOO_LARGE: EXIT.INVALID_MODEL,
@@ -29,15 +48,21 @@ const BY_ERROR_CODE: Record<string, number> = {
   PATCH_MISMATCH: EXIT.REFUSED,
   REFUSED: EXIT.REFUSED,
   VERIFY_FAILED: EXIT.VERIFY_FAILED,
+  WRITE_FAILED: EXIT.WRITE_FAILED,
 };
 
-export const exitCodeFor = (errorCode: string | undefined): number => (errorCode && BY_ERROR_CODE[errorCode]) || EXIT.INTERNAL;
+export const ERROR_CODES = Object.keys(BY_ERROR_CODE) as ErrorCode[];
+
+export const isErrorCode = (code: string): code is ErrorCode => Object.hasOwn(BY_ERROR_CODE, code);
+
+export const exitCodeFor = (code: ErrorCode): ExitCode => BY_ERROR_CODE[code];
 
 export const EXIT_CODE_HELP = `Exit codes:
   0  success (for strip, also "nothing to strip")
   1  unexpected error, or a batch whose files failed for different reasons
-  2  usage error: bad flags, or options that do not fit the model
+  2  usage error: bad flags, options that do not fit the model, or outputs that collide
   3  no token embedding found, or the choice is ambiguous
   4  unreadable or invalid model, or unsafe external data
   5  refused: already patched, or would overwrite the input or another file
-  6  verify: a check failed`;
+  6  verify: a check failed
+  7  could not write the output (disk full, I/O error, stdout closed)`;

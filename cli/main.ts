@@ -2,16 +2,27 @@
 /** The `neftune` command line. */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { inspectCommand, patchCommand, stripCommand, usageFailure, verifyCommand, type CliResult } from './commands.js';
+import { OnnxNeftuneError } from '../src/graph/errors.js';
+import { exitCodeOf, inspectCommand, patchCommand, stripCommand, usageFailure, verifyCommand, type CliResult } from './commands.js';
+import { describeErrno } from './errors.js';
 import { EXIT, EXIT_CODE_HELP } from './exit-codes.js';
 import { printHuman } from './report.js';
+import { MAX_VERIFY_RUNS } from './verify-budget.js';
 import type { NeftuneOptions } from '../src/passes/neftune.js';
 
-// A closed pipe (`neftune inspect m.onnx | head`) ends output quietly instead of with a stack trace.
+/** Set while a model is being written to stdout: its failure is reported as that file's failure. */
+let modelWriteInFlight = false;
+
+// A closed pipe (`neftune inspect m.onnx | head`) ends output quietly instead of with a stack trace;
+// any other failure (ENOSPC, EIO, EBADF) is one line on stderr and exit 7.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-  throw error;
+  if (modelWriteInFlight) return;
+  process.stderr.write(`error: cannot write to stdout: ${describeErrno(error)}\n`);
+  process.exit(EXIT.WRITE_FAILED);
 });
+// Nowhere left to report a failing stderr; the exit code still tells.
+process.stderr.on('error', () => undefined);
 
 function emit(result: CliResult, json: boolean): void {
   if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -19,7 +30,14 @@ function emit(result: CliResult, json: boolean): void {
   process.exitCode = result.exitCode;
 }
 
-const writeStdout = (bytes: Uint8Array) => { process.stdout.write(bytes); };
+const writeStdout = (bytes: Uint8Array) => new Promise<void>((resolve, reject) => {
+  modelWriteInFlight = true;
+  process.stdout.write(bytes, (error) => {
+    if (!error) { modelWriteInFlight = false; resolve(); return; }
+    if ((error as NodeJS.ErrnoException).code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    reject(error);
+  });
+});
 
 const fileOptions = {
   output: { alias: 'o', type: 'string', describe: 'Output file, or folder for several models; - for stdout' },
@@ -98,9 +116,9 @@ void yargs(rawArgs)
   .command('verify <model>', 'Run the patched model on ONNX Runtime and check the noise: bounds, mean and variance, fresh per run, zero padding, alpha 0, strip', (y) => y
     .positional('model', { type: 'string', describe: 'Patched model file', demandOption: true })
     .option('ep', { choices: ['cpu', 'cuda', 'wasm'] as const, array: true, default: ['cpu'] as Array<'cpu' | 'cuda' | 'wasm'>, describe: 'Execution provider (repeatable): cpu and cuda via onnxruntime-node, wasm via onnxruntime-web' })
-    .option('batch', { type: 'number', default: 2, describe: 'Batch size of the made-up inputs' })
-    .option('seq', { type: 'number', default: 16, describe: 'Sequence length of the made-up inputs' })
-    .option('runs', { type: 'number', default: 3, describe: 'Runs per check (at least 2: noise must change between runs)' })
+    .option('batch', { type: 'number', default: 2, describe: 'Batch size of the made-up inputs (refused when the run would need over 1 GiB)' })
+    .option('seq', { type: 'number', default: 16, describe: 'Sequence length of the made-up inputs (refused when the run would need over 1 GiB)' })
+    .option('runs', { type: 'number', default: 3, describe: `Runs per check (2 to ${MAX_VERIFY_RUNS}: noise must change between runs)` })
     .option('json', fileOptions.json)
     .example('$0 verify model.neftune.onnx', 'Check on the CPU provider')
     .example('$0 verify model.neftune.onnx --ep cpu --ep wasm --json', 'Check on CPU and WebAssembly, machine-readable'),
@@ -108,6 +126,7 @@ void yargs(rawArgs)
     for (const [flag, value] of [['batch', argv.batch], ['seq', argv.seq], ['runs', argv.runs]] as const) {
       if (!Number.isInteger(value) || value < 1) return emit(usageFailure('verify', `--${flag} must be a positive integer, got ${value}`), argv.json);
     }
+    if (argv.runs > MAX_VERIFY_RUNS) return emit(usageFailure('verify', `--runs must be at most ${MAX_VERIFY_RUNS}, got ${argv.runs} (more runs add little to the checks; raise --batch or --seq for more samples)`), argv.json);
     emit(await verifyCommand(models([argv.model])[0]!, { eps: [...new Set(argv.ep)], batch: argv.batch, seq: argv.seq, runs: argv.runs }), argv.json);
   })
   .example('$0 inspect model.onnx', 'What would be patched, and why')
@@ -127,6 +146,11 @@ void yargs(rawArgs)
   .wrap(Math.min(110, process.stdout.columns ?? 100))
   .parseAsync()
   .catch((error: unknown) => {
+    if (error instanceof OnnxNeftuneError) {
+      process.stderr.write(`error: ${error.message}\n`);
+      process.exitCode = exitCodeOf(error);
+      return;
+    }
     process.stderr.write(`internal error: ${(error as Error)?.stack ?? String(error)}\n`);
     process.exitCode = EXIT.INTERNAL;
   });

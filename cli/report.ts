@@ -9,9 +9,12 @@ export function printHuman(result: CliResult, out: (line: string) => void, err: 
     else if (result.command === 'verify' && file.verify) printVerify(file, out);
     else printFile(file, out, err);
   }
-  if (result.command !== 'inspect' && result.files.length > 1) {
+  const skipped = result.skipped ?? [];
+  for (const s of skipped) err(yellow(`skipped ${s.path}: ${s.reason}`));
+  if (result.command !== 'inspect' && (result.files.length > 1 || skipped.length)) {
     const s = result.summary;
-    const line = `${s.total} file${s.total === 1 ? '' : 's'}: ${s.succeeded} succeeded, ${s.failed} failed`;
+    const line = `${s.total} file${s.total === 1 ? '' : 's'}: ${s.succeeded} succeeded, ${s.failed} failed` +
+      (skipped.length ? `; ${skipped.length} folder entr${skipped.length === 1 ? 'y' : 'ies'} skipped` : '');
     (s.failed ? err : out)(s.failed ? red(line) : green(line));
   }
 }
@@ -27,7 +30,8 @@ function printFile(f: FileResult, out: (line: string) => void, err: (line: strin
   const line = `${label} ${shown(f.input)}${arrow}: ${f.message}`;
   // When the model itself goes to stdout, all messages go to stderr.
   (f.output === '-' ? err : out)(line);
-  for (const w of f.warnings) err(yellow(`  warning: ${w}`));
+  // Warnings go to stderr, apart from the file's line on stdout: each names its file.
+  for (const w of f.warnings) err(yellow(`warning: ${shown(f.input)}: ${w}`));
 }
 
 function printInspect(f: FileResult, m: ModelSummary, out: (line: string) => void): void {
