@@ -12,7 +12,7 @@ import {
   PATCH_METADATA_KEY, PatchMismatchError, RESERVED_PREFIX, applyNeftune, isPatched, readPatchRecord, stripNeftune,
   type NeftuneOptions, type PatchRecord,
 } from '../../src/passes/index.js';
-import { exitCodeFor, EXIT } from '../../cli/exit-codes.js';
+import { exitCodeFor, EXIT, type ErrorCode } from '../../cli/exit-codes.js';
 import { buildTinyBert, buildTinyGemma, buildTinyGpt, buildTinyT5 } from '../../examples/models.js';
 import { runCli, runCliJson, tempDir } from '../cli-helpers.js';
 import { firstDifference, sameBytes } from '../helpers.js';
@@ -352,7 +352,7 @@ test('flipped bits in the record: strip, re-patch, inspect and verify give typed
       assert.ok(sameBytes(encodeModel(model), clean), `${label}: a successful strip restores the original`);
       if (/unreadable/.test(result.message)) outcomes.recovered++; else outcomes.exact++;
     } catch (error) {
-      assert.ok(error instanceof OnnxNeftuneError && exitCodeFor(error.code) !== EXIT.INTERNAL, `${label}: ${(error as Error).stack}`);
+      assert.ok(error instanceof OnnxNeftuneError && exitCodeFor(error.code as ErrorCode) !== EXIT.INTERNAL, `${label}: ${(error as Error).stack}`);
       assert.ok(sameBytes(encodeModel(model), before), `${label}: a refused strip changes nothing`);
       outcomes.refused++;
     }
@@ -361,7 +361,7 @@ test('flipped bits in the record: strip, re-patch, inspect and verify give typed
       applyNeftune(again, { ...options, alpha: 2, repatch: true });
       assert.ok(sameBytes(encodeModel(again), direct), `${label}: a re-patch equals patching the clean model`);
     } catch (error) {
-      assert.ok(error instanceof OnnxNeftuneError && exitCodeFor(error.code) !== EXIT.INTERNAL, `${label}: ${(error as Error).stack}`);
+      assert.ok(error instanceof OnnxNeftuneError && exitCodeFor(error.code as ErrorCode) !== EXIT.INTERNAL, `${label}: ${(error as Error).stack}`);
       assert.ok(sameBytes(encodeModel(again), before), `${label}: a refused re-patch changes nothing`);
     }
   }
