@@ -93,9 +93,10 @@ function* graphSites(graph: Graph, scope: string): Iterable<ExternalTensorSite> 
   }
   for (const v of graph.sparseInitializers) yield* sparseSites(v.sparseInitializer, v.name, 'sparse initializer', scope);
   for (const node of graph) {
+    if (!node.attributes.length) continue;
     const owner = node.describe();
     for (const a of node.attributes) {
-      yield* attributeSites(a.proto, `attribute "${a.name}" of ${owner}`, scope);
+      if (holdsTensors(a.proto)) yield* attributeSites(a.proto, `attribute "${a.name}" of ${owner}`, scope);
       for (const [i, g] of a.graphs.entries()) {
         yield* graphSites(g, `${scope} > ${owner}.${a.name}${a.holdsOneGraph ? '' : `[${i}]`}`);
       }
@@ -112,11 +113,14 @@ function* sparseSites(sparse: SparseTensorProto | undefined, name: string | unde
   }
 }
 
+// Most attributes are numbers or strings: no generator is made for them (graphs have millions of nodes).
+const holdsTensors = (a: AttributeProto) => !!(a.t || a.tensors?.length || a.sparse_tensor || a.sparse_tensors?.length || a.g || a.graphs?.length);
+
 /** Tensors of one attribute; graphs still in the proto (function attribute defaults) are walked as protos. */
 function* attributeSites(a: AttributeProto, what: string, scope: string): Iterable<ExternalTensorSite> {
   const tensors = [...(a.t ? [a.t] : []), ...(a.tensors ?? [])];
   for (const t of tensors) if (isExternal(t)) yield { tensor: new Tensor(t), name: t.name ?? what, where: `${what} in ${scope}` };
-  for (const s of [...(a.sparse_tensor ? [a.sparse_tensor] : []), ...(a.sparse_tensors ?? [])]) yield* sparseSites(s, undefined, what, scope);
+  for (const s of [...(a.sparse_tensor ? [a.sparse_tensor] : []), ...(a.sparse_tensors ?? [])]) yield* sparseSites(s, undefined, `${what}, sparse tensor`, scope);
   const graphs = [...(a.g ? [a.g] : []), ...(a.graphs ?? [])];
   for (const g of graphs) yield* graphProtoSites(g, `${scope} > ${what}`);
 }
