@@ -41,8 +41,6 @@ export interface ExternalDataFile {
   size: number | undefined;
   /** Tensors that reference the file. */
   tensors: string[];
-  /** Every spelling of the location in the model (`w.bin`, `./w.bin`): ORT matches data it is given by the text as written. */
-  spellings: string[];
   /** The model's real folder, which the file must stay inside. */
   folder: string;
   /** The file's real path (symlinks resolved) when it was checked; the path it is opened by. */
@@ -168,7 +166,6 @@ export function checkExternalData(model: Model, modelDir: string): ExternalDataF
       files.set(normalized, entry);
     }
     entry.tensors.push(name);
-    if (!entry.spellings.includes(location)) entry.spellings.push(location);
     if (entry.present) {
       const end = ref.offset + (ref.length ?? 0);
       if (ref.offset > entry.size! || end > entry.size!) {
@@ -181,7 +178,7 @@ export function checkExternalData(model: Model, modelDir: string): ExternalDataF
 
 /** Checks 3 and 4 for one data file, recording what was seen for openExternalDataFile. */
 function checkDataFile(location: string, full: string, folder: string, what: string): ExternalDataFile {
-  const entry: ExternalDataFile = { location, path: full, present: false, size: undefined, tensors: [], spellings: [], folder, realPath: undefined, dev: undefined, ino: undefined };
+  const entry: ExternalDataFile = { location, path: full, present: false, size: undefined, tensors: [], folder, realPath: undefined, dev: undefined, ino: undefined };
   try { lstatSync(full); } catch { return entry; }
   let real: string;
   try { real = realpathSync(full); } catch { throw new ExternalDataError(`${what}: external data "${location}" is a broken link.`); }

@@ -55,12 +55,7 @@ export async function verifyLoadedModel(loaded: LoadedModel, runtime: Runtime, o
   const present = loaded.externalData.filter((f) => f.present);
   const missing = new Set(loaded.externalData.filter((f) => !f.present).flatMap((f) => f.tensors));
   const sessionOptions: Record<string, unknown> = { logSeverityLevel: 4, ...runtime.sessionOptions };
-  if (present.length) {
-    sessionOptions['externalData'] = present.flatMap((f) => {
-      const data = readExternalDataFile(f);
-      return f.spellings.map((spelling) => ({ path: spelling, data }));
-    });
-  }
+  if (present.length) sessionOptions['externalData'] = present.map((f) => ({ path: f.location, data: readExternalDataFile(f) }));
   const absent = loaded.externalData.filter((f) => !f.present).map((f) => f.location);
   return verifyNeftune(loaded.model, {
     ort: runtime.ort, ep: runtime.ep, sessionOptions, ...options,
