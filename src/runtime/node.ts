@@ -2,11 +2,12 @@
  * ONNX Runtime at the edge (Node): loads onnxruntime-node (CPU, CUDA when its binaries are
  * installed) or onnxruntime-web (wasm) on demand, so commands that do not run models never load it.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { OnnxNeftuneError } from '../graph/errors.js';
 import type { LoadedModel } from '../io/files.js';
+import { readExternalDataFile } from '../io/external-data.js';
 import { verifyNeftune, type OrtLike, type VerifyOptions, type VerifyReport } from '../verify/verify.js';
 
 export type ExecutionProvider = 'cpu' | 'cuda' | 'wasm';
@@ -45,12 +46,16 @@ export async function loadRuntime(ep: ExecutionProvider): Promise<Runtime> {
   return { ort, ep, sessionOptions: { executionProviders: [ep] }, version: ort.env.versions?.['node'] ?? 'unknown' };
 }
 
-/** Verifies a loaded model file on one execution provider; external data is passed to ORT by name. */
+/**
+ * Verifies a loaded model file on one execution provider. External data is read here, through the
+ * descriptor openExternalDataFile checks (the file must still be the one checked at load), and
+ * handed to ORT as buffers, so ORT opens no data file itself.
+ */
 export async function verifyLoadedModel(loaded: LoadedModel, runtime: Runtime, options: Partial<Pick<VerifyOptions, 'batch' | 'seq' | 'runs' | 'falseAlarm' | 'sliceOnly'>> = {}): Promise<VerifyReport> {
   const present = loaded.externalData.filter((f) => f.present);
   const missing = new Set(loaded.externalData.filter((f) => !f.present).flatMap((f) => f.tensors));
   const sessionOptions: Record<string, unknown> = { logSeverityLevel: 4, ...runtime.sessionOptions };
-  if (present.length) sessionOptions['externalData'] = present.map((f) => ({ path: f.location, data: new Uint8Array(readFileSync(f.path)) }));
+  if (present.length) sessionOptions['externalData'] = present.map((f) => ({ path: f.location, data: readExternalDataFile(f) }));
   const absent = loaded.externalData.filter((f) => !f.present).map((f) => f.location);
   return verifyNeftune(loaded.model, {
     ort: runtime.ort, ep: runtime.ep, sessionOptions, ...options,
