@@ -1,5 +1,4 @@
 /** The CLI's commands as functions that return one result object; main.ts prints it and exits. */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { dataTypeName } from '../src/graph/dtype.js';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
@@ -8,7 +7,7 @@ import {
   TOOL_VERSION, applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune,
   type EmbeddingCandidate, type EmbeddingReport, type NeftuneOptions, type PatchedSite, type PatchRecord,
 } from '../src/passes/index.js';
-import { RefusedError, FileAccessError, encodeCheckedBytes, loadModelBytes, readModelFile, saveModelFile, type LoadedModel } from '../src/io/index.js';
+import { RefusedError, FileAccessError, encodeCheckedBytes, loadModelBytes, readModelFile, readModelStream, saveModelFile, type LoadedModel } from '../src/io/index.js';
 import { EXIT, exitCodeFor, isErrorCode, type ExitCode } from './exit-codes.js';
 import type { VerifyReport } from '../src/verify/verify.js';
 import type { ExecutionProvider } from '../src/runtime/node.js';
@@ -119,16 +118,18 @@ export function summarize(loaded: LoadedModel): ModelSummary {
   };
 }
 
-function readStdin(): Uint8Array {
+/** stdin is checked field by field as it arrives: garbage fails at its first impossible byte, not after reading it all. */
+async function readStdin(): Promise<Uint8Array> {
   try {
-    return new Uint8Array(readFileSync(0));
+    return await readModelStream(process.stdin);
   } catch (error) {
+    if (error instanceof OnnxNeftuneError) throw error;
     throw new FileAccessError(`Cannot read the model from stdin: ${describeErrno(error)}`, { cause: error });
   }
 }
 
-function load(input: string): LoadedModel {
-  if (input === '-') return loadModelBytes(readStdin(), undefined);
+async function load(input: string): Promise<LoadedModel> {
+  if (input === '-') return loadModelBytes(await readStdin(), undefined);
   return readModelFile(input);
 }
 
@@ -175,12 +176,13 @@ export function invocationFailure(command: string, error: OnnxNeftuneError): Cli
   };
 }
 
-export function inspectCommand(input: string): CliResult {
+export async function inspectCommand(input: string): Promise<CliResult> {
   const job: Job = { input, output: undefined };
   try {
     checkModelPath(input, 'inspect');
-    const loaded = load(input);
-    const model = summarize(loaded);
+    const loaded = await load(input);
+    let model: ModelSummary;
+    try { model = summarize(loaded); } finally { loaded.close(); }
     return finish('inspect', [{
       input, output: null, status: 'inspected', note: null, error: null, warnings: [], sites: [], model,
       message: model.patched ? 'patched' : 'not patched',
@@ -238,9 +240,10 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
   // Data files this run copied beside its outputs: a later output must not replace one.
   const copied = new Set<string>();
   for (const job of plan.jobs) {
+    let loaded: LoadedModel | undefined;
     try {
       if (job.planError) throw job.planError;
-      const loaded = loadPlanned(job);
+      loaded = await loadPlanned(job);
       const outcome = work(loaded, job);
       if (outcome.write && job.output !== undefined) {
         if (job.output === '-') {
@@ -254,7 +257,7 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
           if (copied.has(entryKey(job.output))) throw new RefusedError(`Refusing to write ${job.output}: this run copied another model's external data there.`);
           const progress = progressReporter(`writing ${path.basename(job.output)}`, loaded.size);
           const saved = await saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) })
-            .catch((error: unknown) => { throw isErrno(error) ? new FileAccessError(`Cannot write ${job.output}: ${describeErrno(error)}`, { cause: error }) : error; });
+            .catch((error: unknown) => { throw isErrno(error) ? new OutputWriteError(`Cannot write ${job.output}: ${describeErrno(error)}`, { cause: error }) : error; });
           for (const file of saved.copiedData) copied.add(entryKey(file));
         }
       }
@@ -264,16 +267,18 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
       });
     } catch (error) {
       files.push(failure(job, error));
+    } finally {
+      loaded?.close(); // the model file was held open from load to save
     }
   }
   return finish(command, files, plan.skipped);
 }
 
 /** The model planning already loaded (or failed to), else a fresh load. */
-function loadPlanned(job: Job): LoadedModel {
+async function loadPlanned(job: Job): Promise<LoadedModel> {
   const pre = job.preloaded;
   delete job.preloaded;
-  if (!pre) return load(job.input);
+  if (!pre) return await load(job.input);
   if ('error' in pre) throw pre.error;
   return pre.loaded;
 }
@@ -285,17 +290,21 @@ export async function verifyCommand(input: string, options: VerifyCommandOptions
   const job: Job = { input, output: undefined };
   try {
     checkModelPath(input, 'verify');
-    const loaded = load(input);
-    checkVerifyBudget(loaded, options.batch ?? 2, options.seq ?? 16, Math.max(2, options.runs ?? 3));
-    const { loadRuntime, verifyLoadedModel } = await import('../src/runtime/node.js');
+    const loaded = await load(input);
     const reports: VerifyReport[] = [];
-    for (const ep of options.eps) {
-      const runtime = await loadRuntime(ep);
-      reports.push(await verifyLoadedModel(loaded, runtime, {
-        ...(options.batch !== undefined ? { batch: options.batch } : {}),
-        ...(options.seq !== undefined ? { seq: options.seq } : {}),
-        ...(options.runs !== undefined ? { runs: options.runs } : {}),
-      }));
+    try {
+      checkVerifyBudget(loaded, options.batch ?? 2, options.seq ?? 16, options.runs ?? 3);
+      const { loadRuntime, verifyLoadedModel } = await import('../src/runtime/node.js');
+      for (const ep of options.eps) {
+        const runtime = await loadRuntime(ep);
+        reports.push(await verifyLoadedModel(loaded, runtime, {
+          ...(options.batch !== undefined ? { batch: options.batch } : {}),
+          ...(options.seq !== undefined ? { seq: options.seq } : {}),
+          ...(options.runs !== undefined ? { runs: options.runs } : {}),
+        }));
+      }
+    } finally {
+      loaded.close();
     }
     const ok = reports.every((r) => r.ok);
     const file: FileResult = {

@@ -15,10 +15,7 @@ export class UsageError extends OnnxNeftuneError {
 /** A batch-folder entry that is not processed, and why (symbolic link, FIFO, socket, ...). */
 export interface SkippedEntry { path: string; reason: string }
 
-/** The output could not be written (stdout full, closed, or failing). */
-export class OutputWriteError extends OnnxNeftuneError {
-  constructor(message: string, options?: { cause?: unknown }) { super('WRITE_FAILED', message, options); }
-}
+export { OutputWriteError } from '../src/io/errors.js';
 
 const ERRNO_WORDS: Record<string, string> = {
   ENOENT: 'no such file or folder',

@@ -110,7 +110,8 @@ function expandDirectory(dir: string, skipped: SkippedEntry[]): Found[] {
 /** stat, or undefined when the path does not exist; other failures (EACCES, ELOOP) are typed. */
 function statIfExists(p: string, what: string): Stats | undefined {
   try { return statSync(p); } catch (error) {
-    if (isErrno(error, 'ENOENT')) return undefined;
+    // ENOTDIR: a file stands where a folder of the path should be, so nothing is there (the write then says why it fails).
+    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return undefined;
     throw fsError(error, what);
   }
 }
@@ -255,6 +256,7 @@ function externalDataPaths(job: Job, keep: boolean): string[] {
   try {
     const loaded = readModelFile(job.input);
     if (keep) job.preloaded = { loaded };
+    else loaded.close();
     return loaded.externalData.map((f) => f.path);
   } catch (error) {
     if (keep) job.preloaded = { error };

@@ -66,7 +66,7 @@ void yargs(rawArgs)
     .option('json', fileOptions.json)
     .example('$0 inspect model.onnx', 'Readable report')
     .example('$0 inspect model.onnx --json | jq .files[0].model.embeddings', 'Machine-readable report'),
-  (argv) => emit(inspectCommand(models([argv.model])[0]!), argv.json))
+  async (argv) => emit(await inspectCommand(models([argv.model])[0]!), argv.json))
   .command('patch <models..>', 'Insert NEFTune noise after the token-embedding lookups', (y) => y
     .positional('models', { type: 'string', array: true, describe: 'Model files or folders (every .onnx inside); - for stdin', demandOption: true })
     .options(fileOptions)
@@ -118,7 +118,7 @@ void yargs(rawArgs)
     .option('ep', { choices: ['cpu', 'cuda', 'wasm'] as const, array: true, default: ['cpu'] as Array<'cpu' | 'cuda' | 'wasm'>, describe: 'Execution provider (repeatable): cpu and cuda via onnxruntime-node, wasm via onnxruntime-web' })
     .option('batch', { type: 'number', default: 2, describe: 'Batch size of the made-up inputs (refused when the run would need over 1 GiB)' })
     .option('seq', { type: 'number', default: 16, describe: 'Sequence length of the made-up inputs (refused when the run would need over 1 GiB)' })
-    .option('runs', { type: 'number', default: 3, describe: `Runs per check (2 to ${MAX_VERIFY_RUNS}: noise must change between runs)` })
+    .option('runs', { type: 'number', default: 3, describe: `Runs per check (1 to ${MAX_VERIFY_RUNS}; the freshness check needs 2)` })
     .option('json', fileOptions.json)
     .example('$0 verify model.neftune.onnx', 'Check on the CPU provider')
     .example('$0 verify model.neftune.onnx --ep cpu --ep wasm --json', 'Check on CPU and WebAssembly, machine-readable'),

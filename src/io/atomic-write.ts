@@ -1,14 +1,14 @@
 /**
  * Writing files so that a failure or a kill never leaves a half-written destination: a hidden temp
  * file in the destination's folder, renamed into place. Every failed system call becomes a typed
- * FileAccessError naming the file, the errno and what to do.
+ * OutputWriteError naming the file, the errno and what to do.
  */
 import { closeSync, constants, copyFileSync, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { OnnxNeftuneError } from '../graph/errors.js';
-import { FileAccessError } from './errors.js';
+import { OutputWriteError } from './errors.js';
 import { ModelSource } from './model-source.js';
 
 /** A hidden temp file name in `dest`'s folder (the rename into place then stays on one file system). */
@@ -72,7 +72,7 @@ export function resolveWriteTarget(dest: string): string {
   try { return realpathSync(full); } catch (error) {
     let to = '?';
     try { to = readlinkSync(full); } catch { /* reported as '?' */ }
-    throw new FileAccessError(`Cannot write ${full}: it is a symbolic link to ${to}, which does not resolve (${errnoOf(error)}). Remove the link or create its target first.`, { cause: error });
+    throw new OutputWriteError(`Cannot write ${full}: it is a symbolic link to ${to}, which does not resolve (${errnoOf(error)}). Remove the link or create its target first.`, { cause: error });
   }
 }
 
@@ -129,7 +129,7 @@ export function writeError(what: string, error: unknown): unknown {
   if (error instanceof OnnxNeftuneError || typeof e?.code !== 'string' || typeof e.syscall !== 'string') return error;
   const at = e.path ? ` (${e.syscall} ${e.path}${e.dest ? ` -> ${e.dest}` : ''})` : '';
   const advice = WRITE_ADVICE[e.code] ?? 'Check the output path and try again.';
-  return new FileAccessError(`Cannot ${what}: ${e.code}${at}. ${advice}`, { cause: error });
+  return new OutputWriteError(`Cannot ${what}: ${e.code}${at}. ${advice}`, { cause: error });
 }
 
 export interface AtomicWriteOptions {
@@ -150,7 +150,7 @@ export interface AtomicWriteOptions {
  * One write is in flight while the next chunk is produced; chunks go out in slices with the event
  * loop free in between, so signals are handled mid-write. A chunk must stay unchanged until the
  * iterator has been resumed twice after yielding it (`streamPieces` double-buffers).
- * Every failure is a FileAccessError naming the file and the errno.
+ * Every failure is a OutputWriteError naming the file and the errno.
  */
 export async function writeFileAtomic(dest: string, chunks: Iterable<Uint8Array>, onProgress?: (written: number) => void): Promise<number> {
   return (await writeAtomic(dest, chunks, { onProgress })).written;
@@ -215,7 +215,7 @@ function reopenWritten(temp: string, target: string, written: { dev: number; ino
   const st = fstatSync(fd);
   if (st.dev !== written.dev || st.ino !== written.ino) {
     closeSync(fd);
-    throw new FileAccessError(`Cannot write ${target}: the temp file ${temp} was replaced by another program during the write; nothing was written. Retry.`);
+    throw new OutputWriteError(`Cannot write ${target}: the temp file ${temp} was replaced by another program during the write; nothing was written. Retry.`);
   }
   return ModelSource.adopt(target, fd);
 }

@@ -22,3 +22,8 @@ export class ModelTooLargeError extends OnnxNeftuneError {
 
 /** The model file changed or was replaced after it was loaded; writing would mix two files. */
 export class InputChangedError extends RefusedError {}
+
+/** An output could not be written (disk full, read-only, a folder that cannot be made, stdout closed). */
+export class OutputWriteError extends OnnxNeftuneError {
+  constructor(message: string, options?: { cause?: unknown }) { super('WRITE_FAILED', message, options); }
+}

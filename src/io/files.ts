@@ -10,7 +10,7 @@ import { DEFAULT_DEFER_THRESHOLD, FilePayload, readCompact } from './lazy-read.j
 import { externalizeInitializers } from '../graph/external.js';
 import type { Model } from '../graph/ir.js';
 import { checkExternalData, type ExternalDataFile } from './external-data.js';
-import { FileAccessError, InputChangedError, ModelTooLargeError, RefusedError } from './errors.js';
+import { InputChangedError, ModelTooLargeError, OutputWriteError, RefusedError } from './errors.js';
 import { MAX_PROTOBUF_BYTES, ModelSource } from './model-source.js';
 import { copyFileAtomic, makeFolders, resolveWriteTarget, writeAtomic, writeError, writeFileAtomic } from './atomic-write.js';
 
@@ -324,7 +324,7 @@ function dataFolderInside(root: string, location: string, created: string[]): st
     if (st.isSymbolicLink()) {
       throw new RefusedError(`Refusing to copy external data "${location}" through ${dir}: that folder is a symbolic link (to ${readlinkOr(dir)}); data files are written only inside ${root}. Replace the link with a folder, or write the model to another folder.`);
     }
-    if (!st.isDirectory()) throw new FileAccessError(`Cannot copy external data "${location}": ${dir} is a file, not a folder. Write the model to another folder.`);
+    if (!st.isDirectory()) throw new OutputWriteError(`Cannot copy external data "${location}": ${dir} is a file, not a folder. Write the model to another folder.`);
   }
   const real = realpathSync(dir);
   if (real !== dir) throw new RefusedError(`Refusing to copy external data "${location}": ${dir} resolves to ${real}, not inside ${root}. Write the model to another folder.`);

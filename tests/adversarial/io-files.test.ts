@@ -17,7 +17,7 @@ import { OnnxDecodeError, decodeModel, deferredPayloadOf, encodeModel, type Mode
 import { encodeVarint } from '../../src/graph/varint.js';
 import { applyNeftune, isPatched } from '../../src/passes/index.js';
 import {
-  FileAccessError, InputChangedError, ModelTooLargeError, RefusedError, readCompact, readModelFile, saveModelFile,
+  FileAccessError, InputChangedError, ModelTooLargeError, OutputWriteError, RefusedError, readCompact, readModelFile, saveModelFile,
   saveWithExternalData, type LoadedModel,
 } from '../../src/io/index.js';
 import { buildTinyGpt } from '../../examples/models.js';
@@ -172,9 +172,10 @@ test('saving over an external data file the model reads is refused, however the 
   await rejectsWith(saveModelFile(loaded, path.join(root, 'not-yet', 'model.onnx.data')), RefusedError, /the copy of .* the saved model would read/);
   assert.ok(!existsSync(path.join(root, 'not-yet', 'model.onnx.data')));
   assert.ok(sameBytes(read(data), before));
+  // The CLI refuses it while planning, before anything is read or written: a usage error.
   const cli = runCliJson(['patch', file, '-o', data]);
-  assert.equal(cli.code, 5, cli.stdout);
-  assert.equal(cli.json.files[0].error.code, 'REFUSED');
+  assert.equal(cli.code, 2, cli.stdout);
+  assert.equal(cli.json.error.code, 'USAGE');
   assert.ok(sameBytes(read(data), before));
 });
 
@@ -201,8 +202,9 @@ test('a FIFO as the model is refused without blocking (library, both read paths,
     assert.match(r.out, /FileAccessError FILE_ACCESS: .*named pipe \(FIFO\), not a regular file/);
   }
   const cli = spawnSync(process.execPath, [path.join(projectRoot, 'dist', 'cli', 'bin.cjs'), 'inspect', fifo, '--json'], { timeout: 15_000, encoding: 'utf8' });
-  assert.equal(cli.status, 4, cli.stdout + cli.stderr);
-  assert.equal(JSON.parse(cli.stdout).files[0].error.code, 'FILE_ACCESS');
+  // The CLI refuses a path that is not a regular file while planning, before any open: a usage error.
+  assert.equal(cli.status, 2, cli.stdout + cli.stderr);
+  assert.equal(JSON.parse(cli.stdout).error.code, 'USAGE');
 });
 
 test('a directory or a device as the model is refused before reading', () => {
@@ -212,8 +214,8 @@ test('a directory or a device as the model is refused before reading', () => {
     throwsWith(() => readModelFile('/dev/null', { deferThreshold: threshold }), FileAccessError, /is a device, not a regular file/);
   }
   const cli = runCliJson(['inspect', '/dev/null']);
-  assert.equal(cli.code, 4);
-  assert.match(cli.json.files[0].error.message, /device/);
+  assert.equal(cli.code, 2);
+  assert.match(cli.json.error.message, /device/);
 });
 
 test('a model file over 2 GiB is refused before reading (sparse 3 GiB file)', { timeout: 20_000 }, () => {
@@ -292,18 +294,18 @@ test('--in-place on a symbolic link writes the link\'s target and keeps the link
   assert.deepEqual([...tempFilesIn(dir), ...tempFilesIn(path.join(dir, 'real'))], []);
 });
 
-// 6. Every failed write is a typed FileAccessError.
+// 6. Every failed write is a typed OutputWriteError (WRITE_FAILED, exit 7).
 
-test('an output folder that is a file: typed FILE_ACCESS error naming the path and errno, no stack', async () => {
+test('an output folder that is a file: typed WRITE_FAILED error naming the path and errno, no stack', async () => {
   const dir = fresh('not-a-folder');
   const model = path.join(dir, 'model.onnx');
   writeFileSync(model, gptBytes());
   writeFileSync(path.join(dir, 'some-file'), 'a file where a folder should be');
   for (const out of ['some-file/out.onnx', 'some-file/deeper/out.onnx']) {
     const r = runCliJson(['patch', model, '-o', path.join(dir, out)]);
-    assert.equal(r.code, 4, r.stdout);
+    assert.equal(r.code, 7, r.stdout);
     const error = r.json.files[0].error;
-    assert.equal(error.code, 'FILE_ACCESS');
+    assert.equal(error.code, 'WRITE_FAILED');
     assert.match(error.message, /^Cannot write .*some-file.*: (ENOTDIR|EEXIST)\b.*Part of the output path is a file, not a folder/);
     assert.doesNotMatch(r.json.files[0].message, /Unexpected error|    at /);
   }
@@ -319,14 +321,14 @@ const readOnly = (() => {
   return { dir, skip: mounted ? false : `cannot mount a read-only tmpfs here (${r.stderr?.toString().trim() || 'mount failed'})` };
 })();
 
-test('a read-only output folder: typed FILE_ACCESS error (EROFS), nothing written', { skip: readOnly.skip }, () => {
+test('a read-only output folder: typed WRITE_FAILED error (EROFS), nothing written', { skip: readOnly.skip }, () => {
   const dir = fresh('ro-src');
   const model = path.join(dir, 'model.onnx');
   writeFileSync(model, gptBytes());
   for (const out of ['out.onnx', 'sub/out.onnx']) {
     const r = runCliJson(['patch', model, '-o', path.join(readOnly.dir, out)]);
-    assert.equal(r.code, 4, r.stdout);
-    assert.equal(r.json.files[0].error.code, 'FILE_ACCESS');
+    assert.equal(r.code, 7, r.stdout);
+    assert.equal(r.json.files[0].error.code, 'WRITE_FAILED');
     assert.match(r.json.files[0].error.message, /EROFS.*read-only/);
   }
   assert.deepEqual(readdirSync(readOnly.dir), []);
@@ -432,12 +434,12 @@ test('a refused or failed save removes the data files it copied, never files tha
   // The model write itself fails (its name is a folder): both copies are removed again.
   const out3 = fresh('rollback-out3');
   mkdirSync(path.join(out3, 'patched.onnx', 'inside'), { recursive: true });
-  await rejectsWith(saveModelFile(loaded, path.join(out3, 'patched.onnx')), FileAccessError, /Cannot write .*patched\.onnx/);
+  await rejectsWith(saveModelFile(loaded, path.join(out3, 'patched.onnx')), OutputWriteError, /Cannot write .*patched\.onnx/);
   assert.deepEqual(readdirSync(out3), ['patched.onnx']);
   loaded.close();
 });
 
-test('the CLI maps a folder or a 3 GiB file as the model to exit 4, never INTERNAL', { timeout: 20_000 }, () => {
+test('the CLI maps a 3 GiB file as the model to exit 4 and a folder to exit 2, never INTERNAL', { timeout: 20_000 }, () => {
   const dir = fresh('cli-special');
   const big = path.join(dir, 'big.onnx');
   writeFileSync(big, '');
@@ -445,5 +447,5 @@ test('the CLI maps a folder or a 3 GiB file as the model to exit 4, never INTERN
   const r = runCliJson(['inspect', big]);
   assert.equal(r.code, 4, r.stdout);
   assert.equal(r.json.files[0].error.code, 'MODEL_TOO_LARGE');
-  assert.equal(runCli(['inspect', dir]).code, 4);
+  assert.equal(runCli(['inspect', dir]).code, 2);
 });
