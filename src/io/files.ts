@@ -9,7 +9,7 @@ import { deferredPayloadOf, joinPieces, type EncodedPiece } from '../graph/defer
 import { DEFAULT_DEFER_THRESHOLD, FilePayload, readCompact } from './lazy-read.js';
 import { externalizeInitializers } from '../graph/external.js';
 import type { Model } from '../graph/ir.js';
-import { checkExternalData, type ExternalDataFile } from './external-data.js';
+import { checkExternalData, openExternalDataFile, type ExternalDataFile } from './external-data.js';
 import { InputChangedError, ModelTooLargeError, OutputWriteError, RefusedError } from './errors.js';
 import { MAX_PROTOBUF_BYTES, ModelSource } from './model-source.js';
 import { copyFileAtomic, makeFolders, resolveWriteTarget, writeAtomic, writeError, writeFileAtomic } from './atomic-write.js';
@@ -296,12 +296,20 @@ function carry(loaded: LoadedModel, destDir: string): Carried {
       if (existing?.isSymbolicLink()) {
         throw new RefusedError(`Refusing to copy external data "${file.location}" to ${target}: it is a symbolic link (to ${readlinkOr(target)}); data files are written only as regular files inside ${root}. Remove the link, or write the model to another folder.`);
       }
-      if (existing) {
-        if (existing.isFile() && sameContent(file.path, target)) { reusedData.push(target); continue; }
-        throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
+      // The source is opened once and checked (still the file checked at load, inside the model's
+      // folder); the copy reads that descriptor, so swapping the file for a link now changes nothing.
+      const fd = openExternalDataFile(file);
+      try {
+        const source = descriptorPath(fd, file.realPath!);
+        if (existing) {
+          if (existing.isFile() && sameContent(source, target)) { reusedData.push(target); continue; }
+          throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
+        }
+        copyFileAtomic(source, target, `copy external data ${file.path} to ${target}`);
+        copiedData.push(target);
+      } finally {
+        closeSync(fd);
       }
-      copyFileAtomic(file.path, target, `copy external data ${file.path} to ${target}`);
-      copiedData.push(target);
     }
     return { copiedData, reusedData, undo };
   } catch (error) {
@@ -337,6 +345,12 @@ function lstatOrUndefined(file: string) {
 
 function readlinkOr(file: string): string {
   try { return readlinkSync(file); } catch { return '?'; }
+}
+
+/** A path that opens the file behind `fd` (Linux's /proc/self/fd), else the path it was opened from. */
+function descriptorPath(fd: number, opened: string): string {
+  const viaProc = `/proc/self/fd/${fd}`;
+  return existsSync(viaProc) ? viaProc : opened;
 }
 
 function sameContent(a: string, b: string): boolean {

@@ -368,3 +368,19 @@ process.exit(0);
   assert.equal(result.offset, 0);
   assert.ok(result.maxRSS < 300e6, `peak RSS ${(result.maxRSS / 1e6).toFixed(0)} MB`);
 });
+
+test('a data file swapped for a link to a secret between load and save is not copied into the output folder', { timeout: 60_000 }, async () => {
+  const { saveModelFile } = await import('../../src/io/index.js');
+  const dir = path.join(root, 'swap-before-copy');
+  const { file, data } = await patchedWithData(dir);
+  const loaded = readModelFile(file);
+  const secret = path.join(root, 'secret.txt');
+  writeFileSync(secret, 'SECRET'.repeat(1000));
+  fs.unlinkSync(data);
+  fs.symlinkSync(secret, data);
+  const out = path.join(root, 'swap-before-copy-out');
+  await assert.rejects(saveModelFile(loaded, path.join(out, 'model.onnx')), (e: Error) => e instanceof ExternalDataError && /is now a symbolic link/.test(e.message));
+  assert.ok(!fs.existsSync(path.join(out, 'weights.bin')), 'the secret was not copied');
+  assert.ok(!fs.existsSync(path.join(out, 'model.onnx')), 'nothing written');
+  loaded.close();
+});
