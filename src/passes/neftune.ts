@@ -5,6 +5,7 @@
  * embedding and nothing else in the graph changes.
  */
 import { DataType, dataTypeName } from '../graph/dtype.js';
+import { OnnxModelError } from '../graph/errors.js';
 import { Value, type Graph, type Model, type Node } from '../graph/ir.js';
 import { attr, tensorType } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
