@@ -3,9 +3,11 @@
  * A candidate is a lookup into a 2-D table (Gather on axis 0, com.microsoft GatherBlockQuantized,
  * ATen `embedding`) or a fused EmbedLayerNormalization (reported, never patchable).
  */
-import { DataType, dataTypeName } from '../graph/dtype.js';
+import { DataType, dataTypeBits, dataTypeName, isFloatingType } from '../graph/dtype.js';
+import { deferredPayloadOf } from '../graph/deferred.js';
+import { OnnxNeftuneError } from '../graph/errors.js';
 import { Tensor } from '../graph/tensor.js';
-import type { Graph, Model, Node, Value } from '../graph/ir.js';
+import type { Dim, Graph, Model, Node, Value } from '../graph/ir.js';
 
 export type LookupKind = 'Gather' | 'GatherBlockQuantized' | 'ATen.embedding' | 'EmbedLayerNormalization';
 export type TableStorage = 'initializer' | 'graph-input' | 'initializer+graph-input' | 'constant-node' | 'unknown';
@@ -42,8 +44,20 @@ export interface EmbeddingCandidate {
   reasons: string[];
   patchable: boolean;
   notPatchableReason: string | undefined;
+  /**
+   * What is malformed where this lookup reads the model (table dims or payload size, non-integer
+   * indices, no output). Such a candidate is never patchable; patching it is refused as an invalid model.
+   */
+  invalidReason: string | undefined;
   /** A scalar scale Mul right after the lookup (Gemma's sqrt(d)), possibly behind one Cast. */
-  scale: { node: Node; factor: number | undefined } | undefined;
+  scale: { node: Node; factor: number | undefined; invalidReason?: string } | undefined;
+}
+
+/** A lookup-like node that is not a candidate, and why (so a refused model can be understood). */
+export interface NearMiss {
+  node: string;
+  graphPath: string[];
+  reason: string;
 }
 
 export interface EmbeddingReport {
@@ -53,6 +67,7 @@ export interface EmbeddingReport {
   /** Why the default target was chosen, or why none could be. */
   targetReason: string;
   ambiguous: boolean;
+  nearMisses: NearMiss[];
 }
 
 const PASS_THROUGH_TABLE = new Set(['Identity', 'Cast', 'DequantizeLinear']);
@@ -61,17 +76,47 @@ const POSITION_OPS = new Set(['Range', 'CumSum']);
 const ROTARY_NAME = /rotary|cos_cache|sin_cache|cos_cached|sin_cached|inv_freq|\bcos\b|\bsin\b/i;
 const POSITION_NAME = /position|(^|[._/])pos([._/]|_?emb|_?ids|$)|wpe/i;
 const TOKEN_TYPE_NAME = /token_type|segment|seg_(ids|emb)|type_ids/i;
+/** Ops between indices and a value whose element type they keep. */
+const TYPE_PRESERVING_INDICES = new Set(['Identity', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Slice', 'Expand', 'Clip']);
+/** Lists in messages stop after this many entries (a hostile model can have hundreds of thousands). */
+const LISTED = 10;
 
 export function findEmbeddings(model: Model): EmbeddingReport {
   const candidates: EmbeddingCandidate[] = [];
+  const nearMisses: NearMiss[] = [];
+  const declared = new DeclarationLookup();
   for (const { graph, path } of graphsWithPaths(model)) {
     for (const node of graph) {
-      const candidate = inspectNode(node, path);
+      const candidate = inspectNode(node, path, declared, nearMisses);
       if (candidate) candidates.push(candidate);
     }
   }
   const choice = chooseDefaultTarget(candidates);
-  return { candidates, ...choice };
+  return { candidates, ...choice, nearMisses };
+}
+
+/**
+ * Graph input / output membership as sets, built once per graph: Value.isGraphInput scans the
+ * input list, which is quadratic when every table is a graph input (training artifacts).
+ */
+class DeclarationLookup {
+  private readonly inputs = new Map<Graph, Set<Value>>();
+  private readonly outputs = new Map<Graph, Set<Value>>();
+  isInput(v: Value): boolean { return this.has(this.inputs, v, (g) => g.inputs); }
+  isOutput(v: Value): boolean { return this.has(this.outputs, v, (g) => g.outputs); }
+  private has(cache: Map<Graph, Set<Value>>, v: Value, list: (g: Graph) => readonly Value[]): boolean {
+    const g = v.graph;
+    if (!g) return false;
+    let set = cache.get(g);
+    if (!set) cache.set(g, set = new Set(list(g)));
+    return set.has(v);
+  }
+}
+
+/** `a, b, c and 7 more`: the first few of a possibly huge list. */
+function listSome(items: readonly string[], separator = ', ', max = LISTED): string {
+  if (items.length <= max) return items.join(separator);
+  return `${items.slice(0, max).join(separator)}${separator}... and ${items.length - max} more`;
 }
 
 /** Every graph of the model with its path as reported in candidates and patch records. */
@@ -105,27 +150,57 @@ function lookupKind(node: Node): LookupKind | undefined {
 
 const isDefaultDomain = (d: string) => d === '' || d === 'ai.onnx';
 
-function inspectNode(node: Node, graphPath: string[]): EmbeddingCandidate | undefined {
+function inspectNode(node: Node, graphPath: string[], declared: DeclarationLookup, nearMisses: NearMiss[]): EmbeddingCandidate | undefined {
   const kind = lookupKind(node);
   if (!kind) return undefined;
   const [tableInput, indicesInput] = kind === 'EmbedLayerNormalization' ? [node.input(2), node.input(0)]
     : kind === 'ATen.embedding' ? [node.input(0), node.input(1)] : [node.input(0), node.input(1)];
   if (!tableInput || !indicesInput) return undefined;
-  if (kind === 'Gather' && node.attributeValue<number>('axis', 0) !== 0) return undefined;
-  const table = resolveTable(tableInput, node);
+  const table = resolveTable(tableInput, node, declared);
   if (!table) return undefined; // data computed at run time (a Shape, an activation): not a table
-  if (kind === 'Gather' || kind === 'ATen.embedding' || kind === 'EmbedLayerNormalization') {
-    if (table.rank !== 2) return undefined;
+  const nodeLabel = node.name ?? `${node.opType} writing ${node.outputs[0]?.name || '?'}`;
+  // Near misses are reported for float (or untyped) tables only: Gathers on integer constants are shape arithmetic.
+  const nearMiss = (reason: string) => {
+    const type = lookupOutputType(node, kind, tableInput, table);
+    if (type === undefined || isFloatingType(type)) nearMisses.push({ node: nodeLabel, graphPath, reason });
+  };
+  if (kind === 'Gather') {
+    const axis = node.attributeValue<number>('axis', 0);
+    const rowAxis = table.rank === undefined || axis >= 0 ? axis : axis + table.rank;
+    if (rowAxis !== 0) {
+      if (table.rank === 2) nearMiss(`Gather on axis ${axis} of 2-D table "${table.info.name}": a lookup gathers rows (axis 0)`);
+      else if (table.rank !== 0) nearMiss(`Gather on axis ${axis} of table "${table.info.name}" of rank ${table.rank ?? 'unknown'}: a lookup gathers rows (axis 0) of a 2-D table`);
+      return undefined;
+    }
   }
+  if (kind === 'Gather' || kind === 'ATen.embedding' || kind === 'EmbedLayerNormalization') {
+    if (table.rank !== 2) {
+      if (table.rank === undefined) nearMiss(`table "${table.info.name}" has no declared shape: an embedding table is 2-D (declare its shape)`);
+      else if (table.rank !== 0) nearMiss(`table "${table.info.name}" has rank ${table.rank} (dims [${table.dims.join(', ')}]): an embedding table is 2-D`);
+      return undefined;
+    }
+  }
+  const problems = tableProblems(table);
   if (kind === 'GatherBlockQuantized') adjustQuantizedDims(node, table);
-  const indices = traceIndices(indicesInput);
+  const indices = traceIndices(indicesInput, declared);
+  const indexType = indicesType(indicesInput);
+  if (indexType !== undefined && indexType !== DataType.INT64 && indexType !== DataType.INT32) {
+    problems.push(`indices "${indicesInput.name}" are ${dataTypeName(indexType)}: a lookup takes int32 or int64 token ids`);
+  }
+  const patchableKind = kind !== 'EmbedLayerNormalization';
+  const output = node.outputs[0];
+  if (patchableKind && !output) problems.push(`${node.describe()} has no output`);
+  else if (patchableKind && output!.name === '') problems.push(`${node.describe()} has an empty output name (an absent output)`);
   const outputType = lookupOutputType(node, kind, tableInput, table);
   const reasons: string[] = [];
   const role = assignRole(table.info, indices, reasons);
-  const patchable = kind !== 'EmbedLayerNormalization';
+  const invalidReason = problems.length ? problems.join('; ') : undefined;
+  const patchable = patchableKind && !invalidReason;
+  const scale = patchable ? findScaleMul(output!, declared) : undefined;
+  if (scale?.invalidReason) reasons.push(`scale Mul ${scale.node.describe()}: ${scale.invalidReason}`);
   return {
     node,
-    nodeLabel: node.name ?? `${node.opType} writing ${node.outputs[0]?.name ?? '?'}`,
+    nodeLabel,
     graphPath,
     kind,
     table: table.info,
@@ -135,14 +210,23 @@ function inspectNode(node: Node, graphPath: string[]): EmbeddingCandidate | unde
     reasons,
     patchable,
     notPatchableReason: patchable ? undefined
+      : invalidReason ? `the model is malformed here: ${invalidReason} (ONNX Runtime cannot run it either; fix or re-export the model)`
       : 'the lookup is fused into com.microsoft EmbedLayerNormalization, which adds word, position and segment embeddings and normalizes them in one kernel: no separate token-embedding output exists to add noise to (export the model without the EmbedLayerNormalization fusion to patch it)',
-    scale: patchable ? findScaleMul(node.outputs[0] ?? null) : undefined,
+    invalidReason,
+    scale,
   };
 }
 
-interface ResolvedTable { info: TableInfo; rank: number | undefined }
+interface ResolvedTable {
+  info: TableInfo;
+  rank: number | undefined;
+  /** Dims as stored or declared (symbolic graph-input dims as their names). */
+  dims: Dim[];
+  /** The stored tensor, when the table has one (initializer or Constant). */
+  tensor: Tensor | undefined;
+}
 
-function resolveTable(input: Value, lookup: Node): ResolvedTable | undefined {
+function resolveTable(input: Value, lookup: Node, declared: DeclarationLookup): ResolvedTable | undefined {
   const via: string[] = [];
   let v = input;
   for (;;) {
@@ -155,35 +239,100 @@ function resolveTable(input: Value, lookup: Node): ResolvedTable | undefined {
     break;
   }
   let storage: TableStorage = 'unknown';
-  let dims: number[] | undefined;
+  let dims: Dim[] | undefined;
   let dataType: DataType | undefined;
+  let tensor: Tensor | undefined;
+  const isInput = declared.isInput(v);
   if (v.initializer) {
-    storage = v.isGraphInput ? 'initializer+graph-input' : 'initializer';
-    dims = v.initializer.dims;
-    dataType = v.initializer.dataType;
-  } else if (v.isGraphInput) {
+    storage = isInput ? 'initializer+graph-input' : 'initializer';
+    tensor = v.initializer;
+  } else if (isInput) {
     storage = 'graph-input';
-    const shape = v.shape;
-    dims = shape?.map((d) => (typeof d === 'number' ? d : -1));
+    dims = v.shape;
     dataType = v.elemType;
   } else if (v.producer?.opType === 'Constant') {
     const t = v.producer.attributeValue<Tensor | undefined>('value', undefined);
     if (!(t instanceof Tensor)) return undefined;
     storage = 'constant-node';
-    dims = t.dims;
-    dataType = t.dataType;
+    tensor = t;
   } else {
     return undefined;
   }
-  const known = (n: number | undefined) => (n === undefined || n < 0 ? undefined : n);
+  if (tensor) {
+    dims = tensor.dims;
+    dataType = tensor.dataType;
+  }
+  const known = (n: Dim) => (typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : undefined);
   return {
     rank: dims?.length,
+    dims: dims ?? [],
+    tensor,
     info: {
       name: v.name, value: v, storage,
       outerScope: v.graph !== null && v.graph !== lookup.graph,
       via, rows: known(dims?.[0]), dim: known(dims?.[1]), dataType,
     },
   };
+}
+
+/**
+ * What is wrong with a table as stored: dims that are negative or too large to address, or a
+ * payload whose size does not match dims x element size. Only lengths are compared: payloads
+ * that stay in the file (deferred or external) are never read for this.
+ */
+function tableProblems(table: ResolvedTable): string[] {
+  const what = `table "${table.info.name}"`;
+  if (table.tensor) {
+    const sized = tensorSizeProblem(table.tensor, what);
+    return sized ? [sized] : [];
+  }
+  // A graph-input table has only declared dims (names for symbolic ones).
+  const bad = table.dims.some((d) => typeof d === 'number' && (!Number.isSafeInteger(d) || d < 0));
+  return bad ? [`${what} is declared with dims [${table.dims.map((d) => d ?? '?').join(', ')}]: a dimension is negative or beyond 2^53`] : [];
+}
+
+/** Why `t`'s payload does not fit its dims and element type, or undefined when it does (or cannot be told). */
+function tensorSizeProblem(t: Tensor, what: string): string | undefined {
+  const dims = t.dims;
+  if (dims.some((d) => d < 0)) return `${what} has dims [${dims.join(', ')}]: a dimension is negative`;
+  if (dims.some((d) => !Number.isSafeInteger(d))) return `${what} has dims [${dims.join(', ')}]: a dimension is beyond 2^53`;
+  const bits = dataTypeBits(t.dataType);
+  if (!bits) return undefined; // strings, unknown types: no fixed size
+  const needed = t.byteLength;
+  const type = `${dataTypeName(t.dataType)} [${dims.join(', ')}]`;
+  if (!Number.isSafeInteger(needed)) return `${what} is ${type}: ${needed} bytes is beyond any file`;
+  let held: { bytes: number; where: string } | undefined;
+  try {
+    held = payloadLength(t);
+  } catch (error) {
+    if (error instanceof OnnxNeftuneError) return `${what}: ${error.message}`;
+    throw error;
+  }
+  if (!held || held.bytes === needed) return undefined;
+  return `${what} is ${type}, which needs ${needed} bytes, but ${held.where} holds ${held.bytes}`;
+}
+
+/** The payload's size in bytes as stored, without reading deferred or external bytes; undefined when not recorded. */
+function payloadLength(t: Tensor): { bytes: number; where: string } | undefined {
+  const p = t.proto;
+  switch (t.storage) {
+    case 'raw': return { bytes: deferredPayloadOf(p.raw_data)?.length ?? p.raw_data!.length, where: 'raw_data' };
+    case 'empty': return { bytes: 0, where: 'the tensor (no data field)' };
+    case 'external': {
+      const length = t.external!.length;
+      return length === undefined ? undefined : { bytes: length, where: `external data "${t.external!.location}" (length)` };
+    }
+    case 'typed': {
+      // Same field order and widths as Tensor.rawBytes() converts them.
+      const bits = dataTypeBits(t.dataType);
+      if (p.float_data?.length) return { bytes: p.float_data.length * 4, where: 'float_data' };
+      if (p.double_data?.length) return { bytes: p.double_data.length * 8, where: 'double_data' };
+      if (p.int64_data?.length) return { bytes: p.int64_data.length * 8, where: 'int64_data' };
+      if (p.uint64_data?.length) return { bytes: p.uint64_data.length * (t.dataType === DataType.UINT32 ? 4 : 8), where: 'uint64_data' };
+      if (p.int32_data?.length) return { bytes: p.int32_data.length * (bits >= 8 ? bits / 8 : 1), where: 'int32_data' };
+      return undefined;
+    }
+  }
 }
 
 /** GatherBlockQuantized packs several sub-byte values per element along the quantized axis. */
@@ -195,7 +344,7 @@ function adjustQuantizedDims(node: Node, table: ResolvedTable): void {
   }
 }
 
-function traceIndices(input: Value): EmbeddingCandidate['indices'] {
+function traceIndices(input: Value, declared: DeclarationLookup): EmbeddingCandidate['indices'] {
   const via: string[] = [];
   let v: Value = input;
   let sawPosition = false;
@@ -208,9 +357,25 @@ function traceIndices(input: Value): EmbeddingCandidate['indices'] {
     v = p.input(0)!;
   }
   if (sawPosition) return { source: 'position-computation', input: undefined, via };
-  if (v.isGraphInput && !v.initializer) return { source: 'graph-input', input: v.name, via };
+  if (!v.initializer && declared.isInput(v)) return { source: 'graph-input', input: v.name, via };
   if (v.initializer || v.producer?.opType === 'Constant') return { source: 'constant', input: undefined, via };
   return { source: 'other', input: undefined, via };
+}
+
+/** The indices' element type: declared on the value, or on what it is a reshaped copy of, or a Cast's target. */
+function indicesType(input: Value): DataType | undefined {
+  let v = input;
+  for (let steps = 0; steps < 32; steps++) {
+    if (v.elemType) return v.elemType;
+    if (v.initializer) return v.initializer.dataType || undefined;
+    const p = v.producer;
+    if (!p || !isDefaultDomain(p.domain)) return undefined;
+    if (p.opType === 'Cast') return p.attributeValue<number | undefined>('to', undefined) || undefined;
+    if (p.opType === 'Constant') return constantTensor(v)?.dataType || undefined;
+    if (!TYPE_PRESERVING_INDICES.has(p.opType) || !p.input(0)) return undefined;
+    v = p.input(0)!;
+  }
+  return undefined;
 }
 
 function assignRole(table: TableInfo, indices: EmbeddingCandidate['indices'], reasons: string[]): EmbeddingRole {
@@ -260,9 +425,8 @@ function lookupOutputType(node: Node, kind: LookupKind, tableInput: Value, table
 }
 
 /** A Mul by a one-element constant that is the lookup's only reader (possibly behind one Cast). */
-function findScaleMul(output: Value | null): EmbeddingCandidate['scale'] {
-  const soleReader = (v: Value) => (v.uses.length === 1 && !v.isGraphOutput ? v.uses[0]!.node : undefined);
-  if (!output) return undefined;
+function findScaleMul(output: Value, declared: DeclarationLookup): EmbeddingCandidate['scale'] {
+  const soleReader = (v: Value) => (v.uses.length === 1 && !declared.isOutput(v) ? v.uses[0]!.node : undefined);
   let fed = output;
   let reader = soleReader(output);
   if (reader?.opType === 'Cast' && reader.outputs[0]) {
@@ -272,9 +436,12 @@ function findScaleMul(output: Value | null): EmbeddingCandidate['scale'] {
   if (!reader || reader.opType !== 'Mul' || !isDefaultDomain(reader.domain)) return undefined;
   const other = reader.inputs.find((v) => v && v !== fed);
   const constant = other ? constantTensor(other) : undefined;
-  if (!constant || constant.elementCount > 1) return undefined;
+  if (!constant || constant.dims.some((d) => d < 0) || constant.elementCount > 1) return undefined;
+  // The factor is read only from a payload of exactly the right size (a short or long one would misread or throw).
+  const invalidReason = tensorSizeProblem(constant, `scale constant "${other!.name}"`);
+  if (invalidReason) return { node: reader, factor: undefined, invalidReason };
   const isPlainNumber = constant.dataType === DataType.FLOAT || constant.dataType === DataType.DOUBLE;
-  return { node: reader, factor: isPlainNumber && constant.storage !== 'external' ? Number(constant.toArray()[0]) : undefined };
+  return { node: reader, factor: isPlainNumber && constant.storage !== 'external' && constant.elementCount === 1 ? Number(constant.toArray()[0]) : undefined };
 }
 
 function constantTensor(v: Value): Tensor | undefined {
@@ -286,40 +453,57 @@ function constantTensor(v: Value): Tensor | undefined {
   return undefined;
 }
 
-function chooseDefaultTarget(candidates: EmbeddingCandidate[]): Omit<EmbeddingReport, 'candidates'> {
-  const tokens = candidates.filter((c) => c.role === 'token' && c.patchable);
-  if (!tokens.length) {
-    const fused = candidates.filter((c) => !c.patchable);
+function chooseDefaultTarget(candidates: EmbeddingCandidate[]): Omit<EmbeddingReport, 'candidates' | 'nearMisses'> {
+  // Grouped in one pass: per-candidate scans of the list are quadratic in the number of lookups.
+  const byTable = new Map<Value, EmbeddingCandidate[]>();
+  const invalidTokens: EmbeddingCandidate[] = [];
+  const notPatchable: EmbeddingCandidate[] = [];
+  for (const c of candidates) {
+    if (!c.patchable) notPatchable.push(c);
+    if (c.role !== 'token') continue;
+    if (c.invalidReason) { invalidTokens.push(c); continue; }
+    if (!c.patchable) continue;
+    const group = byTable.get(c.table.value);
+    if (group) group.push(c); else byTable.set(c.table.value, [c]);
+  }
+  const describeInvalid = (list: EmbeddingCandidate[]) => listSome(list.map((c) => `${c.nodeLabel}: ${c.invalidReason}`), '; ');
+  if (!byTable.size) {
     return {
       defaultTarget: [], ambiguous: false,
-      targetReason: fused.length
-        ? `no patchable token embedding: ${fused.map((c) => `${c.nodeLabel}: ${c.notPatchableReason}`).join('; ')}`
-        : candidates.length ? 'no lookup is indexed from a token-id graph input' : 'no embedding lookup found',
+      targetReason: invalidTokens.length
+        ? `no valid token embedding: ${describeInvalid(invalidTokens)}`
+        : notPatchable.length
+          ? `no patchable token embedding: ${listSome(notPatchable.map((c) => `${c.nodeLabel}: ${c.notPatchableReason}`), '; ')}`
+          : candidates.length ? 'no lookup is indexed from a token-id graph input' : 'no embedding lookup found',
     };
   }
-  const byTable = new Map<Value, EmbeddingCandidate[]>();
-  for (const c of tokens) byTable.set(c.table.value, [...(byTable.get(c.table.value) ?? []), c]);
+  // Loops, not Math.max(...list): spreading 100k+ arguments overflows the stack.
   const rows = (v: Value) => byTable.get(v)![0]!.table.rows ?? -1;
-  const largest = Math.max(...[...byTable.keys()].map(rows));
-  const top = [...byTable.keys()].filter((v) => rows(v) === largest);
+  let largest = -Infinity;
+  for (const v of byTable.keys()) largest = Math.max(largest, rows(v));
+  const top: Value[] = [];
+  for (const v of byTable.keys()) if (rows(v) === largest) top.push(v);
+  const skipped = invalidTokens.length ? `; skipped invalid token lookup${invalidTokens.length > 1 ? 's' : ''}: ${describeInvalid(invalidTokens)}` : '';
+  const names = (list: Value[]) => listSome(list.map((v) => `"${v.name}"`));
   if (top.length === 1) {
     const chosen = byTable.get(top[0]!)!;
     return {
       defaultTarget: chosen, ambiguous: false,
-      targetReason: `token table "${top[0]!.name}" (${largest} rows${byTable.size > 1 ? ', the largest vocabulary among token lookups' : ''}), read by ${chosen.length} lookup${chosen.length > 1 ? 's' : ''}`,
+      targetReason: `token table "${top[0]!.name}" (${largest} rows${byTable.size > 1 ? ', the largest vocabulary among token lookups' : ''}), read by ${chosen.length} lookup${chosen.length > 1 ? 's' : ''}${skipped}`,
     };
   }
   const copies = areSubgraphCopies(top.map((v) => byTable.get(v)!));
   if (copies) {
-    const chosen = top.flatMap((v) => byTable.get(v)!);
+    const chosen: EmbeddingCandidate[] = [];
+    for (const v of top) for (const c of byTable.get(v)!) chosen.push(c);
     return {
       defaultTarget: chosen, ambiguous: false,
-      targetReason: `token tables ${top.map((v) => `"${v.name}"`).join(', ')} are same-shaped copies in the subgraphs of ${copies}: treated as one shared table, read by ${chosen.length} lookups`,
+      targetReason: `token tables ${names(top)} are same-shaped copies in the subgraphs of ${copies}: treated as one shared table, read by ${chosen.length} lookups${skipped}`,
     };
   }
   return {
     defaultTarget: [], ambiguous: true,
-    targetReason: `${top.length} token tables tie at ${largest} rows: ${top.map((v) => `"${v.name}"`).join(', ')}`,
+    targetReason: `${top.length} token tables tie at ${largest} rows: ${names(top)}${skipped}`,
   };
 }
 
@@ -344,5 +528,5 @@ function areSubgraphCopies(groups: EmbeddingCandidate[][]): string | undefined {
 export function describeCandidate(c: EmbeddingCandidate): string {
   const where = c.graphPath.length > 1 ? ` in ${c.graphPath.slice(1).join(' / ')}` : '';
   const size = `${c.table.rows ?? '?'}x${c.table.dim ?? '?'} ${c.table.dataType !== undefined ? dataTypeName(c.table.dataType) : '?'}`;
-  return `${c.kind} "${c.nodeLabel}"${where}: table "${c.table.name}" [${size}, ${c.table.storage}${c.table.outerScope ? ', outer scope' : ''}], role ${c.role}${c.patchable ? '' : ' (fused, not patchable)'}`;
+  return `${c.kind} "${c.nodeLabel}"${where}: table "${c.table.name}" [${size}, ${c.table.storage}${c.table.outerScope ? ', outer scope' : ''}], role ${c.role}${c.patchable ? '' : c.invalidReason ? ` (invalid: ${c.invalidReason})` : ' (fused, not patchable)'}`;
 }

@@ -6,6 +6,7 @@
  */
 import { DataType, dataTypeName, parseDataType } from '../graph/dtype.js';
 import { Graph, Model, Node, Value, type Attribute } from '../graph/ir.js';
+import { OnnxModelError } from '../graph/errors.js';
 import { attr, tensorType } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
 import { decodeModel, encodeModelProto } from '../graph/codec.js';
@@ -260,25 +261,44 @@ function markedNodes(model: Model): Node[] {
 
 /** Chooses the lookups to patch: the default token table, or what the options name. */
 export function selectTargets(report: EmbeddingReport, options: PatchRecord['options']): EmbeddingCandidate[] {
+  const shownCandidates = 50;
   const listing = () => report.candidates.length
-    ? `Candidates:\n${report.candidates.map((c) => `  - ${describeCandidate(c)}`).join('\n')}`
+    ? `Candidates:\n${report.candidates.slice(0, shownCandidates).map((c) => `  - ${describeCandidate(c)}`).join('\n')}${report.candidates.length > shownCandidates ? `\n  ... and ${report.candidates.length - shownCandidates} more (neftune inspect lists them all)` : ''}`
     : 'The model has no embedding lookups (Gather on a 2-D table, GatherBlockQuantized, ATen embedding).';
   const how = 'Choose with --table <name> (repeatable), --node <name> (repeatable) or --all-candidates.';
+  const refuseInvalid = (invalid: EmbeddingCandidate[], what: string): never => {
+    const shown = invalid.slice(0, 10).map((c) => `${c.nodeLabel}: ${c.invalidReason}`).join('; ') + (invalid.length > 10 ? `; ... and ${invalid.length - 10} more` : '');
+    throw new OnnxModelError(`${what} cannot be patched: the model is malformed there: ${shown}. Fix or re-export the model.`);
+  };
   let chosen: EmbeddingCandidate[];
   if (options.allCandidates) {
     chosen = report.candidates.filter((c) => c.patchable);
   } else if (options.tables?.length || options.nodes?.length) {
-    chosen = [];
+    // Grouped once (Maps: any name, `__proto__` included, is a plain key); a Set keeps each lookup once.
+    const byTable = new Map<string, EmbeddingCandidate[]>();
+    const byNode = new Map<string, EmbeddingCandidate[]>();
+    const add = (map: Map<string, EmbeddingCandidate[]>, key: string, c: EmbeddingCandidate) => {
+      const list = map.get(key);
+      if (list) list.push(c); else map.set(key, [c]);
+    };
+    for (const c of report.candidates) {
+      add(byTable, c.table.name, c);
+      if (c.node.name !== undefined) add(byNode, c.node.name, c);
+    }
+    const picked = new Set<EmbeddingCandidate>();
     for (const name of options.tables ?? []) {
-      const hits = report.candidates.filter((c) => c.table.name === name);
-      if (!hits.length) throw new PatchOptionError(`No embedding lookup reads a table named "${name}". ${listing()}`);
-      chosen.push(...hits);
+      const hits = byTable.get(name);
+      if (!hits) throw new PatchOptionError(`No embedding lookup reads a table named "${name}". ${listing()}`);
+      for (const c of hits) picked.add(c);
     }
     for (const name of options.nodes ?? []) {
-      const hits = report.candidates.filter((c) => c.node.name === name);
-      if (!hits.length) throw new PatchOptionError(`No embedding lookup node is named "${name}". ${listing()}`);
-      chosen.push(...hits.filter((c) => !chosen.includes(c)));
+      const hits = byNode.get(name);
+      if (!hits) throw new PatchOptionError(`No embedding lookup node is named "${name}". ${listing()}`);
+      for (const c of hits) picked.add(c);
     }
+    chosen = [...picked];
+    const invalid = chosen.filter((c) => c.invalidReason);
+    if (invalid.length) refuseInvalid(invalid, invalid.length > 1 ? 'The selected lookups' : 'The selected lookup');
     const fused = chosen.filter((c) => !c.patchable);
     if (fused.length) throw new NoEmbeddingError(`${fused[0]!.nodeLabel} cannot be patched: ${fused[0]!.notPatchableReason}`);
   } else if (report.ambiguous) {
@@ -288,6 +308,8 @@ export function selectTargets(report: EmbeddingReport, options: PatchRecord['opt
     chosen = report.defaultTarget;
   }
   if (!chosen.length) {
+    const invalid = report.candidates.filter((c) => c.invalidReason && (options.allCandidates || c.role === 'token'));
+    if (invalid.length) refuseInvalid(invalid, options.allCandidates ? 'No lookup' : 'The token embedding');
     throw new NoEmbeddingError(`No token embedding to patch: ${report.targetReason}. ${report.candidates.length ? how : ''}\n${listing()}`.trim());
   }
   return chosen;
@@ -369,11 +391,18 @@ interface SitePlan {
 }
 
 function planSite(c: EmbeddingCandidate, opts: PatchRecord['options'], opset: number, warnings: string[]): SitePlan {
+  // Malformed lookups are refused by selectTargets; checked again here because emitting needs an output to rename.
+  if (c.invalidReason) throw new OnnxModelError(`${c.nodeLabel} cannot be patched: ${c.invalidReason}. Fix or re-export the model.`);
   const afterScale = !!opts.afterScale && !!c.scale;
   if (opts.afterScale && !c.scale) warnings.push(`${c.nodeLabel}: no scalar scale Mul follows the lookup; noise added right after the lookup.`);
+  if (c.scale?.invalidReason) {
+    if (afterScale) throw new OnnxModelError(`${c.nodeLabel}: cannot add the noise after scale Mul ${c.scale.node.describe()}: ${c.scale.invalidReason}. Fix the constant, or patch without --after-scale.`);
+    warnings.push(`${c.nodeLabel}: the scale Mul ${c.scale.node.describe()} after the lookup is malformed (${c.scale.invalidReason}); ONNX Runtime will refuse the model until it is fixed.`);
+  }
   const siteNode: Node = afterScale ? c.scale!.node : c.node;
   const graph = siteNode.graph!;
-  const output = siteNode.outputs[0]!;
+  const output = siteNode.outputs[0];
+  if (!output || output.name === '') throw new OnnxModelError(`${siteNode.describe()} has no output to add the noise to${afterScale ? ' (the scale Mul after ' + c.nodeLabel + ')' : ''}. Fix or re-export the model.`);
   const type = siteType(c, afterScale);
   if (type === undefined) throw new PatchOptionError(`Cannot tell the element type of ${output.name} (the output of ${c.nodeLabel}); declare it in value_info`);
   if (![DataType.FLOAT, DataType.FLOAT16, DataType.BFLOAT16, DataType.DOUBLE].includes(type)) {
