@@ -5,7 +5,7 @@ import { OnnxNeftuneError } from '../src/graph/errors.js';
 import type { Model } from '../src/graph/ir.js';
 import {
   TOOL_VERSION, applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune,
-  type EmbeddingCandidate, type EmbeddingReport, type NeftuneOptions, type PatchedSite, type PatchRecord,
+  type EmbeddingCandidate, type NeftuneOptions, type PatchedSite, type PatchRecord,
 } from '../src/passes/index.js';
 import { RefusedError, FileAccessError, encodeCheckedBytes, loadModelBytes, readModelFile, readModelStream, saveModelFile, type LoadedModel } from '../src/io/index.js';
 import { EXIT, exitCodeFor, isErrorCode, type ExitCode } from './exit-codes.js';
@@ -49,6 +49,8 @@ export interface ReportJson {
   defaultTarget: string[];
   targetReason: string;
   ambiguous: boolean;
+  /** Lookup-like nodes that are not candidates, and why. */
+  nearMisses: Array<{ node: string; graphPath: string[]; reason: string }>;
 }
 
 export interface CandidateJson {
@@ -62,7 +64,9 @@ export interface CandidateJson {
   reasons: string[];
   patchable: boolean;
   notPatchableReason: string | null;
-  scale: { node: string | null; factor: number | null } | null;
+  /** What is malformed where the lookup reads the model (table dims or payload, index type, output). */
+  invalidReason: string | null;
+  scale: { node: string | null; factor: number | null; invalidReason: string | null } | null;
   defaultTarget: boolean;
 }
 
@@ -80,7 +84,7 @@ export interface CliResult {
   skipped?: SkippedEntry[];
 }
 
-export function candidateJson(c: EmbeddingCandidate, report: EmbeddingReport): CandidateJson {
+export function candidateJson(c: EmbeddingCandidate, defaultTargets: ReadonlySet<EmbeddingCandidate>): CandidateJson {
   return {
     node: c.nodeLabel, graphPath: c.graphPath, kind: c.kind,
     table: {
@@ -90,14 +94,16 @@ export function candidateJson(c: EmbeddingCandidate, report: EmbeddingReport): C
     indices: { source: c.indices.source, input: c.indices.input ?? null, via: c.indices.via },
     outputType: c.outputType !== undefined ? dataTypeName(c.outputType) : null,
     role: c.role, reasons: c.reasons, patchable: c.patchable, notPatchableReason: c.notPatchableReason ?? null,
-    scale: c.scale ? { node: c.scale.node.name ?? null, factor: c.scale.factor ?? null } : null,
-    defaultTarget: report.defaultTarget.includes(c),
+    invalidReason: c.invalidReason ?? null,
+    scale: c.scale ? { node: c.scale.node.name ?? null, factor: c.scale.factor ?? null, invalidReason: c.scale.invalidReason ?? null } : null,
+    defaultTarget: defaultTargets.has(c),
   };
 }
 
 export function summarize(loaded: LoadedModel): ModelSummary {
   const model: Model = loaded.model;
   const report = findEmbeddings(model);
+  const defaultTargets = new Set(report.defaultTarget);
   let nodes = 0;
   for (const g of model.allGraphs()) nodes += g.nodeCount;
   return {
@@ -110,10 +116,11 @@ export function summarize(loaded: LoadedModel): ModelSummary {
     patch: readPatchRecord(model) ?? null,
     externalData: loaded.externalData.map((f) => ({ location: f.location, present: f.present, bytes: f.size ?? null, tensors: f.tensors.length })),
     embeddings: {
-      candidates: report.candidates.map((c) => candidateJson(c, report)),
+      candidates: report.candidates.map((c) => candidateJson(c, defaultTargets)),
       defaultTarget: report.defaultTarget.map((c) => c.nodeLabel),
       targetReason: report.targetReason,
       ambiguous: report.ambiguous,
+      nearMisses: report.nearMisses,
     },
   };
 }

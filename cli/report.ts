@@ -59,13 +59,17 @@ function printInspect(f: FileResult, m: ModelSummary, out: (line: string) => voi
         `${c.table.rows ?? '?'} x ${c.table.dim ?? '?'}`, c.table.dtype ?? '?',
         c.table.storage + (c.table.outerScope ? ' (outer)' : '') + (c.table.via.length ? ` via ${c.table.via.join('<-')}` : ''),
         c.indices.input ? `${c.indices.source}: ${c.indices.input}` : c.indices.source,
-        c.role + (c.patchable ? '' : ' (fused)'),
+        c.role + (c.patchable ? '' : c.invalidReason ? ' (invalid)' : c.kind === 'EmbedLayerNormalization' ? ' (fused)' : ' (not patchable)'),
       ]);
     }
     out(table(rows).split('\n').map((l) => `    ${l}`).join('\n'));
     for (const c of e.candidates) {
       out(dim(`    ${c.node}: ${c.reasons.join('; ')}${c.scale ? `; followed by scale Mul ${c.scale.node}${c.scale.factor !== null ? ` (x${c.scale.factor})` : ''}` : ''}${c.notPatchableReason ? `; not patchable: ${c.notPatchableReason}` : ''}`));
     }
+  }
+  if (e.nearMisses.length) {
+    out('  not taken as embedding lookups:');
+    for (const n of e.nearMisses) out(dim(`    ${n.node}${n.graphPath.length > 1 ? ` [${n.graphPath.slice(1).join(' / ')}]` : ''}: ${n.reason}`));
   }
   out(`  default target${e.defaultTarget.length ? ' (*)' : ''}: ${e.targetReason}`);
 }

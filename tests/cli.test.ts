@@ -63,7 +63,7 @@ test('inspect: readable report and one JSON object with the documented shape', (
   assert.deepEqual(Object.keys(json), ['tool', 'version', 'command', 'ok', 'exitCode', 'files', 'summary']);
   const m = json.files[0].model;
   assert.deepEqual(Object.keys(m), ['irVersion', 'opsets', 'producer', 'bytes', 'nodes', 'patched', 'patch', 'externalData', 'embeddings']);
-  assert.deepEqual(Object.keys(m.embeddings.candidates[0]), ['node', 'graphPath', 'kind', 'table', 'indices', 'outputType', 'role', 'reasons', 'patchable', 'notPatchableReason', 'scale', 'defaultTarget']);
+  assert.deepEqual(Object.keys(m.embeddings.candidates[0]), ['node', 'graphPath', 'kind', 'table', 'indices', 'outputType', 'role', 'reasons', 'patchable', 'notPatchableReason', 'invalidReason', 'scale', 'defaultTarget']);
   assert.deepEqual(m.embeddings.defaultTarget, ['wte_lookup']);
   assert.equal(m.patched, false);
   // A patched model shows its recorded options.

@@ -383,7 +383,8 @@ const MADE_UP_TABLE_ROWS = 1024;
 
 /** Feeds for every input: token ids inside every table's range, masks with padding, packed position ids. */
 function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ctx): { feeds: Record<string, OrtTensorLike>; inputs: FedInput[] } {
-  const rows = Math.min(MADE_UP_TABLE_ROWS, ...findEmbeddings(model).candidates.map((c) => c.table.rows ?? MADE_UP_TABLE_ROWS));
+  let rows = MADE_UP_TABLE_ROWS; // a loop, not Math.min(...list): a model may have 100,000s of tables
+  for (const c of findEmbeddings(model).candidates) rows = Math.min(rows, c.table.rows ?? MADE_UP_TABLE_ROWS);
   const feeds: Record<string, OrtTensorLike> = {};
   const inputs: FedInput[] = [];
   const alphaInput = alphaInputName(ctx.record);

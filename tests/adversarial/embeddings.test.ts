@@ -432,4 +432,13 @@ test('near misses: a Gather on another axis or on a table of rank != 2 is listed
   assert.match(report.nearMisses[0]!.reason, /axis 1 of 2-D table "wte"/);
   assert.match(report.nearMisses[1]!.reason, /"cube" has rank 3 \(dims \[10, 4, 2\]\)/);
   assert.deepEqual(report.nearMisses[0]!.graphPath, ['main']);
+  // inspect shows them, in text and JSON, so a refused model can be understood.
+  const dir = tempDir('near-misses');
+  const file = path.join(dir, 'near.onnx');
+  writeFileSync(file, encodeModel(b.build()));
+  const text = runCli(['inspect', file]);
+  assert.match(text.stdout, /not taken as embedding lookups:\n.*columns: .*axis 1 of 2-D table "wte"/);
+  assert.match(text.stdout, /cube_lookup: .*rank 3/);
+  const json = runCliJson(['inspect', file]).json.files[0].model.embeddings;
+  assert.deepEqual(json.nearMisses.map((m: { node: string }) => m.node), ['columns', 'cube_lookup']);
 });
