@@ -1,10 +1,8 @@
 /**
- * onnx-neftune: the graph library (browser-safe, also at `onnx-neftune/graph`), the NEFTune
- * passes, verification, and at the edges Node file I/O and the ONNX Runtime loader (which imports
- * ONNX Runtime only when called).
+ * onnx-neftune, browser-safe: the graph library (also `onnx-neftune/graph`), the NEFTune passes
+ * (`onnx-neftune/passes`) and verification with an ONNX Runtime module you pass in
+ * (`onnx-neftune/verify`). Files on disk and the runtime loader are in `onnx-neftune/node`.
  */
 export * from './graph/index.js';
 export * from './passes/index.js';
-export * from './io/index.js';
 export * from './verify/index.js';
-export * from './runtime/node.js';

@@ -43,12 +43,18 @@ test('README CLI examples run as written', () => {
 
 test('README library examples run as written', () => {
   const dir = workspace();
-  const entry = pathToFileURL(path.join(projectRoot, 'dist', 'src', 'index.js')).href;
+  // Package specifiers resolve through the package's own exports map, as they would for a user.
+  const exportsMap = JSON.parse(readFileSync(path.join(projectRoot, 'package.json'), 'utf8')).exports as Record<string, { default: string } | string>;
+  const resolveSpecifier = (spec: string): string => {
+    const entry = exportsMap[spec === 'onnx-neftune' ? '.' : `.${spec.slice('onnx-neftune'.length)}`];
+    assert.ok(entry && typeof entry !== 'string', `README imports ${spec}, which the package does not export`);
+    return pathToFileURL(path.join(projectRoot, entry.default)).href;
+  };
   const snippets = blocks('ts');
   assert.ok(snippets.length >= 3);
   snippets.forEach((code, i) => {
     const file = path.join(dir, `snippet${i}.mjs`);
-    writeFileSync(file, code.replaceAll("from 'onnx-neftune'", `from '${entry}'`));
+    writeFileSync(file, code.replace(/from '(onnx-neftune(?:\/[a-z]+)?)'/g, (_, spec: string) => `from '${resolveSpecifier(spec)}'`));
     const r = spawnSync(process.execPath, [file], { cwd: dir });
     assert.equal(r.status, 0, `snippet ${i}:\n${code}\n${r.stderr}`);
     assert.doesNotMatch(r.stdout.toString(), /\bfalse\b/, `snippet ${i} printed false`);

@@ -24,18 +24,24 @@ export interface Runtime { ort: OrtLike; ep: ExecutionProvider; sessionOptions: 
  * Loads an ONNX Runtime package through require (both ship CommonJS for Node): unlike import(),
  * that also works in the CLI bundle, which runs from V8's code cache (cli/bin.cts).
  */
-function loadPackage(name: string): unknown {
-  return createRequire(import.meta.url)(name);
+function loadPackage(name: 'onnxruntime-node' | 'onnxruntime-web', ep: ExecutionProvider): unknown {
+  try {
+    return createRequire(import.meta.url)(name);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND' || !String((error as Error).message).includes(name)) throw error;
+    // An optional peer dependency: everything but verify works without it.
+    throw new ProviderUnavailableError(`The ${ep} execution provider needs ${name}, which is not installed (it is an optional peer dependency of onnx-neftune). Install it with: npm install ${name}${name === 'onnxruntime-node' ? ' --onnxruntime-node-install=skip' : ''}`);
+  }
 }
 
 export async function loadRuntime(ep: ExecutionProvider): Promise<Runtime> {
   if (ep === 'wasm') {
-    const web = loadPackage('onnxruntime-web') as { default?: OrtLike & { env: { wasm: { numThreads: number } } } };
+    const web = loadPackage('onnxruntime-web', ep) as { default?: OrtLike & { env: { wasm: { numThreads: number } } } };
     const ort = (web.default ?? web) as OrtLike & { env: { wasm: { numThreads: number } } };
     ort.env.wasm.numThreads = 1; // no worker threads: deterministic and quiet in Node
     return { ort, ep, sessionOptions: { executionProviders: ['wasm'] }, version: ort.env.versions?.['web'] ?? 'unknown' };
   }
-  const mod = loadPackage('onnxruntime-node') as { default?: OrtLike };
+  const mod = loadPackage('onnxruntime-node', ep) as { default?: OrtLike };
   const ort = (mod.default ?? mod) as OrtLike;
   if (ep === 'cuda') {
     const binDir = path.join(path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch);

@@ -23,7 +23,7 @@ import { runCliJson, spawn, tempDir } from '../cli-helpers.js';
 import { projectRoot, sameBytes } from '../helpers.js';
 
 const root = tempDir('io-external');
-const distIndex = pathToFileURL(path.join(projectRoot, 'dist', 'src', 'index.js')).href;
+const distIndex = pathToFileURL(path.join(projectRoot, 'dist', 'src', 'node.js')).href;
 const distStreamRead = pathToFileURL(path.join(projectRoot, 'dist', 'src', 'io', 'stream-read.js')).href;
 
 // ------------------------------------------------------------ 1. swapped between check and read
