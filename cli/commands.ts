@@ -262,7 +262,7 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
       if (job.planError) throw job.planError;
       loaded = await loadPlanned(job);
       const outcome = work(loaded, job);
-      let folderCopies: string[] = options.dryRun ? (job.companions ?? []).map((c) => c.rel) : [];
+      let folderCopies: string[] = options.dryRun ? (job.companions ?? []).map((c) => c.rel).sort() : [];
       if (outcome.write && job.output !== undefined) {
         if (job.output === '-') {
           const bytes = encodeCheckedBytes(loaded.model);

@@ -262,8 +262,8 @@ export function planJobs(args: string[], options: { output?: string; inPlace?: b
       return job(e, path.join(out, rel));
     });
   }
-  for (const j of jobs) refuseCompanionDestinations(j);
   refuseCollisions(jobs);
+  for (const j of jobs) refuseCompanionDestinations(j);
   return { jobs, skipped };
 }
 
