@@ -11,10 +11,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { encodeModel } from '../../src/graph/index.js';
+import { saveWithExternalData } from '../../src/io/index.js';
 import { checkUniformNoise } from '../../src/verify/stats.js';
 import { runCli, runCliJson, tempDir } from '../cli-helpers.js';
 import { sameBytes } from '../helpers.js';
-import { ARTIFACT_FILES, EMBEDDING_TABLE, HEAD_WEIGHT, LOOKUP_OUTPUT, buildOptimizerModel, buildTrainingArtifacts, makeBatch, type Batch, type TrainingArtifacts } from './build.js';
+import { ARTIFACT_FILES, EMBEDDING_TABLE, HEAD_WEIGHT, LOOKUP_OUTPUT, buildOptimizerModel, buildTrainingArtifacts, buildTrainingModel, makeBatch, type Batch, type TrainingArtifacts } from './build.js';
 import { openTraining, skipWithoutTrainingRuntime, type HostTensor } from './ort-training.js';
 import { checkAppliedGradient, effectiveLearningRate, feedsFor, float32Bits as bits, floats, runSteps } from './checks.js';
 
@@ -250,6 +251,24 @@ describe('an artifacts folder is copied whole or not at all', { timeout: 60_000 
     assert.match(r.json.files[0].note, /only training_model\.onnx is processed \(in place\); the folder's other files stay as they are/);
     assert.deepEqual(tree(dir), ALL_FOUR, 'no file added');
     for (const n of OTHERS) assert.ok(sameBytes(read(path.join(dir, n)), before[n]!), `${n} untouched`);
+  });
+
+  test('external data: the training model\'s is carried by its save, the other files\' is copied; both are listed', async () => {
+    const dir = at('external');
+    buildTrainingArtifacts(dir);
+    await saveWithExternalData(buildTrainingModel(), path.join(dir, ARTIFACT_FILES.training), { threshold: 1 });
+    const data = `${ARTIFACT_FILES.training}.data`;
+    assert.ok(existsSync(path.join(dir, data)));
+    const out = at('external-out');
+    const r = runCliJson(['patch', dir, '-o', out]);
+    assert.equal(r.code, 0, r.stdout);
+    assert.deepEqual(r.json.files[0].copied, [...OTHERS, data].sort());
+    assert.deepEqual(tree(out), [...ALL_FOUR, data].sort());
+    for (const n of [...OTHERS, data]) assert.ok(sameBytes(read(path.join(out, n)), read(path.join(dir, n))), `${n} copied unchanged`);
+    const inspect = runCliJson(['inspect', path.join(out, ARTIFACT_FILES.training)]);
+    assert.equal(inspect.code, 0, inspect.stdout);
+    assert.ok(inspect.json.files[0].model.patched);
+    assert.deepEqual(inspect.json.files[0].model.externalData.map((d: { location: string; present: boolean }) => [d.location, d.present]), [[data, true]]);
   });
 
   test('an artifacts folder nested in a batch folder is written whole too; its other models are not patched', () => {
