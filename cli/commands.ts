@@ -272,7 +272,7 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
             throw new OutputWriteError(`Cannot write the model to stdout: ${describeErrno(error)}`, { cause: error });
           }
         } else {
-          if (copied.has(entryKey(job.output))) throw new RefusedError(`Refusing to write ${job.output}: this run copied another model's external data there.`);
+          if (copied.has(entryKey(job.output))) throw new RefusedError(`Refusing to write ${job.output}: this run copied another model's external data or artifacts-folder file there.`);
           // The folder's other files first, the training model last: when its save fails, the copies are removed again.
           const outDir = companionFolder(job);
           const folder = outDir === undefined ? undefined : copyFolderFiles(job, outDir, loaded);

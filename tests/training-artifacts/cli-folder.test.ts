@@ -199,6 +199,28 @@ describe('an artifacts folder is copied whole or not at all', { timeout: 60_000 
     assert.equal(readFileSync(path.join(byBytes, 'z', 'last.bin'), 'utf8'), 'BBBB');
   });
 
+  test('a symbolic link where a copy goes (file or folder) is refused, never written through', () => {
+    const dir = at('links-in-out');
+    buildTrainingArtifacts(dir);
+    mkdirSync(path.join(dir, 'data'));
+    writeFileSync(path.join(dir, 'data', 'w.bin'), 'w');
+    const elsewhere = at('links-elsewhere');
+    mkdirSync(elsewhere);
+    const target = path.join(elsewhere, ARTIFACT_FILES.checkpoint);
+    writeFileSync(target, readFileSync(path.join(dir, ARTIFACT_FILES.checkpoint)));
+    const out = at('links-out');
+    mkdirSync(out);
+    symlinkSync(target, path.join(out, ARTIFACT_FILES.checkpoint));
+    symlinkSync(elsewhere, path.join(out, 'data'));
+    const r = runCliJson(['patch', dir, '-o', out]);
+    assert.equal(r.code, 5, r.stdout);
+    const message = r.json.files[0].error.message;
+    assert.match(message, /links-out\/checkpoint is a symbolic link; files of the folder are copied only as regular files/);
+    assert.match(message, /links-out\/data is a symbolic link; files of the folder are copied only into real folders/);
+    assert.deepEqual(readdirSync(out).sort(), [ARTIFACT_FILES.checkpoint, 'data'], 'nothing written');
+    assert.deepEqual(readdirSync(elsewhere), [ARTIFACT_FILES.checkpoint], 'nothing written through the link');
+  });
+
   test('when training_model.onnx cannot be written, the copies made for it are removed', () => {
     const dir = at('save-fails');
     buildTrainingArtifacts(dir);
