@@ -1,4 +1,5 @@
 /** The CLI's commands as functions that return one result object; main.ts prints it and exits. */
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, realpathSync, rmdirSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { dataTypeName } from '../src/graph/dtype.js';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
@@ -7,12 +8,15 @@ import {
   TOOL_VERSION, applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune,
   type EmbeddingCandidate, type NeftuneOptions, type PatchedSite, type PatchRecord,
 } from '../src/passes/index.js';
-import { RefusedError, FileAccessError, encodeCheckedBytes, loadModelBytes, readModelFile, readModelStream, saveModelFile, type LoadedModel } from '../src/io/index.js';
+import {
+  RefusedError, FileAccessError, InputChangedError, descriptorPath, encodeCheckedBytes, loadModelBytes, readModelFile, readModelStream, sameContent, saveModelFile, type LoadedModel,
+} from '../src/io/index.js';
+import { copyFileAtomic, makeFolders, writeError } from '../src/io/atomic-write.js';
 import { EXIT, exitCodeFor, isErrorCode, type ExitCode } from './exit-codes.js';
 import type { VerifyReport } from '../src/verify/verify.js';
 import type { ExecutionProvider } from '../src/runtime/node.js';
 import { OutputWriteError, UsageError, describeErrno, isErrno, type SkippedEntry } from './errors.js';
-import { checkModelPath, entryKey, planJobs, type Job, type Plan } from './inputs.js';
+import { checkModelPath, companionFolder, entryKey, planJobs, type FolderFile, type Job, type Plan } from './inputs.js';
 import { checkVerifyBudget } from './verify-budget.js';
 import { progressReporter } from './output.js';
 
@@ -30,6 +34,12 @@ export interface FileResult {
   model: ModelSummary | null;
   /** verify: one report per execution provider. */
   verify?: VerifyReport[];
+  /**
+   * patch and strip: files of a training-artifacts folder the output's folder now holds as copies of
+   * the input folder's (paths inside the folder, POSIX separators; a dry run lists what it would
+   * copy). Empty for other models, with --in-place, and when the file failed: nothing is copied then.
+   */
+  copied?: string[];
 }
 
 export interface ModelSummary {
@@ -244,7 +254,7 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
     throw error;
   }
   const files: FileResult[] = [];
-  // Data files this run copied beside its outputs: a later output must not replace one.
+  // Data files (and artifacts-folder files) this run copied beside its outputs: a later output must not replace one.
   const copied = new Set<string>();
   for (const job of plan.jobs) {
     let loaded: LoadedModel | undefined;
@@ -252,6 +262,7 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
       if (job.planError) throw job.planError;
       loaded = await loadPlanned(job);
       const outcome = work(loaded, job);
+      let folderCopies: string[] = options.dryRun ? (job.companions ?? []).map((c) => c.rel).sort() : [];
       if (outcome.write && job.output !== undefined) {
         if (job.output === '-') {
           const bytes = encodeCheckedBytes(loaded.model);
@@ -261,24 +272,122 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
             throw new OutputWriteError(`Cannot write the model to stdout: ${describeErrno(error)}`, { cause: error });
           }
         } else {
-          if (copied.has(entryKey(job.output))) throw new RefusedError(`Refusing to write ${job.output}: this run copied another model's external data there.`);
+          if (copied.has(entryKey(job.output))) throw new RefusedError(`Refusing to write ${job.output}: this run copied another model's external data or artifacts-folder file there.`);
+          // The folder's other files first, the training model last: when its save fails, the copies are removed again.
+          const outDir = companionFolder(job);
+          const folder = outDir === undefined ? undefined : copyFolderFiles(job, outDir, loaded);
           const progress = progressReporter(`writing ${path.basename(job.output)}`, loaded.size);
           const saved = await saveModelFile(loaded, job.output, { inPlace: !!options.inPlace, ...(progress ? { onProgress: (w: number) => progress(w) } : {}) })
-            .catch((error: unknown) => { throw isErrno(error) ? new OutputWriteError(`Cannot write ${job.output}: ${describeErrno(error)}`, { cause: error }) : error; });
+            .catch((error: unknown) => {
+              folder?.undo();
+              throw isErrno(error) ? new OutputWriteError(`Cannot write ${job.output}: ${describeErrno(error)}`, { cause: error }) : error;
+            });
           for (const file of saved.copiedData) copied.add(entryKey(file));
+          if (folder && outDir !== undefined) {
+            for (const file of folder.made) copied.add(entryKey(file));
+            // The model's own external data was carried by the save: it is part of the folder too.
+            const root = realpathSync(outDir);
+            const carried = [...saved.copiedData, ...saved.reusedData].map((f) => path.relative(root, f).split(path.sep).join('/'));
+            folderCopies = [...new Set([...folder.present, ...carried])].sort();
+          }
         }
       }
+      const copyNote = !job.companions ? '' : folderCopies.length
+        ? `; ${options.dryRun ? 'would copy' : 'copied'} ${folderCopies.length} file${folderCopies.length === 1 ? '' : 's'} of the folder: ${listed(folderCopies)}`
+        : job.companions.length || options.inPlace ? '' : '; the folder has no other files';
       files.push({
         input: job.input, output: outcome.write ? job.output ?? null : null, status: outcome.status, note: job.note ?? null,
-        message: outcome.message, error: null, warnings: outcome.warnings, sites: outcome.sites, model: null,
+        message: outcome.message + copyNote, error: null, warnings: outcome.warnings, sites: outcome.sites, model: null, copied: folderCopies,
       });
     } catch (error) {
-      files.push(failure(job, error));
+      files.push({ ...failure(job, error), copied: [] });
     } finally {
       loaded?.close(); // the model file was held open from load to save
     }
   }
   return finish(command, files, plan.skipped);
+}
+
+/** The first names of a long list, and how many more. */
+function listed(names: string[], max = 10): string {
+  return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
+}
+
+interface FolderCopied {
+  /** Paths (inside the folder) the output's folder now holds: copied, or already there with the same bytes. */
+  present: string[];
+  /** Files this call created. */
+  made: string[];
+  /** Removes what this call created (files, then folders left empty), never what was there before. */
+  undo(): void;
+}
+
+const OPEN_SOURCE = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
+
+/**
+ * Copies the artifacts folder's other files into `outDir` under the same paths (copy-on-write
+ * clones where the file system offers them, each through a temp file renamed into place). Each
+ * source is opened without following links and must be the file seen while planning; each
+ * destination must be absent or hold the same bytes, with only real folders on the way. Files
+ * the model reads as external data are left to its save. On any failure, what was copied is removed.
+ */
+function copyFolderFiles(job: Job, outDir: string, loaded: LoadedModel): FolderCopied {
+  const present: string[] = [];
+  const made: string[] = [];
+  const createdFolders: string[] = [];
+  const undo = () => {
+    for (const file of made.splice(0).reverse()) { try { unlinkSync(file); } catch { /* already gone */ } }
+    for (const dir of createdFolders.splice(0).reverse()) { try { rmdirSync(dir); } catch { /* not empty: keep */ } }
+  };
+  const isModelData = (c: FolderFile) => loaded.externalData.some((f) => f.present && f.dev === c.dev && f.ino === c.ino);
+  try {
+    createdFolders.push(...makeFolders(outDir));
+    for (const c of job.companions ?? []) {
+      if (isModelData(c)) continue;
+      const parts = c.rel.split('/');
+      let dir = outDir;
+      for (const part of parts.slice(0, -1)) {
+        dir = path.join(dir, part);
+        const st = lstatOrUndefined(dir);
+        if (!st) { mkdirSync(dir); createdFolders.push(dir); continue; }
+        if (!st.isDirectory()) throw new RefusedError(`Refusing to copy ${c.from}: ${dir} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a folder'} (it changed since the run was planned); files of the folder are copied only into real folders. Nothing of the folder was kept.`);
+      }
+      const dest = path.join(dir, parts.at(-1)!);
+      copyOne(c, dest, job, made, present);
+    }
+    return { present, made: [...made], undo };
+  } catch (error) {
+    undo();
+    throw writeError(`copy the training artifacts folder of ${job.input} to ${outDir}`, error);
+  }
+}
+
+function copyOne(c: FolderFile, dest: string, job: Job, made: string[], present: string[]): void {
+  let fd: number;
+  try { fd = openSync(c.from, OPEN_SOURCE); } catch (error) {
+    throw new FileAccessError(`Cannot copy ${c.from} (training artifacts folder of ${job.input}): ${describeErrno(error)}. Nothing of the folder was kept.`, { cause: error });
+  }
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    if (!st.isFile() || st.dev !== c.dev || st.ino !== c.ino) {
+      throw new InputChangedError(`${c.from} was replaced since the run was planned (training artifacts folder of ${job.input}); nothing of the folder was kept. Run again.`);
+    }
+    const source = descriptorPath(fd, c.from);
+    const existing = lstatOrUndefined(dest);
+    if (existing) {
+      if (existing.isFile() && sameContent(source, dest)) { present.push(c.rel); return; }
+      throw new RefusedError(`Refusing to overwrite ${dest} with a copy of ${c.from}: a different ${existing.isSymbolicLink() ? 'entry (a symbolic link)' : 'file'} is already there. Nothing of the folder was kept; choose another output folder, or remove it.`);
+    }
+    copyFileAtomic(source, dest, `copy ${c.from} to ${dest}`);
+    made.push(dest);
+    present.push(c.rel);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function lstatOrUndefined(p: string) {
+  try { return lstatSync(p); } catch { return undefined; }
 }
 
 /** The model planning already loaded (or failed to), else a fresh load. */

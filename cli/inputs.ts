@@ -3,10 +3,10 @@
  * Every path is stat'ed before anything is opened (a FIFO would block an open), and every output
  * is planned before anything is written: outputs that collide are refused, never renamed.
  */
-import { readdirSync, realpathSync, statSync, type Dirent, type Stats } from 'node:fs';
+import { lstatSync, readdirSync, realpathSync, statSync, type BigIntStats, type Dirent, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { OnnxNeftuneError } from '../src/graph/errors.js';
-import { readModelFile, type LoadedModel } from '../src/io/index.js';
+import { OutputWriteError, RefusedError, readModelFile, type LoadedModel } from '../src/io/index.js';
 import { UsageError, fsError, isErrno, type SkippedEntry } from './errors.js';
 
 export { UsageError, type SkippedEntry } from './errors.js';
@@ -22,6 +22,23 @@ export interface Job {
   planError?: OnnxNeftuneError;
   /** The model as loaded while planning; kept only for a single job, so it is not decoded twice. */
   preloaded?: { loaded: LoadedModel } | { error: unknown };
+  /**
+   * training_model.onnx of an ORT training-artifacts folder: the folder's other files, copied
+   * unchanged beside the output (empty with --in-place: nothing is copied).
+   */
+  companions?: FolderFile[];
+}
+
+/** A file of a training-artifacts folder other than training_model.onnx, as found while planning. */
+export interface FolderFile {
+  /** Path inside the folder, POSIX separators; the copy gets the same path inside the output's folder. */
+  rel: string;
+  /** The file in the input folder. */
+  from: string;
+  /** Device, inode and size seen while planning (lstat): the copy must read this same file. */
+  dev: bigint;
+  ino: bigint;
+  size: bigint;
 }
 
 export interface Plan { jobs: Job[]; skipped: SkippedEntry[] }
@@ -57,33 +74,37 @@ function entryReason(entry: Dirent, full: string): string | undefined {
   return `${kindOf(entry)}: never opened`;
 }
 
-interface Found { file: string; base: string | undefined; note?: string; planError?: OnnxNeftuneError }
+interface Found { file: string; base: string | undefined; note?: string; planError?: OnnxNeftuneError; companions?: FolderFile[] }
 
 const byName = (a: Dirent, b: Dirent) => a.name.localeCompare(b.name);
 
+interface ExpandOptions {
+  /** --in-place: an artifacts folder's other files are not copied. */
+  inPlace: boolean;
+  /** Real path of the -o folder, never copied into itself when it lies inside an artifacts folder. */
+  outputFolder: string | undefined;
+}
+
 /**
- * Every regular .onnx file under `dir`, sorted, or just training_model.onnx for an ORT
- * training-artifacts folder. Symbolic links, FIFOs, sockets and devices are listed in `skipped`
- * and never opened; symlinked folders are not followed. An unreadable folder becomes a failed job.
+ * Every regular .onnx file under `dir`, sorted. A folder (`dir` or any subfolder) holding
+ * training_model.onnx is an ORT training-artifacts folder: only training_model.onnx is processed,
+ * and its other files are copied unchanged beside the output. Symbolic links, FIFOs, sockets and
+ * devices are listed in `skipped` and never opened; symlinked folders are not followed. An
+ * unreadable folder becomes a failed job.
  */
-function expandDirectory(dir: string, skipped: SkippedEntry[]): Found[] {
+function expandDirectory(dir: string, skipped: SkippedEntry[], options: ExpandOptions): Found[] {
   let entries: Dirent[];
   try { entries = readdirSync(dir, { withFileTypes: true }); } catch (error) {
     return [{ file: dir, base: undefined, planError: fsError(error, `folder ${dir}`) }];
   }
-  const artifact = entries.find((e) => e.name === TRAINING_ARTIFACT);
-  if (artifact) {
-    const full = path.join(dir, TRAINING_ARTIFACT);
-    const reason = entryReason(artifact, full);
-    if (reason) { skipped.push({ path: full, reason }); return []; }
-    const others = entries.filter((e) => e.name.endsWith('.onnx') && e.name !== TRAINING_ARTIFACT).sort(byName).map((e) => e.name);
-    return [{
-      file: full, base: dir,
-      note: `ONNX Runtime training artifacts folder: only ${TRAINING_ARTIFACT} is processed${others.length ? `; not processed: ${others.join(', ')}` : ''}`,
-    }];
-  }
   const found: Found[] = [];
   const walk = (d: string, list: Dirent[]) => {
+    const artifact = list.find((e) => e.name === TRAINING_ARTIFACT);
+    if (artifact) {
+      const job = artifactsFolder(d, dir, artifact, list, skipped, options);
+      if (job) found.push(job);
+      return;
+    }
     for (const entry of list.sort(byName)) {
       const full = path.join(d, entry.name);
       if (entry.isDirectory()) {
@@ -105,6 +126,58 @@ function expandDirectory(dir: string, skipped: SkippedEntry[]): Found[] {
   };
   walk(dir, entries);
   return found;
+}
+
+/**
+ * The job of training-artifacts folder `d` (batch root `base`): its training_model.onnx, with every
+ * other regular file of the folder, subfolders included, to copy beside the output. A folder
+ * whose training_model.onnx is not a regular file is skipped whole. Links and special files in it
+ * are listed as skipped (never followed: the output folder lacks them). A subfolder that cannot be
+ * read fails the job: the folder is copied whole or not at all.
+ */
+function artifactsFolder(d: string, base: string, artifact: Dirent, list: Dirent[], skipped: SkippedEntry[], options: ExpandOptions): Found | undefined {
+  const full = path.join(d, TRAINING_ARTIFACT);
+  const reason = entryReason(artifact, full);
+  if (reason) { skipped.push({ path: full, reason: `${reason}; the training artifacts folder ${d} is not processed` }); return undefined; }
+  const rule = options.inPlace
+    ? `ONNX Runtime training artifacts folder: only ${TRAINING_ARTIFACT} is processed (in place); the folder's other files stay as they are`
+    : `ONNX Runtime training artifacts folder: only ${TRAINING_ARTIFACT} is processed, and the folder's other files are copied unchanged beside it (nothing is copied when it fails)`;
+  const job: Found = { file: full, base, note: rule };
+  if (options.inPlace) return { ...job, companions: [] };
+  const companions: FolderFile[] = [];
+  const notCopied = 'so it is not copied: the output folder will not have it';
+  const walk = (at: string, entries: Dirent[]): OnnxNeftuneError | undefined => {
+    for (const entry of entries.sort(byName)) {
+      const file = path.join(at, entry.name);
+      if (at === d && entry.name === TRAINING_ARTIFACT) continue;
+      if (entry.isSymbolicLink()) {
+        skipped.push({ path: file, reason: `symbolic link: not followed, ${notCopied} (copy its target into the folder to include it)` });
+      } else if (entry.isDirectory()) {
+        if (options.outputFolder !== undefined && realOrResolved(file) === options.outputFolder) {
+          skipped.push({ path: file, reason: 'the output folder of this run: not copied into itself' });
+          continue;
+        }
+        let sub: Dirent[];
+        try { sub = readdirSync(file, { withFileTypes: true }); } catch (error) {
+          return fsError(error, `folder ${file} of the training artifacts folder ${d} (the folder is copied whole or not at all; make it readable, or move it out)`);
+        }
+        const failed = walk(file, sub);
+        if (failed) return failed;
+      } else if (entry.isFile()) {
+        let st: BigIntStats;
+        try { st = lstatSync(file, { bigint: true }); } catch (error) {
+          return fsError(error, `${file} of the training artifacts folder ${d}`);
+        }
+        if (!st.isFile()) return fsError(new Error('replaced while the folder was read'), `${file} of the training artifacts folder ${d}`);
+        companions.push({ rel: path.relative(d, file).split(path.sep).join('/'), from: file, dev: st.dev, ino: st.ino, size: st.size });
+      } else {
+        skipped.push({ path: file, reason: `${kindOf(entry)}: never opened, ${notCopied}` });
+      }
+    }
+    return undefined;
+  };
+  const planError = walk(d, list);
+  return planError ? { ...job, planError } : { ...job, companions };
 }
 
 /** stat, or undefined when the path does not exist; other failures (EACCES, ELOOP) are typed. */
@@ -132,6 +205,10 @@ export function planJobs(args: string[], options: { output?: string; inPlace?: b
   const skipped: SkippedEntry[] = [];
   const notFiles: string[] = [];
   let fromFolder = false;
+  const expandOptions: ExpandOptions = {
+    inPlace: !!options.inPlace,
+    outputFolder: options.output !== undefined && options.output !== '-' ? realOrResolved(options.output) : undefined,
+  };
   for (const arg of args) {
     if (arg === '-') { expanded.push({ file: '-', base: undefined }); continue; }
     let st: Stats;
@@ -142,7 +219,7 @@ export function planJobs(args: string[], options: { output?: string; inPlace?: b
     if (st.isDirectory()) {
       fromFolder = true;
       const before = skipped.length;
-      const files = expandDirectory(arg, skipped);
+      const files = expandDirectory(arg, skipped, expandOptions);
       if (!files.length) {
         const mine = skipped.slice(before);
         throw new UsageError(mine.length
@@ -159,8 +236,10 @@ export function planJobs(args: string[], options: { output?: string; inPlace?: b
   if (notFiles.length) throw new UsageError(`${notFiles.join('; ')}. Give model files or folders; to read a model from a pipe, use '-' (stdin).`);
   const many = expanded.length > 1 || fromFolder;
   if (expanded.filter((e) => e.file === '-').length && many) throw new UsageError("'-' (stdin) works only with a single model");
-  const job = (e: Found, output: string | undefined): Job =>
-    ({ input: e.file, output: e.planError ? undefined : output, ...(e.note ? { note: e.note } : {}), ...(e.planError ? { planError: e.planError } : {}) });
+  const job = (e: Found, output: string | undefined): Job => ({
+    input: e.file, output: e.planError ? undefined : output, ...(e.note ? { note: e.note } : {}), ...(e.planError ? { planError: e.planError } : {}),
+    ...(e.companions ? { companions: e.companions } : {}),
+  });
 
   if (!options.needsOutput || options.dryRun) return { jobs: expanded.map((e) => job(e, undefined)), skipped };
   let jobs: Job[];
@@ -184,7 +263,54 @@ export function planJobs(args: string[], options: { output?: string; inPlace?: b
     });
   }
   refuseCollisions(jobs);
+  for (const j of jobs) refuseCompanionDestinations(j);
   return { jobs, skipped };
+}
+
+/** Where `job` copies its artifacts folder's other files: the output's folder, or undefined when nothing is copied. */
+export function companionFolder(job: Job): string | undefined {
+  if (!job.companions?.length || job.planError || job.output === undefined || job.output === '-' || job.output === job.input) return undefined;
+  return path.dirname(job.output);
+}
+
+/**
+ * An artifacts folder's files are copied only where nothing is in the way: a destination that is
+ * a symbolic link or not a regular file, a file of another size, or a link or file among the
+ * folders on the way (below the output's folder) fails the job before anything is written. A
+ * file of the same size is compared byte for byte when copied (and left as it is when the same).
+ */
+function refuseCompanionDestinations(job: Job): void {
+  const outDir = companionFolder(job);
+  if (outDir === undefined) return;
+  const problems: string[] = [];
+  let writeProblem = false;
+  const seenFolders = new Set<string>();
+  for (const c of job.companions!) {
+    const parts = c.rel.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const folder = path.join(outDir, ...parts.slice(0, i));
+      if (seenFolders.has(folder)) continue;
+      seenFolders.add(folder);
+      const st = lstatOrUndefined(folder);
+      if (st?.isSymbolicLink()) problems.push(`${folder} is a symbolic link; files of the folder are copied only into real folders`);
+      else if (st && !st.isDirectory()) { problems.push(`${folder} is ${kindOf(st)}, where the folder's subfolder ${parts.slice(0, i).join('/')} goes`); writeProblem = true; }
+    }
+    const dest = path.join(outDir, ...parts);
+    const st = lstatOrUndefined(dest);
+    if (!st) continue;
+    if (st.isSymbolicLink()) problems.push(`${dest} is a symbolic link; files of the folder are copied only as regular files`);
+    else if (!st.isFile()) problems.push(`${dest} is ${kindOf(st)}`);
+    else if (BigInt(st.size) !== c.size) problems.push(`${dest} is a different file (${st.size} bytes; ${c.from} has ${c.size})`);
+  }
+  if (!problems.length) return;
+  const message = `Refusing to copy the training artifacts folder ${path.dirname(job.input)} to ${outDir}: ${problems.length === 1 ? 'a destination is' : `${problems.length} destinations are`} in the way, and files are never copied over different ones:\n` +
+    `${problems.map((p) => `  ${p}`).join('\n')}\nNothing of the folder was written. Choose another output folder, or remove those entries.`;
+  job.planError = writeProblem ? new OutputWriteError(message) : new RefusedError(message);
+  job.output = undefined;
+}
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try { return lstatSync(p); } catch { return undefined; }
 }
 
 /** The real path of `p` with links resolved, or its absolute path when it cannot be resolved. */
@@ -215,34 +341,52 @@ const isInside = (file: string, dir: string) => file.startsWith(dir.endsWith(pat
  * is only found by decoding the model, which happens only when some output lands inside that
  * model's folder (data files always live there); only the paths are kept, not the models.
  * A job writing over its own model is left to the save (--in-place, or refused with exit 5).
+ * The files an artifacts folder copies are writes too, and their sources are reads.
  */
 function refuseCollisions(jobs: Job[]): void {
-  const writers = jobs.filter((j) => !j.planError && j.output !== undefined && j.output !== '-');
-  if (!writers.length) return;
-  const dests = new Map<Job, string>(writers.map((j) => [j, entryKey(j.output!)]));
-  const problems = new Set<string>();
-  const byDest = new Map<string, Job[]>();
-  for (const [j, key] of dests) byDest.set(key, [...(byDest.get(key) ?? []), j]);
-  for (const same of byDest.values()) {
-    if (same.length > 1) problems.add(`${same[0]!.output} would be written by ${same.length} models: ${same.map((j) => j.input).join(', ')}`);
+  interface Write { job: Job; path: string; key: string; what: string; source: string }
+  const writes: Write[] = [];
+  for (const j of jobs) {
+    if (j.planError || j.output === undefined || j.output === '-') continue;
+    writes.push({ job: j, path: j.output, key: entryKey(j.output), what: `output of ${j.input}`, source: j.input });
+    const outDir = companionFolder(j);
+    if (outDir === undefined) continue;
+    for (const c of j.companions!) {
+      const dest = path.join(outDir, ...c.rel.split('/'));
+      writes.push({ job: j, path: dest, key: entryKey(dest), what: `copy of ${c.from}`, source: c.from });
+    }
   }
-  const reads = new Map<string, Array<{ job: Job; file: string; model: boolean }>>();
-  const read = (file: string, job: Job, model: boolean) => {
-    for (const key of new Set([entryKey(file), realOrResolved(file)])) reads.set(key, [...(reads.get(key) ?? []), { job, file, model }]);
+  if (!writes.length) return;
+  const problems = new Set<string>();
+  const byDest = new Map<string, Write[]>();
+  for (const w of writes) byDest.set(w.key, [...(byDest.get(w.key) ?? []), w]);
+  for (const same of byDest.values()) {
+    if (same.length < 2) continue;
+    problems.add(same.every((w) => w.what.startsWith('output of'))
+      ? `${same[0]!.path} would be written by ${same.length} models: ${same.map((w) => w.job.input).join(', ')}`
+      : `${same[0]!.path} would be written ${same.length} times: ${same.map((w) => w.what).join(', ')}`);
+  }
+  const reads = new Map<string, Array<{ job: Job; file: string; kind: 'model' | 'data' | 'folder' }>>();
+  const read = (file: string, job: Job, kind: 'model' | 'data' | 'folder') => {
+    for (const key of new Set([entryKey(file), realOrResolved(file)])) reads.set(key, [...(reads.get(key) ?? []), { job, file, kind }]);
   };
-  const destKeys = [...dests.values()];
+  const destKeys = writes.map((w) => w.key);
   for (const j of jobs) {
     if (j.planError || j.input === '-') continue;
-    read(j.input, j, true);
+    read(j.input, j, 'model');
+    for (const c of j.companions ?? []) read(c.from, j, 'folder');
     const folder = realOrResolved(path.dirname(path.resolve(j.input)));
-    if (destKeys.some((d) => isInside(d, folder))) for (const file of externalDataPaths(j, jobs.length === 1)) read(file, j, false);
+    if (destKeys.some((d) => isInside(d, folder))) for (const file of externalDataPaths(j, jobs.length === 1)) read(file, j, 'data');
   }
-  for (const [j, key] of dests) {
-    for (const r of reads.get(key) ?? []) {
-      if (r.job === j && r.model) continue;
-      problems.add(r.model
-        ? `${j.output} (output of ${j.input}) would replace ${r.job.input}, an input of this run`
-        : `${j.output} (output of ${j.input}) would replace ${r.file}, external data of ${r.job.input}`);
+  for (const w of writes) {
+    for (const r of reads.get(w.key) ?? []) {
+      // A write onto its own source: the model is left to the save (--in-place, or refused with exit 5); a copy finds the same file.
+      if (r.job === w.job && r.kind !== 'data' && r.file === w.source) continue;
+      problems.add(r.kind === 'model'
+        ? `${w.path} (${w.what}) would replace ${r.job.input}, an input of this run`
+        : r.kind === 'folder'
+          ? `${w.path} (${w.what}) would replace ${r.file}, a file of the training artifacts folder of ${r.job.input}`
+          : `${w.path} (${w.what}) would replace ${r.file}, external data of ${r.job.input}`);
     }
   }
   if (!problems.size) return;

@@ -24,6 +24,8 @@ function printFile(f: FileResult, out: (line: string) => void, err: (line: strin
   const arrow = f.output === '-' ? ' -> stdout' : f.output && f.output !== f.input ? ` -> ${f.output}` : f.output ? ' (in place)' : '';
   if (f.status === 'failed') {
     err(`${red('failed')} ${shown(f.input)}: ${f.error!.message}`);
+    // Which folder rule applied (e.g. a training-artifacts folder, of which nothing was copied).
+    if (f.note) err(`  ${f.note}`);
     return;
   }
   const label = f.status === 'unchanged' ? yellow('unchanged') : green(f.status);

@@ -198,7 +198,7 @@ test('a batch mixing good and broken files: each on its own, a summary, non-zero
   assert.equal(runCli(['patch', path.join(dir, 'batch2'), '-o', path.join(dir, 'batch2-out')]).code, 1);
 });
 
-test('a training-artifacts folder: only training_model.onnx is patched, and the report says so', () => {
+test('a training-artifacts folder: only training_model.onnx is patched, the other files are copied, and the report says so', () => {
   write('artifacts/training_model.onnx', training);
   write('artifacts/eval_model.onnx', training);
   write('artifacts/optimizer_model.onnx', gpt);
@@ -206,8 +206,9 @@ test('a training-artifacts folder: only training_model.onnx is patched, and the 
   assert.equal(r.code, 0);
   assert.equal(r.json.files.length, 1);
   assert.match(r.json.files[0].input, /training_model\.onnx$/);
-  assert.match(r.json.files[0].note, /training artifacts folder: only training_model\.onnx.*eval_model\.onnx, optimizer_model\.onnx/);
-  assert.deepEqual(readdirSync(path.join(dir, 'artifacts-out')), ['training_model.onnx']);
+  assert.match(r.json.files[0].note, /training artifacts folder: only training_model\.onnx is processed, and the folder's other files are copied unchanged/);
+  assert.deepEqual(r.json.files[0].copied, ['eval_model.onnx', 'optimizer_model.onnx']);
+  assert.deepEqual(readdirSync(path.join(dir, 'artifacts-out')).sort(), ['eval_model.onnx', 'optimizer_model.onnx', 'training_model.onnx']);
 });
 
 test('stdin to stdout pipelines', () => {

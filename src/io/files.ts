@@ -348,12 +348,13 @@ function readlinkOr(file: string): string {
 }
 
 /** A path that opens the file behind `fd` (Linux's /proc/self/fd), else the path it was opened from. */
-function descriptorPath(fd: number, opened: string): string {
+export function descriptorPath(fd: number, opened: string): string {
   const viaProc = `/proc/self/fd/${fd}`;
   return existsSync(viaProc) ? viaProc : opened;
 }
 
-function sameContent(a: string, b: string): boolean {
+/** Same bytes (sizes first, then 1 MiB chunks). */
+export function sameContent(a: string, b: string): boolean {
   const [sa, sb] = [statSync(a), statSync(b)];
   if (sa.size !== sb.size) return false;
   const chunk = 1 << 20;

@@ -342,7 +342,8 @@ test('the training-artifacts note reads as plain English', () => {
   put(path.join(dir, 'optimizer_model.onnx'), gpt);
   const r = runCliJson(['patch', dir, '--dry-run']);
   assert.equal(r.code, 0);
-  assert.equal(r.json.files[0].note, 'ONNX Runtime training artifacts folder: only training_model.onnx is processed; not processed: eval_model.onnx, optimizer_model.onnx');
+  assert.equal(r.json.files[0].note, "ONNX Runtime training artifacts folder: only training_model.onnx is processed, and the folder's other files are copied unchanged beside it (nothing is copied when it fails)");
+  assert.deepEqual(r.json.files[0].copied, ['eval_model.onnx', 'optimizer_model.onnx'], 'the dry run lists what it would copy');
 });
 
 test('strip from stdin to stdout always hands the model on, patched or not', () => {
