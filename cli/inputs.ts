@@ -108,6 +108,11 @@ function expandDirectory(dir: string, skipped: SkippedEntry[], options: ExpandOp
     for (const entry of list.sort(byName)) {
       const full = path.join(d, entry.name);
       if (entry.isDirectory()) {
+        // The -o folder inside a batch folder holds this tool's outputs, not inputs (a second run would patch them again).
+        if (options.outputFolder !== undefined && realOrResolved(full) === options.outputFolder) {
+          skipped.push({ path: full, reason: 'the output folder of this run: its models are outputs, not inputs' });
+          continue;
+        }
         let sub: Dirent[];
         try { sub = readdirSync(full, { withFileTypes: true }); } catch (error) {
           found.push({ file: full, base: undefined, planError: fsError(error, `folder ${full}`) });

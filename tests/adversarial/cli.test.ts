@@ -352,3 +352,15 @@ test('strip from stdin to stdout always hands the model on, patched or not', () 
   assert.match(r.stderr, /unchanged stdin -> stdout: Nothing to strip/);
   assert.ok(sameBytes(new Uint8Array(r.stdoutBytes), training), 'the pipeline gets the model, not nothing');
 });
+
+test('an output folder inside the batch folder is not read back as input on the next run', () => {
+  put(at('rerun', 'models', 'a.onnx'), gpt);
+  put(at('rerun', 'models', 'sub', 'b.onnx'), gpt);
+  for (let run = 1; run <= 2; run++) {
+    const r = runCliJson(['patch', at('rerun', 'models'), '-o', at('rerun', 'models', 'out')]);
+    assert.equal(r.code, 0, `run ${run}: ${r.stdout}`);
+    assert.deepEqual(r.json.files.map((f: { input: string }) => path.relative(at('rerun', 'models'), f.input)).sort(), ['a.onnx', path.join('sub', 'b.onnx')]);
+    if (run === 2) assert.ok(r.json.skipped.some((s: { path: string; reason: string }) => s.path === at('rerun', 'models', 'out') && /output folder/.test(s.reason)));
+  }
+  assert.ok(!existsSync(at('rerun', 'models', 'out', 'out')), 'outputs were not patched again into out/out');
+});
