@@ -346,7 +346,8 @@ test('the refused combination really fails in ONNX Runtime, inside the inserted 
   assert.deepEqual((await before.run(feeds))['hidden_states']!.dims, [2, 5, 8], 'the unpatched model runs with these inputs');
   await before.release();
   const patched = decodeModel(encodeModel(clean));
-  applyNeftune(patched, { mode: 'mask', maskInput: 'encoder_attention_mask' });
+  const result = applyNeftune(patched, { mode: 'mask', maskInput: 'encoder_attention_mask' });
+  assert.ok(result.warnings.some((w) => /cannot check the mask input "encoder_attention_mask".*ONNX Runtime fails inside the inserted Mul/.test(w)), 'the patch warned of exactly this');
   const session = await ort.InferenceSession.create(encodeModel(patched), { logSeverityLevel: 4 }); // the failure is expected: not logged
   await assert.rejects(session.run(feeds), /running Mul node\. Name:'neftune__decoder_embeds__noise'.*broadcast.*5 by 7/);
   await session.release();
