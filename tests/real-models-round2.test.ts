@@ -321,7 +321,7 @@ test('an encoder mask on decoder ids is refused, naming both shapes; the model i
   }
   // Sizes that may still agree at run time: patched, with a warning saying what may fail.
   const doubtful: Array<[string, Parameters<typeof buildDecoderModel>[0], RegExp]> = [
-    ['no declared shape', { maskDims: null }, /cannot check the mask input "encoder_attention_mask" against the token ids "input_ids" \[batch, target_tokens\]: "encoder_attention_mask" has no declared shape/],
+    ['no declared shape', { maskDims: null }, /^Cannot check the mask input "encoder_attention_mask" against the token ids "input_ids" \[batch, target_tokens\]: "encoder_attention_mask" has no declared shape/],
     ['generated names', { idsDims: ['unk__1', 'unk__2'], maskDims: ['unk__1', 'unk__3'] }, /dim 1 is "unk__3" where the ids have "unk__2"; if the sizes differ at run time, ONNX Runtime fails inside the inserted Mul/],
     ['torch dynamic axes', { idsDims: ['input_ids_dynamic_axes_1', 'input_ids_dynamic_axes_2'], maskDims: ['input_ids_dynamic_axes_1', 'encoder_attention_mask_dynamic_axes_2'] }, /dim 1 is "encoder_attention_mask_dynamic_axes_2"/],
     ['a name against a size', { maskDims: ['batch', 7] }, /dim 1 is 7 where the ids have "target_tokens"/],
@@ -330,6 +330,15 @@ test('an encoder mask on decoder ids is refused, naming both shapes; the model i
     const result = applyNeftune(buildDecoderModel(options), { mode: 'mask', maskInput: 'encoder_attention_mask' });
     assert.ok(result.warnings.some((w) => why.test(w)), `${label}: ${result.warnings.join(' | ')}`);
   }
+  // Sites that share ids and mask share one warning (a model can have thousands of lookups).
+  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
+  const ids = b.input('input_ids', 'int64', ['batch', 'sequence']);
+  b.input('attention_mask', 'int64');
+  const wte = b.initializer('wte', Tensor.fromArray('float', [10, 4], new Float32Array(40)));
+  b.output(b.op('Add', [b.op('Gather', [wte, ids], { axis: 0 }), b.op('Gather', [wte, ids], { axis: 0 })]), 'float', ['batch', 'sequence', 4]);
+  const shared = applyNeftune(b.build(), { mode: 'mask' });
+  assert.equal(shared.record.sites.length, 2);
+  assert.equal(shared.warnings.filter((w) => /Cannot check the mask input "attention_mask"/.test(w)).length, 1, shared.warnings.join(' | '));
   const fits = applyNeftune(buildDecoderModel({ maskDims: ['batch', 'target_tokens'] }), { mode: 'mask', maskInput: 'encoder_attention_mask' });
   assert.ok(!fits.warnings.some((w) => /encoder_attention_mask/.test(w)), fits.warnings.join(' | '));
 });
@@ -347,7 +356,7 @@ test('the refused combination really fails in ONNX Runtime, inside the inserted 
   await before.release();
   const patched = decodeModel(encodeModel(clean));
   const result = applyNeftune(patched, { mode: 'mask', maskInput: 'encoder_attention_mask' });
-  assert.ok(result.warnings.some((w) => /cannot check the mask input "encoder_attention_mask".*ONNX Runtime fails inside the inserted Mul/.test(w)), 'the patch warned of exactly this');
+  assert.ok(result.warnings.some((w) => /Cannot check the mask input "encoder_attention_mask".*ONNX Runtime fails inside the inserted Mul/.test(w)), 'the patch warned of exactly this');
   const session = await ort.InferenceSession.create(encodeModel(patched), { logSeverityLevel: 4 }); // the failure is expected: not logged
   await assert.rejects(session.run(feeds), /running Mul node\. Name:'neftune__decoder_embeds__noise'.*broadcast.*5 by 7/);
   await session.release();
@@ -361,7 +370,7 @@ test('packed mode: position ids that do not fit the ids are refused; fitting one
   const fitting = applyNeftune(buildDecoderModel({ positionDims: ['batch', 'target_tokens'] }), { mode: 'packed' });
   assert.equal(fitting.record.sites[0]!.positionIdsInput, 'position_ids');
   const unknown = applyNeftune(buildDecoderModel({ positionDims: null }), { mode: 'packed' });
-  assert.ok(unknown.warnings.some((w) => /cannot check the position ids input "position_ids".*no declared shape/.test(w)), unknown.warnings.join(' | '));
+  assert.ok(unknown.warnings.some((w) => /Cannot check the position ids input "position_ids".*no declared shape/.test(w)), unknown.warnings.join(' | '));
 });
 
 test('CLI: --mode mask --mask-input with a mask of other tokens exits 2 and writes nothing', () => {

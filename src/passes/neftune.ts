@@ -497,17 +497,19 @@ function checkCompanionShape(c: EmbeddingCandidate, graph: Graph, ids: { what: s
   const option = what === 'mask' ? 'maskInput (--mask-input)' : 'positionIdsInput (--position-ids-input)';
   const shape = input.shape;
   const consequence = 'if the sizes differ at run time, ONNX Runtime fails inside the inserted Mul';
+  // Warnings name the values, not the lookup: sites sharing ids and mask share one warning.
+  const idsText = ids ? `the token ids ${ids.what} ${formatDims(ids.dims)}` : 'the token ids';
   if (!ids || !shape) {
-    warn(`${c.nodeLabel}: cannot check the ${what} input "${input.name}"${shape ? ` ${formatDims(shape)}` : ''} against the token ids${ids ? ` ${ids.what} ${formatDims(ids.dims)}` : ''}: ${!shape ? `"${input.name}" has no declared shape` : 'the ids\' shape is not declared'}; ${consequence}.`);
+    warn(`Cannot check the ${what} input "${input.name}"${shape ? ` ${formatDims(shape)}` : ''} against ${idsText}: ${!shape ? `"${input.name}" has no declared shape` : `the ids' shape at ${c.nodeLabel} is not declared`}; ${consequence}.`);
     return;
   }
   const mismatch = shapeMismatch(ids.dims, shape);
   if (!mismatch) return;
-  const head = `The ${what} input "${input.name}" is ${formatDims(shape)}, but the token ids of ${c.nodeLabel} (${ids.what}) are ${formatDims(ids.dims)}: ${mismatch.detail}`;
   if (!mismatch.clear) {
-    warn(`${c.nodeLabel}: ${head.charAt(0).toLowerCase()}${head.slice(1)}; ${consequence}.`);
+    warn(`The ${what} input "${input.name}" ${formatDims(shape)} may not fit ${idsText}: ${mismatch.detail}; ${consequence}.`);
     return;
   }
+  const head = `The ${what} input "${input.name}" is ${formatDims(shape)}, but the token ids of ${c.nodeLabel} (${ids.what}) are ${formatDims(ids.dims)}: ${mismatch.detail}`;
   const fitting: string[] = [];
   const pattern = what === 'mask' ? /mask/i : /position/i;
   for (let g: Graph | null = graph; g; g = g.parentScope) {
