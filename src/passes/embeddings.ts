@@ -1,7 +1,8 @@
 /**
  * Finds embedding lookups and says what each one is. An analysis on its own: nothing changes.
  * A candidate is a lookup into a 2-D table (Gather on axis 0, com.microsoft GatherBlockQuantized,
- * ATen `embedding`) or a fused EmbedLayerNormalization (reported, never patchable).
+ * ATen `embedding`, com.microsoft ATenOp `aten::embedding`) or a fused EmbedLayerNormalization
+ * (reported, never patchable).
  */
 import { DataType, dataTypeBits, dataTypeName, isFloatingType } from '../graph/dtype.js';
 import { deferredPayloadOf } from '../graph/deferred.js';
@@ -9,7 +10,7 @@ import { OnnxNeftuneError } from '../graph/errors.js';
 import { Tensor } from '../graph/tensor.js';
 import type { Dim, Graph, Model, Node, Value } from '../graph/ir.js';
 
-export type LookupKind = 'Gather' | 'GatherBlockQuantized' | 'ATen.embedding' | 'EmbedLayerNormalization';
+export type LookupKind = 'Gather' | 'GatherBlockQuantized' | 'ATen.embedding' | 'ATenOp.embedding' | 'EmbedLayerNormalization';
 export type TableStorage = 'initializer' | 'graph-input' | 'initializer+graph-input' | 'constant-node' | 'unknown';
 export type EmbeddingRole = 'token' | 'position' | 'token_type' | 'other';
 export type IndicesSource = 'graph-input' | 'position-computation' | 'constant' | 'other';
@@ -29,6 +30,23 @@ export interface TableInfo {
   dataType: DataType | undefined;
 }
 
+export interface IndicesInfo {
+  source: IndicesSource;
+  /**
+   * The graph input the indices come from (source `graph-input`): the token-id input when one is
+   * reached, else the first other input (mask, position or segment ids) reached.
+   */
+  input: string | undefined;
+  /** Ops from the lookup back to the source, nearest the lookup first. */
+  via: string[];
+  /**
+   * How the indices are computed, when they pass an element-wise op (Mul, Add, Where, ...), e.g.
+   * `input_ids * attention_mask` or `(input_ids * attention_mask) + token_type_ids`; reshapes and
+   * casts are not shown, and past a few operators the rest is `…`. Undefined for plain (reshaped) inputs.
+   */
+  derivation: string | undefined;
+}
+
 export interface EmbeddingCandidate {
   node: Node;
   /** Node name, or a generated description when the node has none. */
@@ -37,7 +55,7 @@ export interface EmbeddingCandidate {
   graphPath: string[];
   kind: LookupKind;
   table: TableInfo;
-  indices: { source: IndicesSource; input: string | undefined; via: string[] };
+  indices: IndicesInfo;
   /** Element type of the lookup's output (what noise is added in). */
   outputType: DataType | undefined;
   role: EmbeddingRole;
@@ -71,8 +89,19 @@ export interface EmbeddingReport {
 }
 
 const PASS_THROUGH_TABLE = new Set(['Identity', 'Cast', 'DequantizeLinear']);
-const SHAPE_PRESERVING_INDICES = new Set(['Identity', 'Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Slice', 'Expand', 'Clip']);
+/** Ops that move or retype their first input; the other inputs are shapes, axes or bounds, not ids. */
+const SHAPE_ONLY_INDICES = new Set(['Identity', 'Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Slice', 'Expand']);
+/** Integer element-wise ops token ids pass through (exporters zero padding with `ids * mask`), as written in derivations. */
+const INFIX_INDICES: ReadonlyMap<string, string> = new Map([['Mul', '*'], ['Add', '+'], ['Sub', '-'], ['Mod', '%']]);
+const FUNCTION_INDICES = new Set(['Min', 'Max', 'Where', 'Clip', 'Concat']);
 const POSITION_OPS = new Set(['Range', 'CumSum']);
+const MASK_NAME = /mask/i;
+/** The default-domain opset the noise ops need in the default mode (hf); ONNX Runtime runs opset 7 and newer only. */
+export const NOISE_MIN_OPSET = 7;
+/** Operators shown in a derivation before the rest is abbreviated. */
+const DERIVATION_OPS = 4;
+/** Entries of `via` listed before the path is abbreviated (the source's op is always kept). */
+const VIA_LISTED = 32;
 const ROTARY_NAME = /rotary|cos_cache|sin_cache|cos_cached|sin_cached|inv_freq|\bcos\b|\bsin\b/i;
 const POSITION_NAME = /position|(^|[._/])pos([._/]|_?emb|_?ids|$)|wpe/i;
 const TOKEN_TYPE_NAME = /token_type|segment|seg_(ids|emb)|type_ids/i;
@@ -85,9 +114,10 @@ export function findEmbeddings(model: Model): EmbeddingReport {
   const candidates: EmbeddingCandidate[] = [];
   const nearMisses: NearMiss[] = [];
   const declared = new DeclarationLookup();
+  const context: Context = { declared, tracer: new IndexTracer(declared), nearMisses, opset: model.opsetVersion('') };
   for (const { graph, path } of graphsWithPaths(model)) {
     for (const node of graph) {
-      const candidate = inspectNode(node, path, declared, nearMisses);
+      const candidate = inspectNode(node, path, context);
       if (candidate) candidates.push(candidate);
     }
   }
@@ -140,25 +170,45 @@ export function* graphsWithPaths(model: Model): Iterable<{ graph: Graph; path: s
   }
 }
 
+interface Context {
+  declared: DeclarationLookup;
+  tracer: IndexTracer;
+  nearMisses: NearMiss[];
+  /** The model's default-domain opset import, if any. */
+  opset: number | undefined;
+}
+
+/** The ATen operator a node runs: `ATen` names it in `operator`, the older com.microsoft `ATenOp` in `name` (`aten::embedding`). */
+function atenOperator(node: Node): string | undefined {
+  if (node.opType === 'ATen') return node.attributeValue<string>('operator', '');
+  if (node.opType === 'ATenOp' && node.domain === 'com.microsoft') return node.attributeValue<string>('name', '').replace(/^aten::/, '');
+  return undefined;
+}
+
 function lookupKind(node: Node): LookupKind | undefined {
   if (node.opType === 'Gather' && isDefaultDomain(node.domain)) return 'Gather';
   if (node.opType === 'GatherBlockQuantized' && node.domain === 'com.microsoft') return 'GatherBlockQuantized';
   if (node.opType === 'ATen' && node.attributeValue<string>('operator', '') === 'embedding') return 'ATen.embedding';
+  if (node.opType === 'ATenOp' && atenOperator(node) === 'embedding') return 'ATenOp.embedding';
   if (node.opType === 'EmbedLayerNormalization' && node.domain === 'com.microsoft') return 'EmbedLayerNormalization';
   return undefined;
 }
 
 const isDefaultDomain = (d: string) => d === '' || d === 'ai.onnx';
 
-function inspectNode(node: Node, graphPath: string[], declared: DeclarationLookup, nearMisses: NearMiss[]): EmbeddingCandidate | undefined {
+function inspectNode(node: Node, graphPath: string[], context: Context): EmbeddingCandidate | undefined {
+  const { declared, nearMisses } = context;
   const kind = lookupKind(node);
-  if (!kind) return undefined;
-  const [tableInput, indicesInput] = kind === 'EmbedLayerNormalization' ? [node.input(2), node.input(0)]
-    : kind === 'ATen.embedding' ? [node.input(0), node.input(1)] : [node.input(0), node.input(1)];
+  if (!kind) {
+    const reason = lookupFormNotPatched(node, declared);
+    if (reason) nearMisses.push({ node: labelOf(node), graphPath, reason });
+    return undefined;
+  }
+  const [tableInput, indicesInput] = kind === 'EmbedLayerNormalization' ? [node.input(2), node.input(0)] : [node.input(0), node.input(1)];
   if (!tableInput || !indicesInput) return undefined;
   const table = resolveTable(tableInput, node, declared);
   if (!table) return undefined; // data computed at run time (a Shape, an activation): not a table
-  const nodeLabel = node.name ?? `${node.opType} writing ${node.outputs[0]?.name || '?'}`;
+  const nodeLabel = labelOf(node);
   // Near misses are reported for float (or untyped) tables only: Gathers on integer constants are shape arithmetic.
   const nearMiss = (reason: string) => {
     const type = lookupOutputType(node, kind, tableInput, table);
@@ -173,7 +223,7 @@ function inspectNode(node: Node, graphPath: string[], declared: DeclarationLooku
       return undefined;
     }
   }
-  if (kind === 'Gather' || kind === 'ATen.embedding' || kind === 'EmbedLayerNormalization') {
+  if (kind === 'Gather' || kind === 'ATen.embedding' || kind === 'ATenOp.embedding' || kind === 'EmbedLayerNormalization') {
     if (table.rank !== 2) {
       if (table.rank === undefined) nearMiss(`table "${table.info.name}" has no declared shape: an embedding table is 2-D (declare its shape)`);
       else if (table.rank !== 0) nearMiss(`table "${table.info.name}" has rank ${table.rank} (dims [${table.dims.join(', ')}]): an embedding table is 2-D`);
@@ -182,7 +232,7 @@ function inspectNode(node: Node, graphPath: string[], declared: DeclarationLooku
   }
   const problems = tableProblems(table);
   if (kind === 'GatherBlockQuantized') adjustQuantizedDims(node, table);
-  const indices = traceIndices(indicesInput, declared);
+  const indices = context.tracer.describe(indicesInput);
   const indexType = indicesType(indicesInput);
   if (indexType !== undefined && indexType !== DataType.INT64 && indexType !== DataType.INT32) {
     problems.push(`indices "${indicesInput.name}" are ${dataTypeName(indexType)}: a lookup takes int32 or int64 token ids`);
@@ -195,8 +245,9 @@ function inspectNode(node: Node, graphPath: string[], declared: DeclarationLooku
   const reasons: string[] = [];
   const role = assignRole(table.info, indices, reasons);
   const invalidReason = problems.length ? problems.join('; ') : undefined;
-  const patchable = patchableKind && !invalidReason;
-  const scale = patchable ? findScaleMul(output!, declared) : undefined;
+  const opsetTooOld = patchableKind && !invalidReason && context.opset !== undefined && context.opset < NOISE_MIN_OPSET;
+  const patchable = patchableKind && !invalidReason && !opsetTooOld;
+  const scale = patchableKind && !invalidReason ? findScaleMul(output!, declared) : undefined;
   if (scale?.invalidReason) reasons.push(`scale Mul ${scale.node.describe()}: ${scale.invalidReason}`);
   return {
     node,
@@ -211,10 +262,46 @@ function inspectNode(node: Node, graphPath: string[], declared: DeclarationLooku
     patchable,
     notPatchableReason: patchable ? undefined
       : invalidReason ? `the model is malformed here: ${invalidReason} (ONNX Runtime cannot run it either; fix or re-export the model)`
-      : 'the lookup is fused into com.microsoft EmbedLayerNormalization, which adds word, position and segment embeddings and normalizes them in one kernel: no separate token-embedding output exists to add noise to (export the model without the EmbedLayerNormalization fusion to patch it)',
+      : opsetTooOld ? opsetTooOldReason(context.opset!)
+      : FUSED_REASON,
     invalidReason,
     scale,
   };
+}
+
+const FUSED_REASON = 'the lookup is fused into com.microsoft EmbedLayerNormalization, which adds word, position and segment embeddings and normalizes them in one kernel: '
+  + 'no separate token-embedding output exists to add noise to. Export the model without that fusion, then patch: the plain export (torch.onnx / optimum-cli export onnx without -O2 and up), '
+  + 'optimum\'s ORTOptimizer with OptimizationConfig(disable_embed_layer_norm_fusion=True), or python -m onnxruntime.transformers.optimizer --disable_embed_layer_norm';
+
+function opsetTooOldReason(opset: number): string {
+  return `the model imports default-domain opset ${opset} < ${NOISE_MIN_OPSET}: the noise ops need opset >= ${NOISE_MIN_OPSET} (ONNX Runtime runs opset 7 and newer only) and NEFTune never changes a model's opset; `
+    + 'convert the model first (onnx.version_converter.convert_version(model, 13)), then patch';
+}
+
+function labelOf(node: Node): string {
+  return node.name ?? `${node.opType} writing ${node.outputs[0]?.name || '?'}`;
+}
+
+/**
+ * Why a node that computes an embedding in a form the patch does not take is not a candidate
+ * (ATen embedding_bag, a one-hot MatMul), or undefined for any other node.
+ */
+function lookupFormNotPatched(node: Node, declared: DeclarationLookup): string | undefined {
+  const aten = atenOperator(node);
+  if (aten === 'embedding_bag' || aten === '_embedding_bag') {
+    const weight = node.input(0);
+    return `${node.opType} ${aten}${weight ? ` on table "${weight.name}"` : ''} sums or averages bags of rows in one kernel: no per-token embedding output exists to add noise to. `
+      + 'Export the model with per-token lookups (nn.Embedding, then the bag reduction), then patch';
+  }
+  if (node.opType !== 'MatMul' || !isDefaultDomain(node.domain)) return undefined;
+  let oneHot = node.input(0)?.producer;
+  if (oneHot?.opType === 'Cast' && isDefaultDomain(oneHot.domain)) oneHot = oneHot.input(0)?.producer;
+  if (oneHot?.opType !== 'OneHot' || !isDefaultDomain(oneHot.domain)) return undefined;
+  const tableInput = node.input(1);
+  const table = tableInput ? resolveTable(tableInput, node, declared) : undefined;
+  if (!table) return undefined;
+  return `MatMul of OneHot(${oneHot.input(0)?.name ?? '?'}) with table "${table.info.name}" is an embedding lookup written as a product; NEFTune patches lookups (Gather, ATen embedding). `
+    + 'Export the embedding as a lookup (nn.Embedding / tf.gather instead of one_hot @ weights), then patch';
 }
 
 interface ResolvedTable {
@@ -344,22 +431,163 @@ function adjustQuantizedDims(node: Node, table: ResolvedTable): void {
   }
 }
 
-function traceIndices(input: Value, declared: DeclarationLookup): EmbeddingCandidate['indices'] {
-  const via: string[] = [];
-  let v: Value = input;
-  let sawPosition = false;
-  for (let steps = 0; steps < 32; steps++) {
-    const p = v.producer;
-    if (!p) break;
-    if (POSITION_OPS.has(p.opType)) { via.push(p.opType); sawPosition = true; break; }
-    if (!SHAPE_PRESERVING_INDICES.has(p.opType) || !p.input(0)) break;
-    via.push(p.opType);
-    v = p.input(0)!;
+/** What a value the indices are computed from was traced to. */
+interface Trace {
+  /** The first token-id graph input reached (not named like a mask, position or segment ids). */
+  ids: Value | undefined;
+  /** The first other graph input reached (a mask, position or segment ids input). */
+  named: Value | undefined;
+  /** A Range or CumSum reached: the indices are computed positions. */
+  position: Node | undefined;
+  /** Every leaf is a constant (initializer or Constant). */
+  constant: boolean;
+  /** The node that computes the value, when it is one of the ops traced through. */
+  node: Node | undefined;
+  /** The value with reshapes and casts skipped: what a derivation shows. */
+  shown: Value;
+  /** An element-wise op was passed (a derivation is worth showing). */
+  arithmetic: boolean;
+  /** Ops towards the chosen source, as a shared linked list (the whole path is never copied per value). */
+  via: ViaLink | undefined;
+}
+/** `end` is the path's last op (the source's), kept so a long path is listed without walking it. */
+interface ViaLink { op: string; rest: ViaLink | undefined; end: string }
+
+/**
+ * Traces lookup indices back through integer element-wise and shape-only ops to graph inputs,
+ * constants and position computations. Each value is traced once for the whole model (memoised),
+ * with an explicit stack: the work is linear in the graph, whatever its depth or lookup count.
+ */
+class IndexTracer {
+  private readonly memo = new Map<Value, Trace>();
+  constructor(private readonly declared: DeclarationLookup) {}
+
+  describe(input: Value): IndicesInfo {
+    const t = this.trace(input);
+    const via: string[] = [];
+    for (let link = t.via; link; link = link.rest) {
+      if (via.length === VIA_LISTED) { via.push('…', link.end); break; }
+      via.push(link.op);
+    }
+    const derivation = t.arithmetic ? this.render(t, { ops: DERIVATION_OPS }) : undefined;
+    if (t.position) return { source: 'position-computation', input: undefined, via, derivation };
+    const source = t.ids ?? t.named;
+    if (source) return { source: 'graph-input', input: source.name, via, derivation };
+    return { source: t.constant ? 'constant' : 'other', input: undefined, via, derivation };
   }
-  if (sawPosition) return { source: 'position-computation', input: undefined, via };
-  if (!v.initializer && declared.isInput(v)) return { source: 'graph-input', input: v.name, via };
-  if (v.initializer || v.producer?.opType === 'Constant') return { source: 'constant', input: undefined, via };
-  return { source: 'other', input: undefined, via };
+
+  private trace(root: Value): Trace {
+    const done = this.memo.get(root);
+    if (done) return done;
+    const stack: Value[] = [root];
+    const expanded = new Set<Value>();
+    while (stack.length) {
+      const v = stack[stack.length - 1]!;
+      if (this.memo.has(v)) { stack.pop(); continue; }
+      const node = this.tracedNode(v);
+      if (node && !expanded.has(v)) {
+        // Operands first; a value met again while its operands are pending is a cycle (malformed) and reads as computed.
+        expanded.add(v);
+        let pending = false;
+        for (const o of dataInputs(node)) if (!this.memo.has(o) && !expanded.has(o)) { stack.push(o); pending = true; }
+        if (pending) continue;
+      }
+      stack.pop();
+      this.memo.set(v, node ? this.combine(v, node) : this.leaf(v));
+    }
+    return this.memo.get(root)!;
+  }
+
+  /** The producer of `v` when it is an op traced through. */
+  private tracedNode(v: Value): Node | undefined {
+    const p = v.producer;
+    if (!p || !isDefaultDomain(p.domain) || v.initializer || this.declared.isInput(v)) return undefined;
+    return SHAPE_ONLY_INDICES.has(p.opType) || INFIX_INDICES.has(p.opType) || FUNCTION_INDICES.has(p.opType) ? p : undefined;
+  }
+
+  private leaf(v: Value): Trace {
+    const t = computedLeaf(v);
+    const p = v.producer;
+    if (v.initializer || p?.opType === 'Constant') t.constant = true;
+    else if (this.declared.isInput(v)) {
+      if (MASK_NAME.test(v.name) || POSITION_NAME.test(v.name) || TOKEN_TYPE_NAME.test(v.name)) t.named = v; else t.ids = v;
+    } else if (p && POSITION_OPS.has(p.opType)) {
+      t.position = p;
+      t.via = { op: p.opType, rest: undefined, end: p.opType };
+    }
+    return t;
+  }
+
+  private combine(v: Value, node: Node): Trace {
+    const operands: Trace[] = [];
+    for (const o of dataInputs(node)) {
+      // An operand still pending is on a cycle: it counts as a computed value.
+      operands.push(this.memo.get(o) ?? computedLeaf(o));
+    }
+    const first = <K extends 'ids' | 'named' | 'position'>(k: K) => operands.find((o) => o[k] !== undefined);
+    const chosen = first('position') ?? first('ids') ?? first('named') ?? operands[0];
+    const shapeOnly = SHAPE_ONLY_INDICES.has(node.opType);
+    return {
+      ids: first('ids')?.ids, named: first('named')?.named, position: first('position')?.position,
+      constant: operands.length > 0 && operands.every((o) => o.constant),
+      node, shown: shapeOnly && operands[0] ? operands[0].shown : v,
+      arithmetic: !shapeOnly || operands.some((o) => o.arithmetic),
+      via: { op: node.opType, rest: chosen?.via, end: chosen?.via?.end ?? node.opType },
+    };
+  }
+
+  /** A readable expression; at most `budget.ops` operators, the rest `…`. Bounded work: the recursion stops with the budget. */
+  private render(t: Trace, budget: { ops: number }): string {
+    const v = t.shown;
+    const shown = this.memo.get(v) ?? t;
+    const node = shown.node;
+    if (!node || SHAPE_ONLY_INDICES.has(node.opType)) return leafText(v, shown);
+    if (budget.ops <= 0) return '…';
+    budget.ops--;
+    const operand = (o: Value | null | undefined): string => {
+      if (!o) return '?';
+      const ot = this.memo.get(o);
+      if (!ot) return o.name;
+      const text = this.render(ot, budget);
+      const inner = this.memo.get(ot.shown)?.node;
+      return inner && INFIX_INDICES.has(inner.opType) && text !== '…' ? `(${text})` : text;
+    };
+    const symbol = INFIX_INDICES.get(node.opType);
+    if (symbol) return node.inputs.slice(0, 2).map(operand).join(` ${symbol} `);
+    if (node.opType === 'Where') return `where(${node.input(0)?.name ?? '?'}, ${operand(node.input(1))}, ${operand(node.input(2))})`;
+    if (node.opType === 'Clip') return `clip(${operand(node.input(0))})`;
+    const shownInputs = node.inputs.slice(0, 3).map(operand);
+    if (node.inputs.length > 3) shownInputs.push('…');
+    return `${node.opType.toLowerCase()}(${shownInputs.join(', ')})`;
+  }
+}
+
+function computedLeaf(v: Value): Trace {
+  return { ids: undefined, named: undefined, position: undefined, constant: false, node: undefined, shown: v, arithmetic: false, via: undefined };
+}
+
+/** The inputs of a traced op that carry index values (not shapes, axes, bounds or a Where condition). */
+function dataInputs(node: Node): Value[] {
+  const pick = SHAPE_ONLY_INDICES.has(node.opType) || node.opType === 'Clip' ? node.inputs.slice(0, 1)
+    : node.opType === 'Where' ? node.inputs.slice(1, 3) : node.inputs;
+  return pick.filter((x): x is Value => !!x);
+}
+
+/** A leaf of a derivation: a graph input's name, a small constant's value, or the computing op. */
+function leafText(v: Value, t: Trace): string {
+  if (t.constant) {
+    const c = constantTensor(v);
+    try {
+      if (c && c.elementCount === 1 && c.storage !== 'external' && isIntegerOrFloat(c.dataType) && !tensorSizeProblem(c, 'constant')) return String(c.toArray()[0]);
+    } catch { /* unreadable payload: show the name */ }
+    return v.name;
+  }
+  if (t.position) return `${t.position.opType}(${t.position.input(0)?.name ?? '?'})`;
+  return v.name;
+}
+
+function isIntegerOrFloat(t: DataType): boolean {
+  return t === DataType.INT64 || t === DataType.INT32 || t === DataType.INT16 || t === DataType.INT8 || t === DataType.UINT8 || isFloatingType(t);
 }
 
 /** The indices' element type: declared on the value, or on what it is a reshaped copy of, or a Cast's target. */
@@ -378,23 +606,25 @@ function indicesType(input: Value): DataType | undefined {
   return undefined;
 }
 
-function assignRole(table: TableInfo, indices: EmbeddingCandidate['indices'], reasons: string[]): EmbeddingRole {
+function assignRole(table: TableInfo, indices: IndicesInfo, reasons: string[]): EmbeddingRole {
   const size = `${table.rows ?? '?'} x ${table.dim ?? '?'}`;
+  const computed = indices.derivation ? `: ${indices.derivation}` : '';
   if (ROTARY_NAME.test(table.name)) {
     reasons.push(`table "${table.name}" is named like a rotary cos/sin cache`);
     return 'other';
   }
   if (indices.source === 'position-computation') {
-    reasons.push(`indices are computed by ${indices.via.at(-1)} (a position computation)`);
+    reasons.push(`indices are computed by ${indices.via.at(-1)} (a position computation)${computed}`);
     return 'position';
   }
   if (indices.source === 'graph-input') {
     const name = indices.input!;
-    if (TOKEN_TYPE_NAME.test(name)) { reasons.push(`indices come from graph input "${name}" (segment / token-type ids)`); return 'token_type'; }
-    if (POSITION_NAME.test(name)) { reasons.push(`indices come from graph input "${name}" (position ids)`); return 'position'; }
+    const from = indices.derivation ? `indices are computed from graph input "${name}"${computed}` : `indices come from graph input "${name}"`;
+    if (TOKEN_TYPE_NAME.test(name)) { reasons.push(`${from} (segment / token-type ids)`); return 'token_type'; }
+    if (POSITION_NAME.test(name)) { reasons.push(`${from} (position ids)`); return 'position'; }
     if (TOKEN_TYPE_NAME.test(table.name)) { reasons.push(`table "${table.name}" is named like a token-type table`); return 'token_type'; }
     if (POSITION_NAME.test(table.name)) { reasons.push(`table "${table.name}" is named like a position table`); return 'position'; }
-    reasons.push(`indices come from graph input "${name}"${indices.via.length ? ` through ${indices.via.join(' <- ')}` : ''}`, `table ${size}`);
+    reasons.push(indices.derivation ? from : `${from}${indices.via.length ? ` through ${indices.via.join(' <- ')}` : ''}`, `table ${size}`);
     return 'token';
   }
   if (indices.source === 'constant' && (indices.via.some((op) => op === 'Slice' || op === 'Expand') || POSITION_NAME.test(table.name))) {
@@ -403,7 +633,7 @@ function assignRole(table: TableInfo, indices: EmbeddingCandidate['indices'], re
   }
   if (POSITION_NAME.test(table.name)) { reasons.push(`table "${table.name}" is named like a position table`); return 'position'; }
   if (TOKEN_TYPE_NAME.test(table.name)) { reasons.push(`table "${table.name}" is named like a token-type table`); return 'token_type'; }
-  reasons.push(`indices come from ${indices.source === 'constant' ? 'a constant' : 'a computed value'}, not a token-id input`);
+  reasons.push(`indices come from ${indices.source === 'constant' ? 'a constant' : 'a computed value'}, not a token-id input${computed ? ` (${indices.derivation})` : ''}`);
   return 'other';
 }
 
@@ -528,5 +758,5 @@ function areSubgraphCopies(groups: EmbeddingCandidate[][]): string | undefined {
 export function describeCandidate(c: EmbeddingCandidate): string {
   const where = c.graphPath.length > 1 ? ` in ${c.graphPath.slice(1).join(' / ')}` : '';
   const size = `${c.table.rows ?? '?'}x${c.table.dim ?? '?'} ${c.table.dataType !== undefined ? dataTypeName(c.table.dataType) : '?'}`;
-  return `${c.kind} "${c.nodeLabel}"${where}: table "${c.table.name}" [${size}, ${c.table.storage}${c.table.outerScope ? ', outer scope' : ''}], role ${c.role}${c.patchable ? '' : c.invalidReason ? ` (invalid: ${c.invalidReason})` : ' (fused, not patchable)'}`;
+  return `${c.kind} "${c.nodeLabel}"${where}: table "${c.table.name}" [${size}, ${c.table.storage}${c.table.outerScope ? ', outer scope' : ''}], role ${c.role}${c.patchable ? '' : c.invalidReason ? ` (invalid: ${c.invalidReason})` : c.kind === 'EmbedLayerNormalization' ? ' (fused, not patchable)' : ` (not patchable: ${c.notPatchableReason})`}`;
 }

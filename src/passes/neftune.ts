@@ -14,7 +14,7 @@ import { modelToProto } from '../graph/serde.js';
 import { AttributeProtoType, int64ToNumber } from '../graph/proto.js';
 import { Tensor } from '../graph/tensor.js';
 import { Emitter } from './emit.js';
-import { describeCandidate, findEmbeddings, type EmbeddingCandidate, type EmbeddingReport } from './embeddings.js';
+import { NOISE_MIN_OPSET, describeCandidate, findEmbeddings, type EmbeddingCandidate, type EmbeddingReport } from './embeddings.js';
 import { AlreadyPatchedError, AmbiguousEmbeddingError, NoEmbeddingError, PatchMismatchError, PatchOptionError } from './errors.js';
 
 export const TOOL_VERSION = '0.1.0';
@@ -94,7 +94,7 @@ export interface StripResult {
   restoredValues: string[];
 }
 
-const MIN_OPSET: Record<NeftuneMode, number> = { hf: 7, mask: 8, packed: 16 };
+const MIN_OPSET: Record<NeftuneMode, number> = { hf: NOISE_MIN_OPSET, mask: 8, packed: 16 };
 
 /** Validates and fills in defaults; throws PatchOptionError with what was wrong. */
 export function normalizeOptions(options: NeftuneOptions): PatchRecord['options'] {
@@ -310,7 +310,10 @@ export function selectTargets(report: EmbeddingReport, options: PatchRecord['opt
   if (!chosen.length) {
     const invalid = report.candidates.filter((c) => c.invalidReason && (options.allCandidates || c.role === 'token'));
     if (invalid.length) refuseInvalid(invalid, options.allCandidates ? 'No lookup' : 'The token embedding');
-    throw new NoEmbeddingError(`No token embedding to patch: ${report.targetReason}. ${report.candidates.length ? how : ''}\n${listing()}`.trim());
+    // Choosing by table or node helps only when some candidate can be patched (not when all are fused or need a newer opset).
+    const choosable = report.candidates.some((c) => c.patchable);
+    const what = options.allCandidates ? 'No candidate can be patched' : 'No token embedding to patch';
+    throw new NoEmbeddingError(`${what}: ${report.targetReason}.${choosable ? ` ${how}` : ''}\n${listing()}`.trim());
   }
   return chosen;
 }
@@ -337,7 +340,11 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
   const declaredOpset = model.opsetVersion('');
   const opset = declaredOpset ?? addedOpsetVersion(model.irVersion, opts.mode);
   if (opset < MIN_OPSET[opts.mode]) {
-    throw new PatchOptionError(`Mode ${opts.mode} needs default-domain opset >= ${MIN_OPSET[opts.mode]}; this model imports opset ${opset}. NEFTune never changes a model's opset: convert the model (onnx.version_converter) or use mode hf${opts.mode === 'packed' ? ' or mask' : ''}.`);
+    // Only modes that work at this opset are suggested (never the one in use).
+    const working = MODES.filter((m) => m !== opts.mode && MIN_OPSET[m] <= opset);
+    const instead = working.length ? ` or use mode ${working.join(' or ')}` : '';
+    const runtime = opset < NOISE_MIN_OPSET ? ' (ONNX Runtime runs opset 7 and newer only)' : '';
+    throw new PatchOptionError(`Mode ${opts.mode} needs default-domain opset >= ${MIN_OPSET[opts.mode]}; this model imports opset ${opset}${runtime}. NEFTune never changes a model's opset: convert the model (onnx.version_converter.convert_version(model, ${Math.max(13, MIN_OPSET[opts.mode])}))${instead}.`);
   }
   const report = findEmbeddings(model);
   const targets = selectTargets(report, opts);
@@ -346,7 +353,10 @@ export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchR
   // Everything the pass adds starts with 'neftune' (the reserved prefix, or the alpha input's name).
   const names = new NameAllocator(model, { prefix: 'neftune' });
   const warnings: string[] = [];
-  const plans = targets.map((c) => planSite(c, opts, opset, warnings));
+  const seenWarnings = new Set<string>();
+  // Once each: thousands of sites can share one mask and the same doubt about it.
+  const warn = (w: string) => { if (!seenWarnings.has(w)) { seenWarnings.add(w); warnings.push(w); } };
+  const plans = targets.map((c) => planSite(c, opts, opset, warn));
   const alphaName = opts.alphaInput ? (typeof opts.alphaInput === 'string' ? opts.alphaInput : DEFAULT_ALPHA_INPUT) : undefined;
   if (alphaName !== undefined && names.has(alphaName)) {
     throw new PatchOptionError(`Cannot add alpha input "${alphaName}": the model already uses that name; pass another name to alphaInput`);
@@ -390,14 +400,14 @@ interface SitePlan {
   positions: Value | undefined;
 }
 
-function planSite(c: EmbeddingCandidate, opts: PatchRecord['options'], opset: number, warnings: string[]): SitePlan {
+function planSite(c: EmbeddingCandidate, opts: PatchRecord['options'], opset: number, warn: (w: string) => void): SitePlan {
   // Malformed lookups are refused by selectTargets; checked again here because emitting needs an output to rename.
   if (c.invalidReason) throw new OnnxModelError(`${c.nodeLabel} cannot be patched: ${c.invalidReason}. Fix or re-export the model.`);
   const afterScale = !!opts.afterScale && !!c.scale;
-  if (opts.afterScale && !c.scale) warnings.push(`${c.nodeLabel}: no scalar scale Mul follows the lookup; noise added right after the lookup.`);
+  if (opts.afterScale && !c.scale) warn(`${c.nodeLabel}: no scalar scale Mul follows the lookup; noise added right after the lookup.`);
   if (c.scale?.invalidReason) {
     if (afterScale) throw new OnnxModelError(`${c.nodeLabel}: cannot add the noise after scale Mul ${c.scale.node.describe()}: ${c.scale.invalidReason}. Fix the constant, or patch without --after-scale.`);
-    warnings.push(`${c.nodeLabel}: the scale Mul ${c.scale.node.describe()} after the lookup is malformed (${c.scale.invalidReason}); ONNX Runtime will refuse the model until it is fixed.`);
+    warn(`${c.nodeLabel}: the scale Mul ${c.scale.node.describe()} after the lookup is malformed (${c.scale.invalidReason}); ONNX Runtime will refuse the model until it is fixed.`);
   }
   const siteNode: Node = afterScale ? c.scale!.node : c.node;
   const graph = siteNode.graph!;
@@ -416,7 +426,98 @@ function planSite(c: EmbeddingCandidate, opts: PatchRecord['options'], opset: nu
     positions = requireInput(graph, opts.positionIdsInput ?? 'position_ids', 'position ids', c);
     mask = opts.maskInput ? requireInput(graph, opts.maskInput, 'mask', c) : findInput(graph, maskName(c, opts));
   }
+  const ids = idsShape(c);
+  if (mask) checkCompanionShape(c, graph, ids, mask, 'mask', warn);
+  if (positions) checkCompanionShape(c, graph, ids, positions, 'position ids', warn);
   return { candidate: c, siteNode, type, afterScale, mask, positions };
+}
+
+type Dims = readonly (number | string | undefined)[];
+
+/**
+ * The token ids' declared shape at a lookup: the indices' own (or that of what they are an
+ * Identity/Cast of), else the lookup output's without its last dim, else the token-id input's
+ * when the indices are computed from it element-wise only; undefined when none is declared.
+ */
+function idsShape(c: EmbeddingCandidate): { what: string; dims: Dims } | undefined {
+  let v = c.node.input(1);
+  for (let steps = 0; v && steps < 32; steps++) {
+    if (v.shape) return { what: `"${v.name}"`, dims: v.shape };
+    const p: Node | null = v.producer;
+    if (!p || !(p.opType === 'Identity' || p.opType === 'Cast')) break;
+    v = p.input(0);
+  }
+  const output = c.node.outputs[0];
+  const out = output?.shape;
+  if (out?.length) return { what: `"${output!.name}" without its last dim`, dims: out.slice(0, -1) };
+  if (c.indices.source === 'graph-input' && !c.indices.via.some((op) => RESHAPING.has(op))) {
+    const input = findInput(c.node.graph!, c.indices.input!);
+    if (input?.shape) return { what: `"${input.name}"`, dims: input.shape };
+  }
+  return undefined;
+}
+const RESHAPING = new Set(['Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Expand', 'Slice', 'Concat', '…']);
+
+/**
+ * Dim names generated by tools rather than chosen by the exporter's author: two different ones say
+ * nothing about whether the sizes differ (torch names each input's dynamic axes apart).
+ */
+const GENERATED_DIM = /^(unk__\d+|s\d+|\d+|\?|None)$|_dynamic_axes_\d+$/;
+
+/**
+ * How `other` does not fit the ids' shape. `clear` when it cannot fit: another rank, different
+ * fixed sizes, or different dim names both chosen by the exporter (distinct names mark distinct
+ * axes, e.g. an encoder mask [batch, source_tokens] against decoder ids [batch, target_tokens]).
+ * Otherwise (a name against a size, a generated name, an unknown dim) the sizes may agree at run
+ * time: not clear, a warning.
+ */
+function shapeMismatch(ids: Dims, other: Dims): { clear: boolean; detail: string } | undefined {
+  if (ids.length !== other.length) return { clear: true, detail: `it has rank ${other.length}, the ids rank ${ids.length}` };
+  let unsure: { clear: boolean; detail: string } | undefined;
+  for (let i = 0; i < ids.length; i++) {
+    const a = ids[i], b = other[i];
+    if (a === b && a !== undefined && a !== '') continue;
+    const detail = `dim ${i} is ${formatDim(b)} where the ids have ${formatDim(a)}`;
+    if (typeof a === 'number' && typeof b === 'number') return { clear: true, detail };
+    if (typeof a === 'string' && typeof b === 'string' && a && b && !GENERATED_DIM.test(a) && !GENERATED_DIM.test(b)) return { clear: true, detail };
+    unsure ??= { clear: false, detail };
+  }
+  return unsure;
+}
+
+const formatDim = (d: number | string | undefined): string => (typeof d === 'number' ? String(d) : d ? `"${d}"` : '?');
+const formatDims = (dims: Dims): string => `[${dims.map((d) => (typeof d === 'number' ? String(d) : d || '?')).join(', ')}]`;
+
+/**
+ * The mask (or position ids) is read per token of the lookup: it must have the ids' shape, or
+ * ONNX Runtime fails inside the inserted Mul at run time. A clear mismatch is refused; a doubt
+ * (no declared shape, names that may still agree) is a warning.
+ */
+function checkCompanionShape(c: EmbeddingCandidate, graph: Graph, ids: { what: string; dims: Dims } | undefined, input: Value, what: 'mask' | 'position ids', warn: (w: string) => void): void {
+  const option = what === 'mask' ? 'maskInput (--mask-input)' : 'positionIdsInput (--position-ids-input)';
+  const shape = input.shape;
+  const consequence = 'if the sizes differ at run time, ONNX Runtime fails inside the inserted Mul';
+  // Warnings name the values, not the lookup: sites sharing ids and mask share one warning.
+  const idsText = ids ? `the token ids ${ids.what} ${formatDims(ids.dims)}` : 'the token ids';
+  if (!ids || !shape) {
+    warn(`Cannot check the ${what} input "${input.name}"${shape ? ` ${formatDims(shape)}` : ''} against ${idsText}: ${!shape ? `"${input.name}" has no declared shape` : `the ids' shape at ${c.nodeLabel} is not declared`}; ${consequence}.`);
+    return;
+  }
+  const mismatch = shapeMismatch(ids.dims, shape);
+  if (!mismatch) return;
+  if (!mismatch.clear) {
+    warn(`The ${what} input "${input.name}" ${formatDims(shape)} may not fit ${idsText}: ${mismatch.detail}; ${consequence}.`);
+    return;
+  }
+  const head = `The ${what} input "${input.name}" is ${formatDims(shape)}, but the token ids of ${c.nodeLabel} (${ids.what}) are ${formatDims(ids.dims)}: ${mismatch.detail}`;
+  const fitting: string[] = [];
+  const pattern = what === 'mask' ? /mask/i : /position/i;
+  for (let g: Graph | null = graph; g; g = g.parentScope) {
+    for (const v of g.inputs) if (v !== input && pattern.test(v.name) && v.shape && !shapeMismatch(ids.dims, v.shape)) fitting.push(`"${v.name}" ${formatDims(v.shape)}`);
+  }
+  throw new PatchOptionError(`${head}. The ${what} is read per token of this lookup, so it must have the ids' shape; ONNX Runtime would fail inside the inserted Mul. `
+    + `Name the ${what} input that belongs to these ids with ${option}${fitting.length ? ` (fitting: ${fitting.slice(0, 5).join(', ')})` : ''}. `
+    + 'If the two dims are in fact the same size at run time, give them one name in the model.');
 }
 
 function emitSite(plan: SitePlan, opts: PatchRecord['options'], names: NameAllocator, opset: number, alphaInput: Value | undefined): PatchedSite {
@@ -556,6 +657,7 @@ export function looksLikeTrainingGraph(model: Model): boolean {
     for (const n of g) {
       if (/Grad$|Grad_|Gradient|InPlaceAccumulator|SoftmaxCrossEntropyLossInternal|Optimizer$/.test(n.opType)) return true;
       if (n.opType === 'ATen' && /_backward$/.test(n.attributeValue<string>('operator', ''))) return true;
+      if (n.opType === 'ATenOp' && /_backward$/.test(n.attributeValue<string>('name', ''))) return true;
     }
   }
   return model.graph.outputs.some((o) => /_grad(\b|_|\.)/.test(o.name)) || model.graph.inputs.some((i) => /_grad\.accumulation/.test(i.name));
@@ -825,7 +927,7 @@ interface ChainMatch {
 }
 
 /** Ops whose first output a patch renames to the clean value: the lookups, or a scale Mul. */
-const SITE_OPS = new Set(['Gather', 'GatherBlockQuantized', 'ATen', 'Mul']);
+const SITE_OPS = new Set(['Gather', 'GatherBlockQuantized', 'ATen', 'ATenOp', 'Mul']);
 
 /**
  * Matches the chain ending at `root` against `template`: op types, domains, attributes and

@@ -354,11 +354,15 @@ function buildProbe(model: Model, site: PatchedSite, whole: boolean, ctx: Ctx): 
   return { bytes: encodeModel(probeModel), noisy: noisyOut.name, clean: cleanOut.name, ran: whole ? 'whole' : 'slice', reason, model: probeModel };
 }
 
-/** ATen embedding (ORTModule graphs) has no inference kernel: the slice uses the equivalent Gather. */
+/**
+ * ATen embedding (ORTModule graphs) and the older com.microsoft ATenOp `aten::embedding` have no
+ * inference kernel: the slice uses the equivalent Gather (padding_idx and the other flags only
+ * change the gradient, not the forward lookup).
+ */
 function replaceUnrunnableLookups(model: Model): void {
   for (const graph of model.allGraphs()) {
     for (const node of graph) {
-      if (node.opType !== 'ATen' || node.attributeValue<string>('operator', '') !== 'embedding') continue;
+      if (!isAtenEmbedding(node)) continue;
       const out = node.output(0);
       const gather = new Node('Gather', [node.input(0), node.input(1)], [], { name: `${PROBE_PREFIX}${node.name ?? 'aten'}_gather`, attributes: [makeAttribute('axis', attr.int(0))] });
       graph.insertAfter(node, gather);
@@ -367,6 +371,11 @@ function replaceUnrunnableLookups(model: Model): void {
       out.graph = graph;
     }
   }
+}
+
+function isAtenEmbedding(node: Node): boolean {
+  if (node.opType === 'ATen') return node.attributeValue<string>('operator', '') === 'embedding';
+  return node.opType === 'ATenOp' && node.domain === 'com.microsoft' && node.attributeValue<string>('name', '') === 'aten::embedding';
 }
 
 /** Tables fed with made-up values are declared with a symbolic row count, so a smaller table can be fed. */
