@@ -68,7 +68,8 @@ export interface CandidateJson {
   graphPath: string[];
   kind: string;
   table: { name: string; storage: string; outerScope: boolean; via: string[]; rows: number | null; dim: number | null; dtype: string | null };
-  indices: { source: string; input: string | null; via: string[] };
+  /** derivation: how the ids were computed from graph inputs (e.g. "input_ids * attention_mask"), null for plain ids. */
+  indices: { source: string; input: string | null; via: string[]; derivation: string | null };
   outputType: string | null;
   role: string;
   reasons: string[];
@@ -101,7 +102,7 @@ export function candidateJson(c: EmbeddingCandidate, defaultTargets: ReadonlySet
       name: c.table.name, storage: c.table.storage, outerScope: c.table.outerScope, via: c.table.via,
       rows: c.table.rows ?? null, dim: c.table.dim ?? null, dtype: c.table.dataType !== undefined ? dataTypeName(c.table.dataType) : null,
     },
-    indices: { source: c.indices.source, input: c.indices.input ?? null, via: c.indices.via },
+    indices: { source: c.indices.source, input: c.indices.input ?? null, via: c.indices.via, derivation: c.indices.derivation ?? null },
     outputType: c.outputType !== undefined ? dataTypeName(c.outputType) : null,
     role: c.role, reasons: c.reasons, patchable: c.patchable, notPatchableReason: c.notPatchableReason ?? null,
     invalidReason: c.invalidReason ?? null,

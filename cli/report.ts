@@ -60,7 +60,7 @@ function printInspect(f: FileResult, m: ModelSummary, out: (line: string) => voi
         c.defaultTarget ? '*' : ' ', c.node + (c.graphPath.length > 1 ? ` [${c.graphPath.slice(1).join(' / ')}]` : ''), c.kind, c.table.name,
         `${c.table.rows ?? '?'} x ${c.table.dim ?? '?'}`, c.table.dtype ?? '?',
         c.table.storage + (c.table.outerScope ? ' (outer)' : '') + (c.table.via.length ? ` via ${c.table.via.join('<-')}` : ''),
-        c.indices.input ? `${c.indices.source}: ${c.indices.input}` : c.indices.source,
+        c.indices.derivation ? `${c.indices.source}: ${c.indices.derivation}` : c.indices.input ? `${c.indices.source}: ${c.indices.input}` : c.indices.source,
         c.role + (c.patchable ? '' : c.invalidReason ? ' (invalid)' : c.kind === 'EmbedLayerNormalization' ? ' (fused)' : ' (not patchable)'),
       ]);
     }
