@@ -84,6 +84,7 @@ test('ids zeroed by the mask (ids * mask, ids * mask + token_type_ids) are token
     const c = inspected.candidates.find((x: { node: string }) => x.node === 'word_lookup');
     assert.equal(c.role, 'token');
     assert.deepEqual(c.indices.via, via);
+    assert.equal(c.indices.derivation, derivation);
     assert.ok(c.reasons.some((r: string) => r.includes(derivation)));
     assert.equal(c.defaultTarget, true);
     assert.match(runCli(['inspect', file]).stdout, new RegExp(`word_lookup: .*${derivation.replace(/[()*+]/g, '\\$&')}`));
