@@ -138,6 +138,26 @@ function valueSort(kind: AttributeKind): string {
   }
 }
 
+/**
+ * The type number as written. protobufjs keeps a type number it does not know (a closed proto2
+ * enum) among the unknown fields, so a decoded attribute may hold it there.
+ */
+function declaredType(p: AttributeProto): number | undefined {
+  const type = own(p, 'type');
+  if (type !== undefined || !p.$unknowns) return type;
+  for (const raw of p.$unknowns) {
+    // Each entry is one whole field: tag 20 with wire type 0 is the two bytes 0xa0 0x01, then a varint.
+    if (raw.length < 3 || raw[0] !== 0xa0 || raw[1] !== 0x01) continue;
+    let value = 0, scale = 1;
+    for (let i = 2; i < raw.length && i < 12; i++) {
+      value += (raw[i]! & 0x7f) * scale;
+      if (raw[i]! < 0x80) return value;
+      scale *= 128;
+    }
+  }
+  return undefined;
+}
+
 /** A decoded message's own field (protobufjs messages show defaults through their prototype). */
 function own<K extends keyof AttributeProto>(p: AttributeProto, key: K): AttributeProto[K] | undefined {
   return Object.hasOwn(p, key) ? p[key] : undefined;
@@ -154,7 +174,7 @@ export class Attribute {
   get name(): string { return this.proto.name ?? ''; }
   /** The declared type (or, for an attribute without one, the type its value field implies); UNDEFINED for an unknown type number. */
   get kind(): AttributeKind {
-    const declared = own(this.proto, 'type');
+    const declared = declaredType(this.proto);
     if (declared !== undefined && declared !== 0) return ATTRIBUTE_KIND_BY_NUMBER.get(declared) ?? 'UNDEFINED';
     if (this.graphs.length) return this.holdsOneGraph ? 'GRAPH' : 'GRAPHS';
     return inferAttributeKind(this.proto);
@@ -166,7 +186,7 @@ export class Attribute {
 
   /** The kind for messages: the declared type number too when it is not one ONNX defines. */
   get kindLabel(): string {
-    const declared = own(this.proto, 'type');
+    const declared = declaredType(this.proto);
     return declared !== undefined && declared !== 0 && !ATTRIBUTE_KIND_BY_NUMBER.has(declared) ? `of unknown type ${declared}` : this.kind;
   }
 
