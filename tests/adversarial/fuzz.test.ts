@@ -62,8 +62,14 @@ function hashSeed(...parts: (string | number)[]): number {
 
 // ---------------------------------------------------------------- structure of the inputs
 
-/** Where length prefixes and tags are, found by reading the bytes as nested messages where they parse. */
-interface Layout { tags: number[]; lengths: { at: number; size: number; value: number }[] }
+/**
+ * The fields of the input, read as nested messages wherever the bytes parse as one. Each field
+ * knows its enclosing length-delimited field, so a mutation inside it can re-encode every
+ * enclosing length prefix: the mutant is then still well-formed around the change and reaches
+ * the code behind the structure check.
+ */
+interface FieldAt { start: number; afterTag: number; tag: number; end: number; parent: number; body?: [number, number] }
+interface Layout { tags: number[]; lengths: { at: number; size: number; value: number }[]; fields: FieldAt[] }
 
 function readVarint(buf: Uint8Array, pos: number, end: number): [number, number] | undefined {
   let value = 0, scale = 1;
@@ -77,12 +83,11 @@ function readVarint(buf: Uint8Array, pos: number, end: number): [number, number]
 }
 
 function layoutOf(buf: Uint8Array): Layout {
-  const layout: Layout = { tags: [], lengths: [] };
-  const work: [number, number, number][] = [[0, buf.length, 0]];
-  while (work.length && layout.tags.length < 200_000) {
-    const [start, end, depth] = work.pop()!;
-    const found: Layout = { tags: [], lengths: [] };
-    const nested: [number, number, number][] = [];
+  const layout: Layout = { tags: [], lengths: [], fields: [] };
+  const work: [number, number, number, number][] = [[0, buf.length, 0, -1]];
+  while (work.length && layout.fields.length < 200_000) {
+    const [start, end, depth, parent] = work.pop()!;
+    const found: FieldAt[] = [];
     let pos = start, ok = true;
     while (pos < end) {
       const tagAt = pos;
@@ -90,24 +95,52 @@ function layoutOf(buf: Uint8Array): Layout {
       if (!tag || tag[0] < 8) { ok = false; break; }
       pos = tag[1];
       const wire = tag[0] % 8;
+      const field: FieldAt = { start: tagAt, afterTag: pos, tag: tag[0], end: 0, parent };
       if (wire === 0) { const v = readVarint(buf, pos, end); if (!v) { ok = false; break; } pos = v[1]; }
       else if (wire === 1) pos += 8;
       else if (wire === 5) pos += 4;
       else if (wire === 2) {
         const len = readVarint(buf, pos, end);
         if (!len || len[1] + len[0] > end) { ok = false; break; }
-        found.lengths.push({ at: pos, size: len[1] - pos, value: len[0] });
-        if (len[0] > 0 && depth < 60) nested.push([len[1], len[1] + len[0], depth + 1]);
+        field.body = [len[1], len[1] + len[0]];
         pos = len[1] + len[0];
       } else { ok = false; break; }
-      found.tags.push(tagAt);
+      if (pos > end) { ok = false; break; }
+      field.end = pos;
+      found.push(field);
     }
     if (!ok || pos !== end) continue;
-    for (const t of found.tags) layout.tags.push(t);
-    for (const l of found.lengths) layout.lengths.push(l);
-    for (const n of nested) work.push(n);
+    for (const f of found) {
+      const index = layout.fields.push(f) - 1;
+      layout.tags.push(f.start);
+      if (f.body) {
+        layout.lengths.push({ at: f.afterTag, size: f.body[0] - f.afterTag, value: f.body[1] - f.body[0] });
+        if (f.body[1] > f.body[0] && depth < 60) work.push([f.body[0], f.body[1], depth + 1, index]);
+      }
+    }
   }
   return layout;
+}
+
+/** `buf` with the bytes of field `index` replaced by `replacement`, every enclosing length prefix re-encoded. */
+function replaceField(buf: Uint8Array, layout: Layout, index: number, replacement: Uint8Array): Uint8Array {
+  const field = layout.fields[index]!;
+  let inner = replacement, from = field.start, to = field.end;
+  for (let p = field.parent; p >= 0; p = layout.fields[p]!.parent) {
+    const outer = layout.fields[p]!;
+    const [bodyStart, bodyEnd] = outer.body!;
+    const body = cat(buf.subarray(bodyStart, from), inner, buf.subarray(to, bodyEnd));
+    inner = cat(buf.subarray(outer.start, outer.afterTag), encodeVarint(body.length), body);
+    from = outer.start; to = outer.end;
+  }
+  return cat(buf.subarray(0, from), inner, buf.subarray(to));
+}
+
+function cat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
 }
 
 // ---------------------------------------------------------------- mutations
@@ -141,8 +174,21 @@ function mutate(entry: Corpus, others: Corpus[], rand: () => number): { bytes: U
   const int = (n: number) => Math.floor(rand() * n);
   // Half of the positions are field starts: structure matters more than payload bytes.
   const position = () => (layout.tags.length && rand() < 0.5 ? layout.tags[int(layout.tags.length)]! + int(3) : int(bytes.length));
-  const kind = int(8);
+  if (layout.fields.length && rand() < 0.5) return mutateField(entry, others, rand);
+  const kind = int(9);
   switch (kind) {
+    case 8: {
+      if (!layout.tags.length) return { bytes: bytes.subarray(0, int(bytes.length)), what: 'truncated (no tags)' };
+      const at = layout.tags[int(layout.tags.length)]!;
+      const [tag, after] = readVarint(bytes, at, bytes.length)!;
+      const field = Math.floor(tag / 8), wire = tag % 8;
+      const choice = int(4);
+      const replacement = choice === 0 ? paddedVarint(tag, 6 + int(5)) // longer than protobuf allows
+        : choice === 1 ? paddedVarint(tag + 2 ** 32 * (1 + int(7)), 5) // above 2^32
+        : choice === 2 ? encodeVarint(wire) // field number 0
+        : encodeVarint(field * 8 + [3, 4, 6, 7][int(4)]!); // group or invalid wire type
+      return { bytes: splice(bytes, at, after - at, replacement), what: `tag at ${at} (field ${field}, wire ${wire}) rewritten as ${[...replacement].map((b) => b.toString(16)).join(' ')}` };
+    }
     case 0: {
       const out = bytes.slice();
       const flips = 1 + int(4);
@@ -191,14 +237,76 @@ function mutate(entry: Corpus, others: Corpus[], rand: () => number): { bytes: U
   }
 }
 
+/** A change to one field, its enclosing lengths re-encoded (see replaceField). */
+function mutateField(entry: Corpus, others: Corpus[], rand: () => number): { bytes: Uint8Array; what: string } {
+  const { bytes, layout } = entry;
+  const int = (n: number) => Math.floor(rand() * n);
+  const index = int(layout.fields.length);
+  const f = layout.fields[index]!;
+  const number = Math.floor(f.tag / 8), wire = f.tag % 8;
+  const value = bytes.subarray(f.afterTag, f.end);
+  const where = `field ${number} (wire ${wire}) at ${f.start}`;
+  const put = (replacement: Uint8Array, what: string) => ({ bytes: replaceField(bytes, layout, index, replacement), what: `${where}: ${what}, enclosing lengths re-encoded` });
+  switch (int(7)) {
+    case 0: {
+      const choice = int(4);
+      const tag = choice === 0 ? paddedVarint(f.tag, 6 + int(5))
+        : choice === 1 ? paddedVarint(f.tag + 2 ** 32 * (1 + int(7)), 5)
+        : choice === 2 ? encodeVarint(wire)
+        : encodeVarint(number * 8 + [3, 4, 6, 7][int(4)]!);
+      return put(cat(tag, value), `tag rewritten as ${[...tag].map((b) => b.toString(16)).join(' ')}`);
+    }
+    case 1: {
+      if (!f.body) break;
+      const len = f.body[1] - f.body[0];
+      const choice = int(3);
+      const prefix = choice === 0 ? paddedVarint(len, 6 + int(5)) : choice === 1 ? paddedVarint(len, 5) : encodeVarint(len + 1 + int(4));
+      return put(cat(bytes.subarray(f.start, f.afterTag), prefix, bytes.subarray(f.body[0], f.body[1])), `length prefix rewritten as ${[...prefix].map((b) => b.toString(16)).join(' ')}`);
+    }
+    case 2: return put(cat(bytes.subarray(f.start, f.end), bytes.subarray(f.start, f.end)), 'duplicated');
+    case 3: return put(new Uint8Array(), 'deleted');
+    case 4: {
+      const other = others[int(others.length)]!;
+      if (!other.layout.fields.length) break;
+      const g = other.layout.fields[int(other.layout.fields.length)]!;
+      return put(cat(bytes.subarray(f.start, f.end), other.bytes.subarray(g.start, g.end)), `followed by field ${Math.floor(g.tag / 8)} at ${g.start} of ${other.name}`);
+    }
+    case 5: {
+      // Another value for the same field: a varint at an edge, or a body from elsewhere.
+      if (wire === 0) {
+        const v = [0, 1, 2 ** 31, 2 ** 32 - 1, 2 ** 53, 99, 3][int(7)]!;
+        return put(cat(bytes.subarray(f.start, f.afterTag), v === 2 ** 53 ? paddedVarint(1, 10) : encodeVarint(v)), `value set to ${v}`);
+      }
+      if (!f.body) break;
+      const other = layout.fields[int(layout.fields.length)]!;
+      const body = other.body ? bytes.subarray(other.body[0], other.body[1]) : new Uint8Array();
+      return put(cat(bytes.subarray(f.start, f.afterTag), encodeVarint(body.length), body), `body replaced by the body at ${other.start}`);
+    }
+    default: {
+      if (!f.body) break;
+      // The body emptied, or one byte of it changed.
+      if (rand() < 0.5 || f.body[1] === f.body[0]) return put(cat(bytes.subarray(f.start, f.afterTag), Uint8Array.of(0)), 'body emptied');
+      const body = bytes.slice(f.body[0], f.body[1]);
+      const at = int(body.length);
+      body[at] = [0x00, 0xff, 0x80, 0x7f][int(4)]!;
+      return put(cat(bytes.subarray(f.start, f.afterTag), encodeVarint(body.length), body), `body byte ${at} set to 0x${body[at]!.toString(16)}`);
+    }
+  }
+  return put(new Uint8Array(), 'deleted');
+}
+
 // ---------------------------------------------------------------- the pipeline
 
 class FuzzFailure extends Error {}
 
 /** The first stack frame in the project's sources, e.g. "src/passes/neftune.ts". */
 function projectFrame(error: Error): string {
-  const match = /(?:src|cli)\/[\w/.-]+?\.(?:ts|js)/.exec(error.stack ?? '');
-  return match ? match[0].replace(/\.js$/, '.ts') : '(no project frame)';
+  for (const line of (error.stack ?? '').split('\n')) {
+    if (line.includes('node_modules')) continue;
+    const match = /\/((?:src|cli)\/[\w/.-]+?)\.(?:ts|js)\b/.exec(line);
+    if (match) return `${match[1]}.ts`;
+  }
+  return '(no project frame)';
 }
 
 /** Throws KnownOpen when `signature` at `file` is in KNOWN_OPEN, else FuzzFailure with `detail`. */
