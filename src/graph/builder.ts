@@ -44,7 +44,7 @@ export function makeAttribute(name: string, input: AttributeInput): Attribute {
     case 'STRINGS': proto.strings = (v as string[]).map((s) => encoder.encode(s)); break;
     case 'TENSOR': proto.t = (v as Tensor).proto; break;
     case 'GRAPH': graphs.push(asGraph(v as Graph | GraphBuilder)); break;
-    case 'GRAPHS': graphs.push(...(v as (Graph | GraphBuilder)[]).map(asGraph)); break;
+    case 'GRAPHS': for (const g of v as (Graph | GraphBuilder)[]) graphs.push(asGraph(g)); break;
   }
   const attribute = new Attribute(proto);
   attribute.graphs = graphs;

@@ -1,8 +1,8 @@
 /** Bytes <-> ModelProto <-> IR. Pure functions on Uint8Array: no file system, no runtime. */
 import protobuf from 'protobufjs/light.js';
-import { OnnxDecodeError } from './errors.js';
+import { OnnxDecodeError, OnnxModelError, OnnxNeftuneError } from './errors.js';
 import type { Graph, Model } from './ir.js';
-import { GraphProtoType, ModelProtoType, cloneShallow, type GraphProto, type ModelProto } from './proto.js';
+import { GraphProtoType, ModelProtoType, cloneShallow, decodeKeepingUnknowns, type GraphProto, type ModelProto } from './proto.js';
 import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './serde.js';
 import { unchangedFromBytes } from './node-bytes.js';
 import { checkWireStructure } from './wire.js';
@@ -33,13 +33,7 @@ function checkedModel(proto: ModelProto): ModelProto {
 }
 
 function decodeChecked(type: protobuf.Type, bytes: Uint8Array, start: number, end: number): Record<string, unknown> {
-  const reader = protobuf.Reader.create(bytes.subarray(start, end));
-  reader.discardUnknown = false;
-  try {
-    return type.decode(reader) as unknown as Record<string, unknown>;
-  } catch (error) {
-    throw new OnnxDecodeError((error as Error).message, type.name, start + reader.pos);
-  }
+  return decodeKeepingUnknowns<Record<string, unknown>>(type, bytes.subarray(start, end), type.name, start);
 }
 
 /**
@@ -103,13 +97,14 @@ function mergeInto(target: Record<string, unknown> | undefined, part: Record<str
   const unknowns = (part as { $unknowns?: Uint8Array[] }).$unknowns;
   if (unknowns) {
     const kept = (target as { $unknowns?: Uint8Array[] }).$unknowns;
-    if (kept) kept.push(...unknowns); else Object.defineProperty(target, '$unknowns', { value: [...unknowns], writable: true, configurable: true });
+    // A loop, not push(...): a message may hold more unknown fields than a call takes arguments.
+    if (kept) for (const u of unknowns) kept.push(u); else Object.defineProperty(target, '$unknowns', { value: unknowns.slice(), writable: true, configurable: true });
   }
   return target;
 }
 
 export function encodeModelProto(proto: ModelProto): Uint8Array {
-  const bytes = ModelProtoType.encode(proto as unknown as protobuf.Message).finish();
+  const bytes = protobufEncoding(() => ModelProtoType.encode(proto as unknown as protobuf.Message).finish());
   // In Node protobufjs returns Node's buffer subclass, whose slice() shares memory; hand out a plain view.
   return bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
@@ -137,8 +132,25 @@ export function encodeModel(model: Model): Uint8Array {
  * payloads from where they are instead of holding them.
  */
 export function encodeModelPieces(model: Model): { pieces: EncodedPiece[]; length: number } {
-  if (!hasByteBackedNodes(model.graph)) return encodeProtoPieces(modelToProto(model));
-  const proto = modelToProto(model, { mainGraphNodes: false });
+  return protobufEncoding(() => encodePieces(model));
+}
+
+/** protobufjs refuses messages nested deeper than 100 levels with a plain Error; that is the model's shape, so say so. */
+function protobufEncoding<T>(encode: () => T): T {
+  try {
+    return encode();
+  } catch (error) {
+    if (error instanceof Error && !(error instanceof OnnxNeftuneError) && /max depth exceeded/.test(error.message)) {
+      throw new OnnxModelError('The model nests protobuf messages more than 100 levels deep (deeply nested subgraphs or types); ' +
+        'protobuf cannot write or read it. Flatten the nesting before saving.');
+    }
+    throw error;
+  }
+}
+
+function encodePieces(model: Model): { pieces: EncodedPiece[]; length: number } {
+  if (!hasByteBackedNodes(model.graph)) return encodeProtoPieces(modelToProto(model, { verbatim: true }));
+  const proto = modelToProto(model, { mainGraphNodes: false, verbatim: true });
   // The main graph's node list is assembled here: runs of unedited nodes are copied from the bytes
   // they were read from as they are. protobufjs writes fields in number order and unknown fields
   // last, so the graph (field 7) goes before the first field numbered above 7 or unknown, and its
@@ -201,7 +213,7 @@ function nodeEntries(graph: Graph): { pieces: EncodedPiece[]; size: number } {
       }
     }
     flush();
-    const entry = GraphProtoType.encode({ node: [nodeToProto(node)] } as unknown as protobuf.Message).finish();
+    const entry = GraphProtoType.encode({ node: [nodeToProto(node, { verbatim: true })] } as unknown as protobuf.Message).finish();
     add(entry, 0, entry.length);
   }
   flush();

@@ -133,7 +133,8 @@ function spliceMessage(buf: Uint8Array, type: protobuf.Type, start: number, end:
     } else if (resolved && 'fieldsById' in resolved) {
       const child = spliceMessage(buf, resolved as protobuf.Type, body, bodyEnd, markers);
       const prefix = encodeVarint(child.size);
-      pieces.push(tagBytes, prefix, ...child.pieces);
+      pieces.push(tagBytes, prefix);
+      for (const p of child.pieces) pieces.push(p);
       size += tagBytes.length + prefix.length + child.size;
     } else {
       pieces.push(buf.subarray(fieldStart, bodyEnd));

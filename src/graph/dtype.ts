@@ -32,8 +32,10 @@ export const isIntegerType = (type: number): boolean =>
 /** Accepts an enum value or a name such as `float16` / `FLOAT16`. */
 export function parseDataType(type: DataType | string): DataType {
   if (typeof type === 'number') return type;
-  const found = (DataType as unknown as Record<string, number>)[type.toUpperCase()];
-  if (found === undefined) throw new TypeError(`Unknown ONNX data type "${type}"`);
+  // Own names only: the enum object also maps numbers back to names, and has a prototype.
+  const key = type.toUpperCase();
+  const found = Object.hasOwn(DataType, key) ? (DataType as unknown as Record<string, unknown>)[key] : undefined;
+  if (typeof found !== 'number') throw new TypeError(`Unknown ONNX data type "${type}"`);
   return found;
 }
 

@@ -7,7 +7,8 @@
  * not model, so encoding an unedited model reproduces its bytes.
  */
 import { DataType } from './dtype.js';
-import { GraphEditError } from './errors.js';
+import { GraphEditError, OnnxModelError } from './errors.js';
+import { adoptNodeBytes, nodeSourceBytes } from './node-bytes.js';
 import {
   int64ToNumber,
   type AttributeProto, type FunctionProto, type GraphProto, type ModelProto, type NodeProto,
@@ -124,7 +125,43 @@ export const AttributeType: Record<AttributeKind, number> = {
 };
 const ATTRIBUTE_KIND_BY_NUMBER = new Map(Object.entries(AttributeType).map(([k, v]) => [v, k as AttributeKind]));
 
+// Invalid UTF-8 becomes U+FFFD (as protobufjs reads names); the bytes stay in the proto.
 const textDecoder = new TextDecoder();
+
+/** The JS sort of value an attribute kind gives (for attributeValue's check against a fallback). */
+function valueSort(kind: AttributeKind): string {
+  switch (kind) {
+    case 'FLOAT': case 'INT': return 'number';
+    case 'STRING': return 'string';
+    case 'FLOATS': case 'INTS': case 'STRINGS': case 'TENSORS': case 'GRAPHS': return 'list';
+    default: return 'other';
+  }
+}
+
+/**
+ * The type number as written. protobufjs keeps a type number it does not know (a closed proto2
+ * enum) among the unknown fields, so a decoded attribute may hold it there.
+ */
+function declaredType(p: AttributeProto): number | undefined {
+  const type = own(p, 'type');
+  if (type !== undefined || !p.$unknowns) return type;
+  for (const raw of p.$unknowns) {
+    // Each entry is one whole field: tag 20 with wire type 0 is the two bytes 0xa0 0x01, then a varint.
+    if (raw.length < 3 || raw[0] !== 0xa0 || raw[1] !== 0x01) continue;
+    let value = 0, scale = 1;
+    for (let i = 2; i < raw.length && i < 12; i++) {
+      value += (raw[i]! & 0x7f) * scale;
+      if (raw[i]! < 0x80) return value;
+      scale *= 128;
+    }
+  }
+  return undefined;
+}
+
+/** A decoded message's own field (protobufjs messages show defaults through their prototype). */
+function own<K extends keyof AttributeProto>(p: AttributeProto, key: K): AttributeProto[K] | undefined {
+  return Object.hasOwn(p, key) ? p[key] : undefined;
+}
 
 export class Attribute {
   /** Subgraphs of GRAPH / GRAPHS attributes, as IR graphs (their protos are rebuilt on encode). */
@@ -135,8 +172,9 @@ export class Attribute {
   constructor(public proto: AttributeProto) {}
 
   get name(): string { return this.proto.name ?? ''; }
+  /** The declared type (or, for an attribute without one, the type its value field implies); UNDEFINED for an unknown type number. */
   get kind(): AttributeKind {
-    const declared = this.proto.type;
+    const declared = declaredType(this.proto);
     if (declared !== undefined && declared !== 0) return ATTRIBUTE_KIND_BY_NUMBER.get(declared) ?? 'UNDEFINED';
     if (this.graphs.length) return this.holdsOneGraph ? 'GRAPH' : 'GRAPHS';
     return inferAttributeKind(this.proto);
@@ -146,38 +184,50 @@ export class Attribute {
 
   get graph(): Graph | undefined { return this.kind === 'GRAPH' ? this.graphs[0] : undefined; }
 
-  /** The value as plain JS: numbers, strings (UTF-8 decoded), Tensors, Graphs or arrays of those. */
+  /** The kind for messages: the declared type number too when it is not one ONNX defines. */
+  get kindLabel(): string {
+    const declared = declaredType(this.proto);
+    return declared !== undefined && declared !== 0 && !ATTRIBUTE_KIND_BY_NUMBER.has(declared) ? `of unknown type ${declared}` : this.kind;
+  }
+
+  /**
+   * The value as plain JS: numbers, strings (UTF-8 decoded), Tensors, Graphs or arrays of those.
+   * It follows the declared type; when the matching field is absent (a STRING without `s`, INTS
+   * without `ints`) the value is the type's empty value, as protobuf reads an absent field: 0, '',
+   * [], or undefined for TENSOR, GRAPH, SPARSE_TENSOR and TYPE_PROTO. An unknown type gives undefined.
+   * Fields of other types are ignored here and kept for encoding.
+   */
   get value(): unknown {
     const p = this.proto;
     switch (this.kind) {
-      case 'FLOAT': return p.f ?? 0;
-      case 'INT': return int64ToNumber(p.i);
-      case 'STRING': return textDecoder.decode(p.s ?? new Uint8Array());
-      case 'TENSOR': return p.t ? new Tensor(p.t) : undefined;
+      case 'FLOAT': return own(p, 'f') ?? 0;
+      case 'INT': return int64ToNumber(own(p, 'i'));
+      case 'STRING': { const s = own(p, 's'); return s instanceof Uint8Array ? textDecoder.decode(s) : ''; }
+      case 'TENSOR': { const t = own(p, 't'); return t ? new Tensor(t) : undefined; }
       case 'GRAPH': return this.graphs[0];
-      case 'FLOATS': return [...(p.floats ?? [])];
-      case 'INTS': return (p.ints ?? []).map(int64ToNumber);
-      case 'STRINGS': return (p.strings ?? []).map((s) => textDecoder.decode(s));
-      case 'TENSORS': return (p.tensors ?? []).map((t) => new Tensor(t));
+      case 'FLOATS': return [...(own(p, 'floats') ?? [])];
+      case 'INTS': return (own(p, 'ints') ?? []).map(int64ToNumber);
+      case 'STRINGS': return (own(p, 'strings') ?? []).map((s) => textDecoder.decode(s));
+      case 'TENSORS': return (own(p, 'tensors') ?? []).map((t) => new Tensor(t));
       case 'GRAPHS': return [...this.graphs];
-      case 'SPARSE_TENSOR': return p.sparse_tensor;
-      case 'SPARSE_TENSORS': return p.sparse_tensors;
-      case 'TYPE_PROTO': return p.tp;
-      case 'TYPE_PROTOS': return p.type_protos;
+      case 'SPARSE_TENSOR': return own(p, 'sparse_tensor') ?? undefined;
+      case 'SPARSE_TENSORS': return own(p, 'sparse_tensors') ?? [];
+      case 'TYPE_PROTO': return own(p, 'tp') ?? undefined;
+      case 'TYPE_PROTOS': return own(p, 'type_protos') ?? [];
       default: return undefined;
     }
   }
 }
 
 function inferAttributeKind(p: AttributeProto): AttributeKind {
-  const own = (k: keyof AttributeProto) => Object.hasOwn(p, k);
-  if (own('f')) return 'FLOAT';
-  if (own('i')) return 'INT';
-  if (own('s')) return 'STRING';
-  if (own('t')) return 'TENSOR';
-  if (own('g')) return 'GRAPH';
-  if (own('sparse_tensor')) return 'SPARSE_TENSOR';
-  if (own('tp')) return 'TYPE_PROTO';
+  const has = (k: keyof AttributeProto) => Object.hasOwn(p, k);
+  if (has('f')) return 'FLOAT';
+  if (has('i')) return 'INT';
+  if (has('s')) return 'STRING';
+  if (has('t')) return 'TENSOR';
+  if (has('g')) return 'GRAPH';
+  if (has('sparse_tensor')) return 'SPARSE_TENSOR';
+  if (has('tp')) return 'TYPE_PROTO';
   if (p.floats?.length) return 'FLOATS';
   if (p.ints?.length) return 'INTS';
   if (p.strings?.length) return 'STRINGS';
@@ -216,6 +266,8 @@ export class Node {
   _srcEnd = 0;
   /** @internal The attribute messages read from `_srcBytes`. */
   _srcAttributes: AttributeProto[] | undefined;
+  /** @internal NodeProto bytes written as they are while the node still equals `_decodedFrom`. */
+  _verbatim: Uint8Array | undefined;
 
   constructor(
     public opType: string,
@@ -228,7 +280,7 @@ export class Node {
     if (options.name !== undefined) this.proto.name = options.name;
     if (inputs.length) this._adoptInputs(inputs.slice());
     if (outputs.length) this._adoptOutputs(outputs.slice()); // exact size, see _addUse
-    if (options.attributes) this.attributes.push(...options.attributes);
+    if (options.attributes) for (const a of options.attributes) this.attributes.push(a);
     for (const a of this.attributes) for (const g of a.graphs) g.owner = this;
   }
 
@@ -252,17 +304,45 @@ export class Node {
   }
 
   attribute(name: string): Attribute | undefined { return this.attributes.find((a) => a.name === name); }
+  /**
+   * The attribute's value (see Attribute.value), or `fallback` when the node has no such attribute.
+   * With a fallback, the attribute must hold the same sort of value (a number for a number, a
+   * string for a string, a list for a list): otherwise OnnxModelError names the node and the
+   * attribute, instead of handing a string to code that expects a number.
+   */
   attributeValue<T = unknown>(name: string, fallback?: T): T {
     const a = this.attribute(name);
-    return (a ? a.value : fallback) as T;
+    if (!a) return fallback as T;
+    if (fallback !== undefined && fallback !== null) {
+      const sort = valueSort(a.kind);
+      const wanted = Array.isArray(fallback) ? 'list' : typeof fallback;
+      if ((wanted === 'number' || wanted === 'string' || wanted === 'list') && sort !== wanted) {
+        throw new OnnxModelError(`Node ${this.describe()}: attribute "${name}" is ${a.kindLabel}, expected ${wanted === 'list' ? 'a list' : `a ${wanted}`}; fix the model (e.g. re-export it)`);
+      }
+    }
+    return a.value as T;
   }
 
   /** Subgraphs held in this node's attributes. */
   subgraphs(): readonly Graph[] {
     let found: Graph[] | undefined;
-    for (const a of this.attributes) if (a.graphs.length) (found ??= []).push(...a.graphs);
+    for (const a of this.attributes) for (const g of a.graphs) (found ??= []).push(g);
     return found ?? NO_GRAPHS;
   }
+
+  /**
+   * The NodeProto bytes this node is written as, when it is byte-backed (read from bytes, or given
+   * them with adoptSourceBytes) and still holds exactly what they say; undefined otherwise.
+   */
+  sourceBytes(): Uint8Array | undefined { return nodeSourceBytes(this); }
+
+  /**
+   * Gives the node the NodeProto bytes it had before an edit (from sourceBytes()). When they decode
+   * to exactly what the node holds now (op type, domain, name, inputs, outputs, attributes and every
+   * other field), the encoder writes them as they are and this returns true; otherwise nothing
+   * changes and it returns false. Nodes holding subgraphs are always encoded from the IR (false).
+   */
+  adoptSourceBytes(bytes: Uint8Array): boolean { return adoptNodeBytes(this, bytes); }
 
   /** @internal Sets the inputs of a node that has none yet, keeping `values` as the list (sized exactly). */
   _adoptInputs(values: (Value | null)[]): void {
@@ -500,11 +580,15 @@ export class Graph {
   /** The graph that contains this one (through the owner node), if any. */
   get parentGraph(): Graph | null { return this.owner?.graph ?? null; }
 
-  /** Every node in this graph and all nested subgraphs, depth first. */
+  /** Every node in this graph and all nested subgraphs, depth first (no recursion: nesting may be deep). */
   *allNodes(): Iterable<Node> {
-    for (const node of this) {
-      yield node;
-      for (const g of node.subgraphs()) yield* g.allNodes();
+    const stack: Iterator<Node>[] = [this[Symbol.iterator]()];
+    while (stack.length) {
+      const step = stack[stack.length - 1]!.next();
+      if (step.done) { stack.pop(); continue; }
+      yield step.value;
+      const subs = step.value.subgraphs();
+      for (let i = subs.length - 1; i >= 0; i--) stack.push(subs[i]![Symbol.iterator]());
     }
   }
 
@@ -603,7 +687,8 @@ export class Model {
 
   /** The main graph, function bodies and training graphs, each with its nested subgraphs. */
   *allGraphs(): Iterable<Graph> {
-    const tops: Graph[] = [this.graph, ...this.functions.map((f) => f.body)];
+    const tops: Graph[] = [this.graph];
+    for (const f of this.functions) tops.push(f.body);
     for (const t of this.trainingInfo) {
       if (t.initialization) tops.push(t.initialization);
       if (t.algorithm) tops.push(t.algorithm);
@@ -612,7 +697,14 @@ export class Model {
   }
 }
 
+/** A graph and its nested subgraphs, depth first, without recursion. */
 function* walkGraphs(graph: Graph): Iterable<Graph> {
-  yield graph;
-  for (const node of graph) for (const g of node.subgraphs()) yield* walkGraphs(g);
+  const stack: Graph[] = [graph];
+  while (stack.length) {
+    const g = stack.pop()!;
+    yield g;
+    const found: Graph[] = [];
+    for (const node of g) for (const sub of node.subgraphs()) found.push(sub);
+    for (let i = found.length - 1; i >= 0; i--) stack.push(found[i]!);
+  }
 }

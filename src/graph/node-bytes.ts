@@ -7,9 +7,11 @@
  * Callers run the structure check (wire.ts) first: lengths and wire types are trusted here.
  */
 import protobuf from 'protobufjs/light.js';
-import { AttributeProtoType, decodeKeepingUnknowns, type AttributeProto, type NodeProto } from './proto.js';
+import { AttributeProtoType, NodeProtoType, cloneShallow, decodeKeepingUnknowns, type AttributeProto, type NodeProto } from './proto.js';
+import { OnnxDecodeError } from './errors.js';
 import type { Node, Value } from './ir.js';
 import { varintAt } from './varint.js';
+import { checkWireStructure } from './wire.js';
 
 const utf8 = protobuf.util.utf8;
 
@@ -78,7 +80,7 @@ export function readNodeFields(buf: Uint8Array, start: number, end: number): Nod
         if (proto.domain !== undefined) return undefined;
         proto.domain = readInterned(buf, body, bodyEnd); break;
       case Field.Attribute:
-        (attributes ??= []).push(decodeKeepingUnknowns<AttributeProto>(AttributeProtoType, buf.subarray(body, bodyEnd)));
+        (attributes ??= []).push(decodeKeepingUnknowns<AttributeProto>(AttributeProtoType, buf.subarray(body, bodyEnd), 'NodeProto.attribute', body));
         break;
       default: return undefined;
     }
@@ -144,4 +146,88 @@ export function unchangedFromBytes(node: Node, buf: Uint8Array, start: number, e
   if (inputs !== node.inputs.length || outputs !== node.outputs.length || attributes !== node.attributes.length) return false;
   if (!Object.hasOwn(proto, 'op_type') && node.opType !== '') return false;
   return Object.keys(proto).length === kept && !Object.hasOwn(proto, '$unknowns');
+}
+
+/** NodeProto fields the IR owns (the rest stay in `node.proto`). */
+export const NODE_FIELDS_IN_IR: ReadonlySet<string> = new Set(['input', 'output', 'attribute']);
+
+/** Whether encoding `node` would give back `source`, the message it was decoded from (or adopted as). */
+export function unchangedSince(node: Node, source: NodeProto): boolean {
+  if (node.opType !== (source.op_type ?? '') || (node.opType === '' && Object.hasOwn(source, 'op_type'))) return false;
+  if (!sameNames(node.inputs, source.input) || !sameNames(node.outputs, source.output)) return false;
+  const attrs = source.attribute ?? [];
+  if (node.attributes.length !== attrs.length) return false;
+  for (let i = 0; i < attrs.length; i++) {
+    const a = node.attributes[i]!;
+    if (a.graphs.length || a.proto !== attrs[i]) return false;
+  }
+  // The kept copy must still hold exactly the source's other fields.
+  let kept = 0;
+  for (const key of Object.keys(node.proto)) {
+    if ((node.proto as Record<string, unknown>)[key] !== (source as Record<string, unknown>)[key]) return false;
+    kept++;
+  }
+  let others = 0;
+  for (const key of Object.keys(source)) if (!NODE_FIELDS_IN_IR.has(key)) others++;
+  return kept === others && (node.proto as { $unknowns?: unknown }).$unknowns === (source as { $unknowns?: unknown }).$unknowns;
+}
+
+function sameNames(values: readonly (Value | null)[], names: readonly string[] | undefined): boolean {
+  const list = names ?? [];
+  if (values.length !== list.length) return false;
+  for (let i = 0; i < list.length; i++) if ((values[i]?.name ?? '') !== list[i]) return false;
+  return true;
+}
+
+/**
+ * A NodeProto that protobufjs writes as exactly `body` (the fields of a node, as they were read):
+ * protobufjs writes a message's unknown-field bytes verbatim, and this one has nothing else.
+ */
+export function verbatimNode(body: Uint8Array): NodeProto {
+  const message: NodeProto = {};
+  Object.defineProperty(message, '$unknowns', { value: [body], writable: true, configurable: true });
+  return message;
+}
+
+/** The NodeProto bodies `node` is written as while unchanged; undefined when it is encoded from the IR. */
+export function nodeSourceBytes(node: Node): Uint8Array | undefined {
+  const src = node._srcBytes;
+  if (src) return unchangedFromBytes(node, src, node._srcStart, node._srcEnd, node._srcAttributes) ? src.subarray(node._srcStart, node._srcEnd) : undefined;
+  const source = node._decodedFrom;
+  return node._verbatim && source && unchangedSince(node, source) ? node._verbatim : undefined;
+}
+
+/**
+ * Makes `node` be written as `body` (NodeProto field bytes, as sourceBytes() gave them) when those
+ * bytes decode to exactly what the node holds now. Nodes holding subgraphs are always encoded from
+ * the IR (their subgraphs may change without the node knowing), so they return false.
+ */
+export function adoptNodeBytes(node: Node, body: Uint8Array): boolean {
+  if (!(body instanceof Uint8Array)) return false;
+  for (const a of node.attributes) if (a.graphs.length) return false;
+  let decoded: NodeProto;
+  try {
+    checkWireStructure(body, NodeProtoType);
+    decoded = decodeKeepingUnknowns<NodeProto>(NodeProtoType, body);
+  } catch (error) {
+    if (error instanceof OnnxDecodeError) return false;
+    throw error;
+  }
+  if (node.opType !== '' && !Object.hasOwn(node.proto, 'op_type')) node.proto.op_type = node.opType;
+  const current = cloneShallow(node.proto);
+  current.input = node.inputs.map((v) => v?.name ?? '');
+  current.output = node.outputs.map((v) => v?.name ?? '');
+  current.attribute = node.attributes.map((a) => a.proto);
+  if (!sameBytes(NodeProtoType.encode(decoded as protobuf.Message).finish(), NodeProtoType.encode(current as protobuf.Message).finish())) return false;
+  node._srcBytes = undefined;
+  node._srcAttributes = undefined;
+  node._decodedFrom = current;
+  node._verbatim = body.slice();
+  return true;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

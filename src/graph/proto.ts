@@ -4,6 +4,7 @@
  * which is what lets a decode/encode round trip reproduce the input bytes.
  */
 import protobuf from 'protobufjs/light.js';
+import { OnnxDecodeError } from './errors.js';
 import { onnxSchemaJson } from './schema.generated.js';
 
 /** protobufjs hands int64 fields over as long.js values (or numbers when long.js is missing). */
@@ -164,11 +165,23 @@ export interface ModelProto extends HasUnknowns {
 /** The reflection root built from proto/onnx.proto (see scripts/gen-schema.mjs). */
 export const onnxRoot: protobuf.Root = protobuf.Root.fromJSON(onnxSchemaJson as protobuf.INamespace);
 export const ModelProtoType: protobuf.Type = onnxRoot.lookupType('onnx.ModelProto');
-/** protobufjs decode that keeps fields the schema does not know (`$unknowns`). */
-export function decodeKeepingUnknowns<T>(type: protobuf.Type, bytes: Uint8Array): T {
+/**
+ * protobufjs decode that keeps fields the schema does not know (`$unknowns`). Whatever protobufjs
+ * refuses becomes an OnnxDecodeError at `path`; `offset` is where `bytes` start in the input.
+ */
+export function decodeKeepingUnknowns<T>(type: protobuf.Type, bytes: Uint8Array, path: string = type.name, offset = 0): T {
   const reader = protobuf.Reader.create(bytes);
   reader.discardUnknown = false;
-  return type.decode(reader) as unknown as T;
+  try {
+    return type.decode(reader) as unknown as T;
+  } catch (error) {
+    throw new OnnxDecodeError(protobufReason(error), path, offset + reader.pos);
+  }
+}
+
+/** The reason protobufjs gave, for a decode error message (its errors are plain Errors). */
+export function protobufReason(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 export const GraphProtoType: protobuf.Type = onnxRoot.lookupType('onnx.GraphProto');
 export const NodeProtoType: protobuf.Type = onnxRoot.lookupType('onnx.NodeProto');

@@ -5,13 +5,14 @@
  * the IR owns (names, inputs, outputs, nodes, subgraphs) filled in from the IR.
  */
 import { Attribute, Graph, Model, Node, OnnxFunction, TrainingInfo, Value, type DeclarationList } from './ir.js';
-import { readNodeFields } from './node-bytes.js';
+import { NODE_FIELDS_IN_IR, readNodeFields, unchangedSince, verbatimNode } from './node-bytes.js';
 import {
   ModelProtoType, NodeProtoType, cloneShallow, decodeKeepingUnknowns,
   type AttributeProto, type FunctionProto, type GraphProto, type ModelProto, type NodeProto,
   type TensorProto, type ValueInfoProto,
 } from './proto.js';
 import { Tensor } from './tensor.js';
+import { OnnxModelError } from './errors.js';
 
 // ---------------------------------------------------------------- decode
 
@@ -92,8 +93,10 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
     pending.push({ node, inputs: inputNames, attributes });
     return node;
   };
-  const fromProto = (np: NodeProto) => {
-    add(np.output ?? [], stripNodeFields(np), np.input ?? [], np.attribute ?? [])._decodedFrom = np;
+  const fromProto = (np: NodeProto): Node => {
+    const node = add(np.output ?? [], stripNodeFields(np), np.input ?? [], np.attribute ?? []);
+    node._decodedFrom = np;
+    return node;
   };
   for (const np of proto.node ?? []) fromProto(np);
   if (nodeBytes) {
@@ -101,7 +104,12 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
     for (let i = 0; i < ranges.length; i += 2) {
       const from = ranges[i]!, to = ranges[i + 1]!;
       const fields = readNodeFields(bytes, from, to);
-      if (!fields) { fromProto(decodeKeepingUnknowns<NodeProto>(NodeProtoType, bytes.subarray(from, to))); continue; }
+      if (!fields) {
+        // Fields the fast reader leaves to protobufjs: the node is still written as these bytes while unchanged.
+        const body = bytes.subarray(from, to);
+        fromProto(decodeKeepingUnknowns<NodeProto>(NodeProtoType, body, 'ModelProto.graph.node', from))._verbatim = body;
+        continue;
+      }
       const node = add(fields.outputs, fields.proto, fields.inputs, fields.attributes ?? []);
       node._srcBytes = bytes;
       node._srcStart = from;
@@ -187,7 +195,6 @@ function functionFromProto(proto: FunctionProto): OnnxFunction {
 }
 
 const GRAPH_FIELDS_IN_IR = new Set(['node', 'initializer', 'sparse_initializer', 'input', 'output', 'value_info']);
-const NODE_FIELDS_IN_IR = new Set(['input', 'output', 'attribute']);
 
 function stripGraphFields(proto: GraphProto): GraphProto { return copyWithout(proto, GRAPH_FIELDS_IN_IR); }
 function stripNodeFields(proto: NodeProto): NodeProto { return copyWithout(proto, NODE_FIELDS_IN_IR); }
@@ -216,30 +223,64 @@ function withoutName(info: ValueInfoProto): ValueInfoProto {
 // ---------------------------------------------------------------- encode
 
 /**
+ * Subgraphs nested deeper than this cannot be written: each level costs three protobuf message
+ * levels (graph, node, attribute), and protobuf (protobufjs and ONNX's C++ alike) stops at 100.
+ * Decoding refuses such models first (wire.ts), so this only meets models built in code.
+ */
+export const MAX_SUBGRAPH_NESTING = 32;
+
+/** Throws OnnxModelError when subgraphs nest deeper than MAX_SUBGRAPH_NESTING (checked without recursion). */
+export function checkNesting(model: Model): void {
+  const stack: { graph: Graph; depth: number }[] = [{ graph: model.graph, depth: 0 }];
+  for (const f of model.functions) stack.push({ graph: f.body, depth: 0 });
+  for (const t of model.trainingInfo) for (const g of [t.initialization, t.algorithm]) if (g) stack.push({ graph: g, depth: 0 });
+  while (stack.length) {
+    const { graph, depth } = stack.pop()!;
+    for (const node of graph) {
+      for (const sub of node.subgraphs()) {
+        if (depth + 1 > MAX_SUBGRAPH_NESTING) {
+          throw new OnnxModelError(`Subgraphs are nested more than ${MAX_SUBGRAPH_NESTING} levels deep (at ${node.describe()} in graph ${graph.name ?? '(unnamed)'}); ` +
+            'protobuf cannot represent messages nested that deeply. Flatten the control flow before saving.');
+        }
+        stack.push({ graph: sub, depth: depth + 1 });
+      }
+    }
+  }
+}
+
+/**
  * The model as a ModelProto. `mainGraphNodes: false` leaves the main graph's node list empty, for
  * the encoder that writes those nodes itself (codec.ts).
  */
-export function modelToProto(model: Model, options: { mainGraphNodes?: boolean } = {}): ModelProto {
+export function modelToProto(model: Model, options: { mainGraphNodes?: boolean; verbatim?: boolean } = {}): ModelProto {
+  checkNesting(model);
+  const verbatim = options.verbatim ?? false;
   const out = cloneShallow(model.proto);
   if (Object.hasOwn(model.proto, 'graph') || model.graph.nodeCount || model.graph.inputs.length) {
-    out.graph = graphToProto(model.graph, { nodes: options.mainGraphNodes ?? true });
+    out.graph = graphToProto(model.graph, { nodes: options.mainGraphNodes ?? true, verbatim });
   }
-  if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map(functionToProto);
+  if (model.functions.length || Object.hasOwn(model.proto, 'functions')) out.functions = model.functions.map((f) => functionToProto(f, verbatim));
   if (model.trainingInfo.length || Object.hasOwn(model.proto, 'training_info')) {
     out.training_info = model.trainingInfo.map((t) => {
       const tp = cloneShallow(t.proto);
-      if (t.initialization) tp.initialization = graphToProto(t.initialization); else delete tp.initialization;
-      if (t.algorithm) tp.algorithm = graphToProto(t.algorithm); else delete tp.algorithm;
+      if (t.initialization) tp.initialization = graphToProto(t.initialization, { verbatim }); else delete tp.initialization;
+      if (t.algorithm) tp.algorithm = graphToProto(t.algorithm, { verbatim }); else delete tp.algorithm;
       return tp;
     });
   }
   return out;
 }
 
-export function graphToProto(graph: Graph, options: { nodes?: boolean } = {}): GraphProto {
+/**
+ * The graph as a GraphProto. With `verbatim`, nodes that still hold what they were read as (or
+ * adopted, see Node.adoptSourceBytes) are messages protobufjs writes as those exact bytes: for
+ * encoding only, since such a message has no readable fields.
+ */
+export function graphToProto(graph: Graph, options: { nodes?: boolean; verbatim?: boolean } = {}): GraphProto {
+  const verbatim = options.verbatim ?? false;
   const out = cloneShallow(graph.proto);
   out.node = [];
-  if (options.nodes ?? true) for (const node of graph) out.node.push(nodeToProto(node));
+  if (options.nodes ?? true) for (const node of graph) out.node.push(nodeToProto(node, { verbatim }));
   out.initializer = graph.initializers.map((v) => namedTensor(v.initializer!.proto, v.name));
   out.sparse_initializer = graph.sparseInitializers.map((v) => {
     const sparse = v.sparseInitializer!;
@@ -267,59 +308,31 @@ function declaration(graph: Graph, list: DeclarationList, value: Value): ValueIn
   return out;
 }
 
-export function nodeToProto(node: Node): NodeProto {
+export function nodeToProto(node: Node, options: { verbatim?: boolean } = {}): NodeProto {
   const source = node._decodedFrom;
-  if (source && unchangedSince(node, source)) return source;
+  if (source && unchangedSince(node, source)) return options.verbatim && node._verbatim ? verbatimNode(node._verbatim) : source;
   const out = cloneShallow(node.proto);
   out.input = node.inputs.map((v) => v?.name ?? '');
   out.output = node.outputs.map((v) => v?.name ?? '');
   if (Object.hasOwn(node.proto, 'op_type') || node.opType !== '') out.op_type = node.opType;
-  out.attribute = node.attributes.map(attributeToProto);
+  out.attribute = node.attributes.map((a) => attributeToProto(a, options.verbatim ?? false));
   return out;
 }
 
-/** Whether encoding `node` would give back `source`, the message it was decoded from. */
-function unchangedSince(node: Node, source: NodeProto): boolean {
-  if (node.opType !== (source.op_type ?? '') || (node.opType === '' && Object.hasOwn(source, 'op_type'))) return false;
-  if (!sameNames(node.inputs, source.input) || !sameNames(node.outputs, source.output)) return false;
-  const attrs = source.attribute ?? [];
-  if (node.attributes.length !== attrs.length) return false;
-  for (let i = 0; i < attrs.length; i++) {
-    const a = node.attributes[i]!;
-    if (a.graphs.length || a.proto !== attrs[i]) return false;
-  }
-  // The kept copy must still hold exactly the source's other fields.
-  let kept = 0;
-  for (const key of Object.keys(node.proto)) {
-    if ((node.proto as Record<string, unknown>)[key] !== (source as Record<string, unknown>)[key]) return false;
-    kept++;
-  }
-  let others = 0;
-  for (const key of Object.keys(source)) if (!NODE_FIELDS_IN_IR.has(key)) others++;
-  return kept === others && (node.proto as { $unknowns?: unknown }).$unknowns === (source as { $unknowns?: unknown }).$unknowns;
-}
-
-function sameNames(values: readonly (Value | null)[], names: readonly string[] | undefined): boolean {
-  const list = names ?? [];
-  if (values.length !== list.length) return false;
-  for (let i = 0; i < list.length; i++) if ((values[i]?.name ?? '') !== list[i]) return false;
-  return true;
-}
-
-function attributeToProto(attr: Attribute): AttributeProto {
+function attributeToProto(attr: Attribute, verbatim: boolean): AttributeProto {
   if (!attr.graphs.length) return attr.proto;
   const out = cloneShallow(attr.proto);
-  if (attr.holdsOneGraph) out.g = graphToProto(attr.graphs[0]!);
-  else out.graphs = attr.graphs.map((g) => graphToProto(g));
+  if (attr.holdsOneGraph) out.g = graphToProto(attr.graphs[0]!, { verbatim });
+  else out.graphs = attr.graphs.map((g) => graphToProto(g, { verbatim }));
   return out;
 }
 
-function functionToProto(fn: OnnxFunction): FunctionProto {
+function functionToProto(fn: OnnxFunction, verbatim: boolean): FunctionProto {
   const out = cloneShallow(fn.proto);
   out.input = fn.body.inputs.map((v) => v.name);
   out.output = fn.body.outputs.map((v) => v.name);
   out.node = [];
-  for (const node of fn.body) out.node.push(nodeToProto(node));
+  for (const node of fn.body) out.node.push(nodeToProto(node, { verbatim }));
   out.value_info = fn.body.valueInfo.map((v) => declaration(fn.body, 'value_info', v));
   return out;
 }

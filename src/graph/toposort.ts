@@ -8,6 +8,15 @@ import type { Graph, Node } from './ir.js';
  * Subgraphs are sorted as well unless `recursive` is false. Throws GraphEditError on a cycle.
  */
 export function topologicalSort(graph: Graph, options: { recursive?: boolean } = {}): void {
+  // A work list rather than recursion: subgraphs may nest deeply in models built in code.
+  const work: Graph[] = [graph];
+  while (work.length) {
+    const sorted = sortNodeList(work.pop()!);
+    if (options.recursive !== false) for (const node of sorted) for (const sub of node.subgraphs()) work.push(sub);
+  }
+}
+
+function sortNodeList(graph: Graph): Node[] {
   const order = graph.nodes;
   const position = new Map<Node, number>(order.map((n, i) => [n, i]));
   const dependents: Node[][] = order.map(() => []);
@@ -43,9 +52,7 @@ export function topologicalSort(graph: Graph, options: { recursive?: boolean } =
     for (const node of order) graph.remove(node, { force: true });
     for (const node of sorted) graph.append(node);
   }
-  if (options.recursive !== false) {
-    for (const node of sorted) for (const sub of node.subgraphs()) topologicalSort(sub, options);
-  }
+  return sorted;
 }
 
 /** Values a node reads directly or from inside its subgraphs (values those subgraphs do not define). */

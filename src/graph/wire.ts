@@ -84,15 +84,34 @@ class WireWalker {
     return this.fail('a varint is longer than 10 bytes', pos);
   }
 
+  /**
+   * A field tag. Protobuf tags are 32-bit: at most 5 bytes and below 2^32 (field numbers up to
+   * 2^29 - 1); protobufjs refuses anything else, so it is refused here with a path.
+   */
+  private tag(pos: number, end: number): [number, number] {
+    const [tag, after] = this.varint(pos, end);
+    if (after - pos > 5 || tag >= 2 ** 32) this.fail('invalid field tag (longer than 5 bytes or above 2^32)', pos);
+    return [tag, after];
+  }
+
+  /**
+   * A length-delimited value at `pos`: its body's start and end. The length must fit (else the
+   * error says what it claims) and be a protobuf length: below 2^31, at most 5 bytes, as
+   * protobufjs reads it.
+   */
+  private delimited(pos: number, end: number, label?: string): [number, number] {
+    const [len, body] = this.varint(pos, end);
+    const bodyEnd = this.need(body, len, end, label);
+    if (body - pos > 5 || len >= 2 ** 31) this.fail('invalid length prefix (longer than 5 bytes or above 2^31)', pos);
+    return [body, bodyEnd];
+  }
+
   private skip(wire: number, pos: number, end: number): number {
     switch (wire) {
       case Wire.Varint: return this.varint(pos, end)[1];
       case Wire.Fixed64: return this.need(pos, 8, end);
       case Wire.Fixed32: return this.need(pos, 4, end);
-      case Wire.Bytes: {
-        const [len, at] = this.varint(pos, end);
-        return this.need(at, len, end);
-      }
+      case Wire.Bytes: return this.delimited(pos, end)[1];
       case Wire.StartGroup:
       case Wire.EndGroup:
         return this.fail('group wire type (ONNX never uses protobuf groups)', pos);
@@ -119,7 +138,7 @@ class WireWalker {
       let tag: number;
       // One-byte tags (fields 1 to 15) are nearly all of them: read those inline.
       if (buf[pos]! < 0x80) tag = buf[pos++]!;
-      else [tag, pos] = this.varint(pos, end);
+      else [tag, pos] = this.tag(pos, end);
       const wire = tag % 8;
       const number = (tag - wire) / 8;
       if (number === 0) this.fail('field number 0', at);
@@ -130,21 +149,18 @@ class WireWalker {
       }
       if (field.child) {
         if (wire !== Wire.Bytes) this.fail(`field ${field.name} has wire type ${wire}, expected a message`, at);
-        const [len, body] = this.varint(pos, end);
-        const bodyEnd = this.need(body, len, end, `field ${field.name}`);
+        const [body, bodyEnd] = this.delimited(pos, end, `field ${field.name}`);
         this.walk(field.child, body, bodyEnd, number, at);
         pos = bodyEnd;
         continue;
       }
       const expected = field.wire;
       if (wire === expected && wire === Wire.Bytes) {
-        const [len, body] = this.varint(pos, end);
-        pos = this.need(body, len, end, `field ${field.name}`);
+        pos = this.delimited(pos, end, `field ${field.name}`)[1];
       } else if (wire === expected) {
         pos = this.skip(wire, pos, end);
       } else if (wire === Wire.Bytes && field.repeated && expected !== Wire.Bytes) {
-        const [len, body] = this.varint(pos, end);
-        const bodyEnd = this.need(body, len, end, `field ${field.name}`);
+        const [body, bodyEnd] = this.delimited(pos, end, `field ${field.name}`);
         this.checkPacked(expected, body, bodyEnd, field.name);
         pos = bodyEnd;
       } else {
