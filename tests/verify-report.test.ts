@@ -83,3 +83,16 @@ test('a model that imported no default-domain opset verifies, strip check includ
   assert.ok(report.ok, report.message);
   assert.ok(report.sites[0]!.checks.some((c) => c.name === 'strip' && c.ok));
 });
+
+test('inputs named __proto__ or constructor are fed like any other', async () => {
+  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
+  const ids = b.input('__proto__', 'int64', ['batch', 'sequence']);
+  const extra = b.input('constructor', 'float', ['batch']);
+  const table = b.initializer('wte', Tensor.fromArray('float', [50, 8], randomFloats(400, 3)));
+  const embeds = b.op('Gather', [table, ids], { axis: 0 }, { name: 'lookup', outputs: ['embeds'] });
+  b.output(embeds, 'float', ['batch', 'sequence', 8]);
+  b.output(b.op('Identity', [extra]), 'float', ['batch']);
+  const report = await verify(patched(b.build(), { tables: ['wte'] }));
+  assert.ok(report.ok, report.message);
+  assert.deepEqual(report.sites[0]!.inputs.map((i) => i.name).sort(), ['__proto__', 'constructor']);
+});

@@ -155,7 +155,7 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model | string,
   const { ort } = ctx.options;
   let session: OrtSessionLike | undefined;
   let probe: Probe | undefined;
-  let feeds: Record<string, OrtTensorLike> = {};
+  let feeds: Record<string, OrtTensorLike> = byName();
   let smoke: Record<string, OrtTensorLike> = {};
   let firstError: string | null = ctx.options.wholeModelUnavailable ?? null;
   for (const whole of ctx.options.sliceOnly || firstError ? [false] : [true, false]) {
@@ -394,7 +394,7 @@ const MADE_UP_TABLE_ROWS = 1024;
 function makeFeeds(ort: OrtLike, model: Model, names: readonly string[], ctx: Ctx): { feeds: Record<string, OrtTensorLike>; inputs: FedInput[] } {
   let rows = MADE_UP_TABLE_ROWS; // a loop, not Math.min(...list): a model may have 100,000s of tables
   for (const c of findEmbeddings(model).candidates) rows = Math.min(rows, c.table.rows ?? MADE_UP_TABLE_ROWS);
-  const feeds: Record<string, OrtTensorLike> = {};
+  const feeds: Record<string, OrtTensorLike> = byName();
   const inputs: FedInput[] = [];
   const alphaInput = alphaInputName(ctx.record);
   const declared = names.map((name) => {
@@ -567,6 +567,11 @@ function numbers(t: OrtTensorLike): number[] {
   return Array.from(t.data as ArrayLike<number | bigint>, Number);
 }
 
+/** A record keyed by input names: no prototype, so an input named `__proto__` is a key like any other. */
+function byName<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
 /** A run of a session that had already run failed inside ONNX Runtime: the check that ran it fails. */
 class RuntimeRunError extends Error {}
 
@@ -609,7 +614,7 @@ async function stripCheck(ctx: Ctx, stripped: Model | string, site: PatchedSite,
     return { name: 'strip', ok: false, detail: `ONNX Runtime cannot load the stripped model: ${firstLine(error)}` };
   }
   try {
-    const own: Record<string, OrtTensorLike> = {};
+    const own: Record<string, OrtTensorLike> = byName();
     for (const name of session.inputNames) own[name] = feeds[name]!;
     try {
       result = (await session.run(own))[out.name]!.data as Float32Array;
