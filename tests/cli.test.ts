@@ -129,7 +129,7 @@ test('every patch flag reaches the pass', () => {
   const out = (n: string) => path.join(dir, 'flags', n);
   const record = (file: string) => readPatchRecord(decodeModel(read(file)))!;
   assert.equal(runCli(['patch', bert, '-o', out('a.onnx'), '--alpha', '15', '--mode', 'mask', '--mask-input', 'attention_mask', '--seed', '11']).code, 0);
-  assert.deepEqual(record(out('a.onnx')).options, { alpha: 15, mode: 'mask', maskInput: 'attention_mask', seed: 11, allCandidates: false, afterScale: false });
+  assert.deepEqual(record(out('a.onnx')).options, { alpha: 15, mode: 'mask', maskInput: 'attention_mask', seed: 11 }, 'switches not given are not recorded');
   assert.equal(runCli(['patch', bert, '-o', out('b.onnx'), '--table', 'embeddings.word_embeddings.weight', '--table', 'embeddings.token_type_embeddings.weight']).code, 0);
   assert.deepEqual(record(out('b.onnx')).sites.map((s) => s.table), ['embeddings.word_embeddings.weight', 'embeddings.token_type_embeddings.weight']);
   assert.equal(runCli(['patch', bert, '-o', out('c.onnx'), '--node', 'position_lookup']).code, 0);
@@ -161,6 +161,9 @@ test('no embedding or an ambiguous choice exits 3 with the candidates', () => {
   assert.equal(amb.code, 3);
   assert.equal(amb.json.files[0].error.code, 'AMBIGUOUS_EMBEDDING');
   assert.match(amb.json.files[0].error.message, /query_table[\s\S]*doc_table|doc_table[\s\S]*query_table/);
+  assert.match(amb.json.files[0].error.message, /Choose with --table or --node \(names, each repeatable\) or --all-candidates\./, 'options are named as flags');
+  const text = runCli(['patch', write('amb/model2.onnx', ambiguousModel()), '-o', path.join(dir, 'amb/out2.onnx')]);
+  assert.match(text.stdout + text.stderr, /Choose with --table or --node/, 'the readable output names flags too');
   const b = new ModelBuilder({ opset: 17, irVersion: 8 });
   b.output(b.op('Relu', [b.input('x', 'float', [2])]), 'float', [2]);
   const none = runCliJson(['patch', write('none/model.onnx', encodeModel(b.build())), '-o', path.join(dir, 'none/out.onnx')]);
