@@ -36,7 +36,7 @@ export type OptionSpec =
 export type OptionSchema<Options> = { readonly [K in keyof Required<Options>]: OptionSpec };
 
 const TYPE_TEXT: Record<OptionSpec['type'], string> = {
-  number: 'number', string: 'string', boolean: 'boolean', strings: 'string[]', choice: 'choice', 'boolean-or-string': 'boolean | string',
+  number: 'number', string: 'string', boolean: 'boolean', strings: 'string[]', choice: 'choice', 'boolean-or-string': 'boolean \\| string',
 };
 
 function wrongType(spec: OptionSpec, value: unknown): string | undefined {
