@@ -5,20 +5,21 @@ import { dataTypeName } from '../src/graph/dtype.js';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
 import type { Model } from '../src/graph/ir.js';
 import {
-  TOOL_VERSION, applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune,
-  type EmbeddingCandidate, type NeftuneOptions, type PatchedSite, type PatchRecord,
+  TOOL_VERSION, findEmbeddings, isPatched, neftunePass, readPatchRecord, runPass,
+  type EmbeddingCandidate, type GraphPass, type NeftuneOptions, type PassResult, type PatchedSite, type PatchRecord, type PatchResult,
 } from '../src/passes/index.js';
 import {
   RefusedError, FileAccessError, InputChangedError, descriptorPath, encodeCheckedBytes, loadModelBytes, readModelFile, readModelStream, sameContent, saveModelFile, type LoadedModel,
 } from '../src/io/index.js';
 import { copyFileAtomic, makeFolders, writeError } from '../src/io/atomic-write.js';
 import { EXIT, exitCodeFor, isErrorCode, type ExitCode } from './exit-codes.js';
-import type { VerifyReport } from '../src/verify/verify.js';
+import { VerifyFailedError, type VerifyReport } from '../src/verify/verify.js';
 import type { ExecutionProvider } from '../src/runtime/node.js';
 import { OutputWriteError, UsageError, describeErrno, isErrno, type SkippedEntry } from './errors.js';
 import { checkModelPath, companionFolder, entryKey, planJobs, type FolderFile, type Job, type Plan } from './inputs.js';
 import { checkVerifyBudget } from './verify-budget.js';
 import { progressReporter } from './output.js';
+import { cliMessage } from './flags.js';
 
 export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'verified' | 'failed';
 
@@ -161,8 +162,8 @@ function failure(job: Job, error: unknown): FileResult {
   const known = error instanceof OnnxNeftuneError;
   return {
     input: job.input, output: job.output ?? null, status: 'failed', note: job.note ?? null,
-    message: known ? error.message : `Unexpected error: ${(error as Error)?.stack ?? String(error)}`,
-    error: known ? { code: error.code, exitCode: exitCodeOf(error), message: error.message } : { code: 'INTERNAL', exitCode: EXIT.INTERNAL, message: String(error) },
+    message: known ? cliMessage(error) : `Unexpected error: ${(error as Error)?.stack ?? String(error)}`,
+    error: known ? { code: error.code, exitCode: exitCodeOf(error), message: cliMessage(error) } : { code: 'INTERNAL', exitCode: EXIT.INTERNAL, message: String(error) },
     warnings: [], sites: [], model: null,
   };
 }
@@ -189,7 +190,7 @@ export function invocationFailure(command: string, error: OnnxNeftuneError): Cli
   return {
     tool: 'onnx-neftune', version: TOOL_VERSION, command, ok: false, exitCode,
     files: [], summary: { total: 0, succeeded: 0, failed: 0 },
-    error: { code: error.code, exitCode, message: error.message },
+    error: { code: error.code, exitCode, message: cliMessage(error) },
     ...skipped,
   };
 }
@@ -219,29 +220,62 @@ export interface FileCommandOptions {
   writeStdout: (bytes: Uint8Array) => Promise<void>;
 }
 
-export function patchCommand(inputs: string[], patch: NeftuneOptions, options: FileCommandOptions): Promise<CliResult> {
-  return runFileCommand('patch', inputs, options, (loaded, job) => {
-    const result = applyNeftune(loaded.model, patch);
-    const sites = result.record.sites;
-    const where = sites.map((s) => `${s.lookup} (table ${s.table}, ${s.role})`).join(', ');
-    return {
-      status: options.dryRun ? 'dry-run' : 'patched', warnings: result.warnings, sites,
-      message: `${options.dryRun ? 'would patch' : 'patched'} ${sites.length} site${sites.length === 1 ? '' : 's'}: ${where}; alpha ${result.record.options.alphaInput ? `from input ${typeof result.record.options.alphaInput === 'string' ? result.record.options.alphaInput : 'neftune_alpha'}` : result.record.options.alpha}, mode ${result.record.options.mode}${job.note ? `. ${job.note}` : ''}`,
-      write: !options.dryRun,
-    };
+/** What a file's line says about a pass's result. */
+export interface PassOutcome { message: string; warnings?: string[]; sites?: PatchedSite[] }
+
+/**
+ * Runs `pass` on every input (files, folders, stdin) and writes the outputs: the helper behind
+ * patch, usable for any GraphPass. The pass runs as in the library (`runPass`), so the CLI and a
+ * library caller with the same options write the same bytes.
+ */
+export function passCommand<Options extends object, Normalized, Result extends PassResult>(
+  command: string, pass: GraphPass<Options, Normalized, Result, PassResult>, inputs: string[], passOptions: Options,
+  options: FileCommandOptions, describe: (result: Result, job: Job) => PassOutcome,
+): Promise<CliResult> {
+  return runFileCommand(command, inputs, options, (loaded, job) => {
+    const result = runPass(pass, loaded.model, passOptions);
+    return outcomeOf(result, describe(result, job), job, options, 'patched');
   });
 }
 
-export function stripCommand(inputs: string[], options: FileCommandOptions): Promise<CliResult> {
-  return runFileCommand('strip', inputs, options, (loaded, job) => {
-    const result = stripNeftune(loaded.model);
-    return {
-      status: result.modified ? (options.dryRun ? 'dry-run' : 'stripped') : 'unchanged',
-      warnings: [], sites: [], message: `${result.message}${job.note ? ` ${job.note}` : ''}`,
-      // An unpatched model is left alone; with -o elsewhere or to stdout it is still written so pipelines get their file.
-      write: !options.dryRun && (result.modified || job.output !== job.input || job.output === '-'),
-    };
+/** Runs `pass`'s inverse (strip) on every input, as `passCommand` runs the pass. */
+export function inverseCommand<Options extends object, Normalized, Result extends PassResult, Inverse extends PassResult>(
+  command: string, pass: GraphPass<Options, Normalized, Result, Inverse>, inputs: string[],
+  options: FileCommandOptions, describe: (result: Inverse, job: Job) => PassOutcome,
+): Promise<CliResult> {
+  const inverse = pass.inverse;
+  if (!inverse) throw new Error(`pass ${pass.name} has no inverse`);
+  return runFileCommand(command, inputs, options, (loaded, job) => {
+    const result = inverse.call(pass, loaded.model);
+    return outcomeOf(result, describe(result, job), job, options, 'stripped');
   });
+}
+
+function outcomeOf(result: PassResult, described: PassOutcome, job: Job, options: FileCommandOptions, done: FileStatus): Outcome {
+  return {
+    status: result.modified ? (options.dryRun ? 'dry-run' : done) : 'unchanged',
+    warnings: described.warnings ?? [], sites: described.sites ?? [], message: described.message,
+    // A model the pass left alone is not rewritten in place; with -o elsewhere or to stdout it is still written so pipelines get their file.
+    write: !options.dryRun && (result.modified || job.output !== job.input || job.output === '-'),
+  };
+}
+
+function describePatch(result: PatchResult, job: Job, dryRun: boolean): PassOutcome {
+  const sites = result.record.sites;
+  const where = sites.map((s) => `${s.lookup} (table ${s.table}, ${s.role})`).join(', ');
+  const { alpha, alphaInput, mode } = result.record.options;
+  return {
+    warnings: result.warnings, sites,
+    message: `${dryRun ? 'would patch' : 'patched'} ${sites.length} site${sites.length === 1 ? '' : 's'}: ${where}; alpha ${alphaInput ? `from input ${typeof alphaInput === 'string' ? alphaInput : 'neftune_alpha'}` : alpha}, mode ${mode}${job.note ? `. ${job.note}` : ''}`,
+  };
+}
+
+export function patchCommand(inputs: string[], patch: NeftuneOptions, options: FileCommandOptions): Promise<CliResult> {
+  return passCommand('patch', neftunePass, inputs, patch, options, (result, job) => describePatch(result, job, !!options.dryRun));
+}
+
+export function stripCommand(inputs: string[], options: FileCommandOptions): Promise<CliResult> {
+  return inverseCommand('strip', neftunePass, inputs, options, (result, job) => ({ message: `${result.message}${job.note ? ` ${job.note}` : ''}` }));
 }
 
 interface Outcome { status: FileStatus; warnings: string[]; sites: PatchedSite[]; message: string; write: boolean }
@@ -427,8 +461,12 @@ export async function verifyCommand(input: string, options: VerifyCommandOptions
     const file: FileResult = {
       input, output: null, status: ok ? 'verified' : 'failed', note: null, warnings: [], sites: [], model: null, verify: reports,
       message: reports.map((r) => `${r.ep}: ${r.message}`).join(' | '),
-      error: ok ? null : { code: 'VERIFY_FAILED', exitCode: EXIT.VERIFY_FAILED, message: reports.filter((r) => !r.ok).map((r) => `${r.ep}: ${r.message}`).join(' | ') },
+      error: null,
     };
+    if (!ok) {
+      const failed = new VerifyFailedError(reports.filter((r) => !r.ok).map((r) => `${r.ep}: ${r.message}`).join(' | '));
+      file.error = { code: failed.code, exitCode: exitCodeOf(failed), message: failed.message };
+    }
     return finish('verify', [file]);
   } catch (error) {
     if (error instanceof UsageError) return invocationFailure('verify', error);

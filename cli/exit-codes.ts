@@ -1,3 +1,7 @@
+import type { ErrorCode } from '../src/graph/errors.js';
+
+export type { ErrorCode };
+
 /** The CLI's exit codes: stable, documented in --help and the README. */
 export const EXIT = {
   OK: 0,
@@ -15,22 +19,17 @@ export const EXIT = {
   VERIFY_FAILED: 6,
   /** The output could not be written: disk full, I/O error, stdout closed or failing. */
   WRITE_FAILED: 7,
+  /** verify could not be carried out (an input it cannot make up, a patched value missing): nothing was checked. */
+  VERIFY_UNABLE: 8,
 } as const;
 
 export type ExitCode = typeof EXIT[keyof typeof EXIT];
 
 /**
- * Every `code` an OnnxNeftuneError of src/ or cli/ carries (grep "super('"). A code missing from
- * BY_ERROR_CODE is a compile error; tests/adversarial/cli.test.ts checks the list against the sources.
+ * The exit code of every error code (the union lives with the error base class in
+ * src/graph/errors.ts). A code missing here is a compile error; tests/adversarial/cli.test.ts
+ * checks the union against the codes the sources throw.
  */
-export type ErrorCode =
-  | 'USAGE' | 'BAD_OPTION' | 'EP_UNAVAILABLE'
-  | 'NO_EMBEDDING' | 'AMBIGUOUS_EMBEDDING'
-  | 'ONNX_DECODE' | 'ONNX_MODEL' | 'GRAPH_EDIT' | 'EXTERNAL_DATA' | 'FILE_ACCESS' | 'MODEL_TOO_LARGE'
-  | 'ALREADY_PATCHED' | 'REFUSED' | 'PATCH_MISMATCH'
-  | 'VERIFY_FAILED'
-  | 'WRITE_FAILED';
-
 const BY_ERROR_CODE: Record<ErrorCode, ExitCode> = {
   USAGE: EXIT.USAGE,
   BAD_OPTION: EXIT.USAGE,
@@ -48,6 +47,7 @@ const BY_ERROR_CODE: Record<ErrorCode, ExitCode> = {
   PATCH_MISMATCH: EXIT.REFUSED,
   REFUSED: EXIT.REFUSED,
   VERIFY_FAILED: EXIT.VERIFY_FAILED,
+  VERIFY_UNABLE: EXIT.VERIFY_UNABLE,
   WRITE_FAILED: EXIT.WRITE_FAILED,
 };
 
@@ -65,4 +65,5 @@ export const EXIT_CODE_HELP = `Exit codes:
   4  unreadable or invalid model, or unsafe external data
   5  refused: already patched, or would overwrite the input or another file
   6  verify: a check failed
-  7  could not write the output (disk full, I/O error, stdout closed)`;
+  7  could not write the output (disk full, I/O error, stdout closed)
+  8  verify: could not be carried out (e.g. an input it cannot make up); nothing was checked`;

@@ -3,12 +3,13 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
-import { exitCodeOf, inspectCommand, patchCommand, stripCommand, usageFailure, verifyCommand, type CliResult } from './commands.js';
+import { exitCodeOf, inspectCommand, patchCommand, stripCommand, usageFailure, verifyCommand, type CliResult, type FileCommandOptions } from './commands.js';
 import { describeErrno } from './errors.js';
 import { EXIT, EXIT_CODE_HELP } from './exit-codes.js';
 import { printHuman } from './report.js';
 import { MAX_VERIFY_RUNS } from './verify-budget.js';
-import type { NeftuneOptions } from '../src/passes/neftune.js';
+import { NEFTUNE_OPTIONS } from '../src/passes/neftune.js';
+import { FILE_OPTIONS, cliMessage, optionsFromArgv, yargsOptions } from './flags.js';
 
 /** Set while a model is being written to stdout: its failure is reported as that file's failure. */
 let modelWriteInFlight = false;
@@ -24,7 +25,7 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 // Nowhere left to report a failing stderr; the exit code still tells.
 process.stderr.on('error', () => undefined);
 
-function emit(result: CliResult, json: boolean): void {
+function emit(result: CliResult, json: boolean | undefined): void {
   if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   else printHuman(result, (l) => process.stdout.write(`${l}\n`), (l) => process.stderr.write(`${l}\n`));
   process.exitCode = result.exitCode;
@@ -39,16 +40,17 @@ const writeStdout = (bytes: Uint8Array) => new Promise<void>((resolve, reject) =
   });
 });
 
-const fileOptions = {
-  output: { alias: 'o', type: 'string', describe: 'Output file, or folder for several models; - for stdout' },
-  'in-place': { type: 'boolean', default: false, describe: 'Overwrite the input file(s)' },
-  'dry-run': { type: 'boolean', default: false, describe: 'Report what would change; write nothing' },
-  json: { type: 'boolean', default: false, describe: 'Print one JSON object (shape in the README)' },
-} as const;
+const fileOptions = yargsOptions(FILE_OPTIONS);
+const jsonOption = { type: 'boolean', describe: FILE_OPTIONS.json.description } as const;
 
-function checkStdoutJson(argv: { output?: string; json?: boolean }, command: string): CliResult | undefined {
-  if (argv.output === '-' && argv.json) return usageFailure(command, '--json cannot be combined with -o - (stdout carries the model)');
+function checkStdoutJson(argv: Record<string, unknown>, command: string): CliResult | undefined {
+  if (argv['output'] === '-' && argv['json']) return usageFailure(command, '--json cannot be combined with -o - (stdout carries the model)');
   return undefined;
+}
+
+function fileCommandOptions(argv: Record<string, unknown>): FileCommandOptions {
+  const { output, inPlace, dryRun } = optionsFromArgv(FILE_OPTIONS, argv);
+  return { ...(output !== undefined ? { output } : {}), inPlace: !!inPlace, dryRun: !!dryRun, writeStdout };
 }
 
 /** yargs drops a bare '-' from positional lists; carry it through as a token and map it back. */
@@ -63,24 +65,14 @@ void yargs(rawArgs)
   .usage('$0 <command> [options]\n\nAdd NEFTune noise to the token embeddings of ONNX training graphs, and remove it again.')
   .command('inspect <model>', 'Show embedding lookups, their roles, the default target, patch state and external data', (y) => y
     .positional('model', { type: 'string', describe: 'Model file, or - for stdin', demandOption: true })
-    .option('json', fileOptions.json)
+    .option('json', jsonOption)
     .example('$0 inspect model.onnx', 'Readable report')
     .example('$0 inspect model.onnx --json | jq .files[0].model.embeddings', 'Machine-readable report'),
   async (argv) => emit(await inspectCommand(models([argv.model])[0]!), argv.json))
   .command('patch <models..>', 'Insert NEFTune noise after the token-embedding lookups', (y) => y
     .positional('models', { type: 'string', array: true, describe: 'Model files or folders (every .onnx inside); - for stdin', demandOption: true })
     .options(fileOptions)
-    .option('alpha', { type: 'number', default: 5, describe: 'Noise scale (finite, > 0)' })
-    .option('mode', { choices: ['hf', 'mask', 'packed'] as const, default: 'hf' as const, describe: 'hf: L*d from the last two dims; mask: per-row L from the attention mask; packed: per-segment L from restarting position ids' })
-    .option('mask-input', { type: 'string', describe: 'Attention-mask input for mask/packed modes (default attention_mask)' })
-    .option('position-ids-input', { type: 'string', describe: 'Position-ids input for packed mode (default position_ids)' })
-    .option('table', { type: 'string', array: true, describe: 'Patch lookups of this table (repeatable)' })
-    .option('node', { type: 'string', array: true, describe: 'Patch this lookup node (repeatable)' })
-    .option('all-candidates', { type: 'boolean', default: false, describe: 'Patch every patchable lookup' })
-    .option('seed', { type: 'number', describe: 'RandomUniformLike seed (integer): reproducible noise per session' })
-    .option('alpha-input', { type: 'string', describe: 'Read alpha from a float scalar graph input (default name neftune_alpha)' })
-    .option('after-scale', { type: 'boolean', default: false, describe: 'Add the noise after a scalar scale Mul that follows the lookup (Gemma)' })
-    .option('repatch', { type: 'boolean', default: false, describe: 'Strip an existing patch first, then patch' })
+    .options(yargsOptions(NEFTUNE_OPTIONS))
     .example('$0 patch model.onnx -o model.neftune.onnx', 'Default: token table, alpha 5, hf scaling')
     .example('$0 patch artifacts/ --in-place --alpha-input', 'Patch training_model.onnx of a training-artifacts folder; alpha fed at run time')
     .example('$0 patch bert.onnx -o out.onnx --mode mask --mask-input input_mask --seed 42', 'Per-example L from the mask, reproducible noise')
@@ -88,18 +80,8 @@ void yargs(rawArgs)
   async (argv) => {
     const bad = checkStdoutJson(argv, 'patch');
     if (bad) return emit(bad, false);
-    const options: NeftuneOptions = {
-      alpha: argv.alpha, mode: argv.mode, afterScale: argv['after-scale'], repatch: argv.repatch, allCandidates: argv['all-candidates'],
-      ...(argv['mask-input'] !== undefined ? { maskInput: argv['mask-input'] } : {}),
-      ...(argv['position-ids-input'] !== undefined ? { positionIdsInput: argv['position-ids-input'] } : {}),
-      ...(argv.table ? { tables: argv.table } : {}),
-      ...(argv.node ? { nodes: argv.node } : {}),
-      ...(argv.seed !== undefined ? { seed: argv.seed } : {}),
-      ...(argv['alpha-input'] !== undefined ? { alphaInput: argv['alpha-input'] === '' ? true : argv['alpha-input'] } : {}),
-    };
-    emit(await patchCommand(models(argv.models), options, {
-      ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
-    }), argv.json);
+    const options = optionsFromArgv(NEFTUNE_OPTIONS, argv);
+    emit(await patchCommand(models(argv.models as string[]), options, fileCommandOptions(argv)), !!argv['json']);
   })
   .command('strip <models..>', 'Remove a NEFTune patch exactly (the original bytes come back)', (y) => y
     .positional('models', { type: 'string', array: true, describe: 'Model files or folders; - for stdin', demandOption: true })
@@ -109,9 +91,7 @@ void yargs(rawArgs)
   async (argv) => {
     const bad = checkStdoutJson(argv, 'strip');
     if (bad) return emit(bad, false);
-    emit(await stripCommand(models(argv.models), {
-      ...(argv.output !== undefined ? { output: argv.output } : {}), inPlace: argv['in-place'], dryRun: argv['dry-run'], writeStdout,
-    }), argv.json);
+    emit(await stripCommand(models(argv.models as string[]), fileCommandOptions(argv)), !!argv['json']);
   })
   .command('verify <model>', 'Run the patched model on ONNX Runtime and check the noise: bounds, mean and variance, fresh per run, zero padding, alpha 0, strip', (y) => y
     .positional('model', { type: 'string', describe: 'Patched model file', demandOption: true })
@@ -119,7 +99,7 @@ void yargs(rawArgs)
     .option('batch', { type: 'number', default: 2, describe: 'Batch size of the made-up inputs (refused when the run would need over 1 GiB)' })
     .option('seq', { type: 'number', default: 16, describe: 'Sequence length of the made-up inputs (refused when the run would need over 1 GiB)' })
     .option('runs', { type: 'number', default: 3, describe: `Runs per check (1 to ${MAX_VERIFY_RUNS}; the freshness check needs 2)` })
-    .option('json', fileOptions.json)
+    .option('json', jsonOption)
     .example('$0 verify model.neftune.onnx', 'Check on the CPU provider')
     .example('$0 verify model.neftune.onnx --ep cpu --ep wasm --json', 'Check on CPU and WebAssembly, machine-readable'),
   async (argv) => {
@@ -147,7 +127,7 @@ void yargs(rawArgs)
   .parseAsync()
   .catch((error: unknown) => {
     if (error instanceof OnnxNeftuneError) {
-      process.stderr.write(`error: ${error.message}\n`);
+      process.stderr.write(`error: ${cliMessage(error)}\n`);
       process.exitCode = exitCodeOf(error);
       return;
     }

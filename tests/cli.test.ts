@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ModelBuilder, Tensor, decodeModel, encodeModel } from '../src/graph/index.js';
 import { isPatched, readPatchRecord } from '../src/passes/index.js';
 import { buildTinyBert, buildTinyGemma, buildTinyGpt, buildTinyTrainingGraph } from '../examples/models.js';
-import { runCli, runCliJson, tempDir } from './cli-helpers.js';
+import { cliPath, runCli, runCliJson, tempDir } from './cli-helpers.js';
 import { projectRoot, readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
 
 const dir = tempDir('cli');
@@ -129,7 +129,7 @@ test('every patch flag reaches the pass', () => {
   const out = (n: string) => path.join(dir, 'flags', n);
   const record = (file: string) => readPatchRecord(decodeModel(read(file)))!;
   assert.equal(runCli(['patch', bert, '-o', out('a.onnx'), '--alpha', '15', '--mode', 'mask', '--mask-input', 'attention_mask', '--seed', '11']).code, 0);
-  assert.deepEqual(record(out('a.onnx')).options, { alpha: 15, mode: 'mask', maskInput: 'attention_mask', seed: 11, allCandidates: false, afterScale: false });
+  assert.deepEqual(record(out('a.onnx')).options, { alpha: 15, mode: 'mask', maskInput: 'attention_mask', seed: 11 }, 'switches not given are not recorded');
   assert.equal(runCli(['patch', bert, '-o', out('b.onnx'), '--table', 'embeddings.word_embeddings.weight', '--table', 'embeddings.token_type_embeddings.weight']).code, 0);
   assert.deepEqual(record(out('b.onnx')).sites.map((s) => s.table), ['embeddings.word_embeddings.weight', 'embeddings.token_type_embeddings.weight']);
   assert.equal(runCli(['patch', bert, '-o', out('c.onnx'), '--node', 'position_lookup']).code, 0);
@@ -161,6 +161,9 @@ test('no embedding or an ambiguous choice exits 3 with the candidates', () => {
   assert.equal(amb.code, 3);
   assert.equal(amb.json.files[0].error.code, 'AMBIGUOUS_EMBEDDING');
   assert.match(amb.json.files[0].error.message, /query_table[\s\S]*doc_table|doc_table[\s\S]*query_table/);
+  assert.match(amb.json.files[0].error.message, /Choose with --table or --node \(names, each repeatable\) or --all-candidates\./, 'options are named as flags');
+  const text = runCli(['patch', write('amb/model2.onnx', ambiguousModel()), '-o', path.join(dir, 'amb/out2.onnx')]);
+  assert.match(text.stdout + text.stderr, /Choose with --table or --node/, 'the readable output names flags too');
   const b = new ModelBuilder({ opset: 17, irVersion: 8 });
   b.output(b.op('Relu', [b.input('x', 'float', [2])]), 'float', [2]);
   const none = runCliJson(['patch', write('none/model.onnx', encodeModel(b.build())), '-o', path.join(dir, 'none/out.onnx')]);
@@ -223,9 +226,26 @@ test('stdin to stdout pipelines', () => {
   assert.equal(runCli(['patch', '-', '-o', '-', '--json'], { input: training }).code, 2, '--json cannot share stdout with the model');
 });
 
-test('NO_COLOR and pipes: no escape codes', () => {
-  const r = runCli(['inspect', write('color/m.onnx', gpt)]);
-  assert.doesNotMatch(r.stdout, /\x1b\[/);
+/** `script` (util-linux) runs a command on a pseudo-terminal: stdout and stderr are TTYs there. */
+const haveScript = spawnSync('script', ['--version']).status === 0;
+
+test('colour only on a terminal: escape codes on a TTY, none with NO_COLOR, TERM=dumb or a pipe', { skip: haveScript ? false : 'script(1) not found: no pseudo-terminal to test colour on', timeout: 60_000 }, () => {
+  const file = write('color/m.onnx', gpt);
+  const { NO_COLOR: _, FORCE_COLOR: __, ...base } = process.env;
+  const onTty = (env: Record<string, string>) => {
+    const command = [process.execPath, cliPath, 'inspect', file].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    const r = spawnSync('script', ['-qec', command, '/dev/null'], { env: { ...base, TERM: 'xterm', ...env }, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /not patched/, 'the command ran on the terminal');
+    return r.stdout;
+  };
+  assert.match(onTty({}), /\x1b\[1m/, 'a terminal gets colour (bold table header)');
+  assert.doesNotMatch(onTty({ NO_COLOR: '1' }), /\x1b\[/, 'NO_COLOR turns it off');
+  assert.doesNotMatch(onTty({ NO_COLOR: '' }), /\x1b\[/, 'NO_COLOR set to anything, even empty, turns it off');
+  assert.doesNotMatch(onTty({ TERM: 'dumb' }), /\x1b\[/, 'TERM=dumb turns it off');
+  const piped = spawnSync(process.execPath, [cliPath, 'inspect', file], { env: { ...base, TERM: 'xterm' }, encoding: 'utf8' });
+  assert.equal(piped.status, 0);
+  assert.doesNotMatch(piped.stdout, /\x1b\[/, 'a pipe gets no colour, even without NO_COLOR');
 });
 
 test('the fused-lookup fixture is refused with exit 3 and the reason', { skip: skipWithoutFixtures }, () => {

@@ -110,8 +110,9 @@ test('every kind of edit to a node read from bytes reaches the encoding', () => 
 test('copying unedited node runs from the source bytes gives the same file as encoding every node', () => {
   const sources: Array<[string, Uint8Array]> = Object.entries(builders).map(([k, b]) => [k, encodeModel(b())]);
   if (existsSync(fixturesDir)) for (const name of fixtureNames()) sources.push([name, readFixture(name)]);
+  let patchedSources = 0;
   const edits: Record<string, (m: Model) => void> = {
-    'nodes inserted (NEFTune patch)': (m) => { patchIfPossible(m, { seed: 7, allCandidates: true }); },
+    'nodes inserted (NEFTune patch)': (m) => { if (patchIfPossible(m, { seed: 7, allCandidates: true })) patchedSources++; },
     'first and last node edited, one removed in the middle': (m) => {
       const nodes = m.graph.nodes;
       nodes[0]!.name = 'edited_first';
@@ -130,6 +131,9 @@ test('copying unedited node runs from the source bytes gives the same file as en
       assert.ok(sameBytes(a, b), `${name}, ${label}: differ at byte ${firstDifference(a, b)}`);
     }
   }
+  // Each source is edited twice (from bytes, from messages). Floor: the 4 builder models and the 15
+  // fixtures with a token embedding, so a patch that refuses everything cannot pass as "no edit".
+  assert.equal(patchedSources / 2, Object.keys(builders).length + (existsSync(fixturesDir) ? 15 : 0));
 });
 
 test('a model split across concatenated messages decodes as protobuf merges it', () => {

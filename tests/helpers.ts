@@ -33,16 +33,20 @@ export function firstDifference(a: Uint8Array, b: Uint8Array): number {
   return a.length === b.length ? -1 : n;
 }
 
+/** The refusals that mean "this model has nothing to patch" (no, an ambiguous or only a fused token embedding). */
+export const NOTHING_TO_PATCH: ReadonlySet<string> = new Set(['NO_EMBEDDING', 'AMBIGUOUS_EMBEDDING']);
+
 /**
- * Patches `model` when it has a patchable token table. A typed refusal (no or an ambiguous
- * embedding, a fused lookup) returns false; any other error is a failure and is thrown.
+ * Patches `model` when it has a patchable token table. A refusal for having nothing to patch
+ * returns false; any other error (another typed error included) is a failure and is thrown.
+ * Callers count the trues against a floor, so a regression that refuses everything fails.
  */
 export function patchIfPossible(model: Model, options: NeftuneOptions = {}): boolean {
   try {
     applyNeftune(model, options);
     return true;
   } catch (error) {
-    if (error instanceof OnnxNeftuneError) return false;
+    if (error instanceof OnnxNeftuneError && NOTHING_TO_PATCH.has(error.code)) return false;
     throw error;
   }
 }

@@ -1,4 +1,4 @@
-import { OnnxNeftuneError } from '../graph/errors.js';
+import { OnnxNeftuneError, type ErrorMessage } from '../graph/errors.js';
 
 /** An external-data reference that is unsafe or inconsistent (path traversal, links, bounds, keys). */
 export class ExternalDataError extends OnnxNeftuneError {
@@ -7,7 +7,7 @@ export class ExternalDataError extends OnnxNeftuneError {
 
 /** A file operation was refused to protect the user's files (overwriting the input, a different data file). */
 export class RefusedError extends OnnxNeftuneError {
-  constructor(message: string) { super('REFUSED', message); }
+  constructor(message: string | ErrorMessage) { super('REFUSED', message); }
 }
 
 /** A file could not be read or written. */

@@ -9,6 +9,7 @@ import { deferredPayloadOf, joinPieces, type EncodedPiece } from '../graph/defer
 import { DEFAULT_DEFER_THRESHOLD, FilePayload, readCompact } from './lazy-read.js';
 import { externalizeInitializers } from '../graph/external.js';
 import type { Model } from '../graph/ir.js';
+import { errorMessage, optionName } from '../graph/errors.js';
 import { checkExternalData, openExternalDataFile, type ExternalDataFile } from './external-data.js';
 import { InputChangedError, ModelTooLargeError, OutputWriteError, RefusedError } from './errors.js';
 import { MAX_PROTOBUF_BYTES, ModelSource } from './model-source.js';
@@ -128,7 +129,7 @@ async function save(loaded: LoadedModel, dest: string, options: SaveOptions): Pr
   const target = resolveWriteTarget(dest);
   const overInput = loaded.path !== undefined && sameFile(loaded.path, target);
   if (overInput && !options.inPlace) {
-    throw new RefusedError(`Refusing to overwrite the input ${loaded.path}; pass --in-place to modify it, or choose another output.`);
+    throw new RefusedError(errorMessage`Refusing to overwrite the input ${loaded.path}; pass ${optionName('inPlace')} to modify it, or choose another output.`);
   }
   refuseDataFileAsOutput(loaded, target);
   const held = loaded.source && !loaded.source.closed ? loaded.source : undefined;

@@ -102,8 +102,16 @@ export interface VerifyReport {
   message: string;
 }
 
-/** Verification could not be carried out as asked (e.g. an input it cannot make up). */
+/**
+ * Verification could not be carried out as asked (options out of range, an input it cannot make
+ * up, a patched value missing): nothing was shown wrong with the noise, it was not checked.
+ */
 export class VerifyError extends OnnxNeftuneError {
+  constructor(message: string) { super('VERIFY_UNABLE', message); }
+}
+
+/** Verification ran and a check failed (the report says which): the patch does not do what it should. */
+export class VerifyFailedError extends OnnxNeftuneError {
   constructor(message: string) { super('VERIFY_FAILED', message); }
 }
 
@@ -120,7 +128,7 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
     return {
       ...base, ok: false, patched: isPatched(model), mode: null, alpha: null, ran: 'none', sliceReason: null, sites: [],
       candidates: report.candidates.map(describeCandidate), notes: [],
-      message: isPatched(model) ? 'The model carries patch nodes but its patch record is missing; re-patch it (--repatch) to verify.'
+      message: isPatched(model) ? 'The model carries patch nodes but its patch record is missing; patch the model again with the repatch option to verify.'
         : `Nothing is patched. ${report.targetReason}.`,
     };
   }
@@ -203,7 +211,7 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model | string,
     const check = checkUniformNoise(concat(noises), concat(scales), { tolerance: concat(tolerances), falseAlarm: ctx.options.falseAlarm ?? 1e-6 });
     const { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold } = check;
     report.stats = { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold };
-    const few = count < 1000 ? '; few samples: raise --batch, --seq or --runs for a stronger test' : '';
+    const few = count < 1000 ? '; few samples: raise the batch, seq or runs option for a stronger test' : '';
     report.checks.push({
       name: 'noise', ok: check.ok,
       detail: check.ok ? `${count} noised elements over ${ctx.runs} runs (${zeroCount} padding at zero), |noise/s| <= ${maxAbsZ.toFixed(3)}, mean ${meanZ.toFixed(4)} (${meanZScore.toFixed(2)} SE), E[(noise/s)^2] ${meanZ2.toFixed(4)} vs 1/3 (${secondMomentZScore.toFixed(2)} SE; limit ${threshold.toFixed(2)} SE)${few}`

@@ -174,7 +174,8 @@ test('every form the patch emits is recognised: modes, dtypes (bf16 float32 add)
       assert.ok(sameBytes(encodeModel(altered), alteredBytes));
     }
   }
-  assert.ok(patchedCount >= 70, `patched ${patchedCount} model/option pairs`);
+  // Floor from the count when it was set (91 of 99): a regression that refuses most forms fails here.
+  assert.ok(patchedCount >= 91, `patched ${patchedCount} model/option pairs`);
 });
 
 test('record and graph disagree: strip refuses with PatchMismatchError and changes nothing (in process and CLI exit 5)', () => {
@@ -382,7 +383,7 @@ test('flipped bits in the record: strip, re-patch, inspect and verify give typed
     assert.ok(p.code === EXIT.OK || p.code === EXIT.REFUSED, `repatch exit ${p.code}\n${p.stderr}`);
     if (verified < 2 && (s.code === EXIT.REFUSED || verified === 0)) {
       const v = runCli(['verify', input, '--runs', '2']);
-      assert.ok([EXIT.OK, EXIT.REFUSED, EXIT.VERIFY_FAILED].includes(v.code as 0), `verify exit ${v.code}\n${v.stdout}\n${v.stderr}`);
+      assert.ok([EXIT.OK, EXIT.REFUSED, EXIT.VERIFY_FAILED, EXIT.VERIFY_UNABLE].includes(v.code as 0), `verify exit ${v.code}\n${v.stdout}\n${v.stderr}`);
       assert.doesNotMatch(v.stderr, /\n\s+at /);
       verified++;
     }

@@ -1,0 +1,146 @@
+/**
+ * The NEFTune pass: preconditions, the patch itself (plan every site, then emit), and the pass
+ * object that ties options, check, apply and strip together under the GraphPass contract.
+ */
+import { DataType } from '../../graph/dtype.js';
+import { Model, Value } from '../../graph/ir.js';
+import { errorMessage, optionName, type OnnxNeftuneError } from '../../graph/errors.js';
+import { tensorType } from '../../graph/builder.js';
+import { NameAllocator } from '../../graph/names.js';
+import { decodeModel, encodeModelProto } from '../../graph/codec.js';
+import { modelToProto } from '../../graph/serde.js';
+import { NOISE_MIN_OPSET, findEmbeddings, type EmbeddingReport } from '../embeddings.js';
+import { AlreadyPatchedError, PatchOptionError } from '../errors.js';
+import { runPass, type GraphPass } from '../pass.js';
+import { normalizeWithSchema } from '../schema.js';
+import { DEFAULT_ALPHA_INPUT, MODES, NEFTUNE_OPTIONS, type NeftuneOptions, type NormalizedOptions } from './options.js';
+import { TOOL_VERSION, markedNodes, readPatchRecord, writeRecord, type PatchRecord } from './record.js';
+import { selectTargets } from './targets.js';
+import { planSite } from './sites.js';
+import { MIN_OPSET, addedOpsetVersion, emitSite } from './chain.js';
+import { isPatched } from './recognise.js';
+import { stripNeftune, type StripResult } from './strip.js';
+
+export interface PatchResult {
+  model: Model;
+  modified: true;
+  record: PatchRecord;
+  report: EmbeddingReport;
+  warnings: string[];
+}
+
+/** What the pass's members take: the recorded options, plus how to run (`repatch`). */
+export type NeftunePassOptions = NormalizedOptions & { repatch?: boolean };
+
+function recorded(options: NeftunePassOptions): NormalizedOptions {
+  const { repatch: _, ...rest } = options;
+  return rest;
+}
+
+/** Preconditions: a patched model only with `repatch`; a default-domain opset the mode's ops exist at. */
+export function checkNeftune(model: Model, options: NeftunePassOptions): OnnxNeftuneError[] {
+  if (isPatched(model)) {
+    if (options.repatch) return []; // the rest is checked on the stripped model (apply patches a stripped copy first)
+    const record = readPatchRecord(model);
+    const what = record ? ` (alpha ${record.options.alpha}, mode ${record.options.mode}, ${record.sites.length} site(s))` : '';
+    return [new AlreadyPatchedError(errorMessage`The model is already NEFTune-patched${what}. Strip it first, or ask for a re-patch (${optionName('repatch')}), which strips and patches again.`)];
+  }
+  const opset = model.opsetVersion('') ?? addedOpsetVersion(model.irVersion, options.mode);
+  const mode = options.mode;
+  if (opset >= MIN_OPSET[mode]) return [];
+  // Only modes that work at this opset are suggested (never the one in use).
+  const working = MODES.filter((m) => m !== mode && MIN_OPSET[m] <= opset);
+  const instead = working.length ? errorMessage` or use ${optionName('mode')} ${working.join(' or ')}` : '';
+  const runtime = opset < NOISE_MIN_OPSET ? ' (ONNX Runtime runs opset 7 and newer only)' : '';
+  return [new PatchOptionError(errorMessage`Mode ${mode} needs default-domain opset >= ${MIN_OPSET[mode]}; this model imports opset ${opset}${runtime}. NEFTune never changes a model's opset: convert the model (onnx.version_converter.convert_version(model, ${Math.max(13, MIN_OPSET[mode])}))${instead}.`)];
+}
+
+/**
+ * Inserts the noise after each selected lookup (see GraphPass.apply: in place, all or nothing).
+ * Every site is planned before anything changes, so an option that does not fit the model fails first.
+ */
+function patchNeftune(model: Model, options: NeftunePassOptions): PatchResult {
+  const opts = recorded(options);
+  if (options.repatch && isPatched(model)) {
+    // Re-patch on a copy first, so a re-patch that cannot succeed leaves the model as it was. The
+    // copy keeps deferred payloads as their placeholders: large tensors are not read for it.
+    const trial = decodeModel(encodeModelProto(modelToProto(model)));
+    stripNeftune(trial);
+    applyNeftune(trial, opts);
+    stripNeftune(model);
+  }
+  const declaredOpset = model.opsetVersion('');
+  const opset = declaredOpset ?? addedOpsetVersion(model.irVersion, opts.mode);
+  const report = findEmbeddings(model);
+  const targets = selectTargets(report, opts);
+  // Nodes the user named with the reserved prefix: recorded so strip can tell them from the patch's.
+  const userNodes = markedNodes(model).map((n) => n.name!);
+  // Everything the pass adds starts with 'neftune' (the reserved prefix, or the alpha input's name).
+  const names = new NameAllocator(model, { prefix: 'neftune' });
+  const warnings: string[] = [];
+  const seenWarnings = new Set<string>();
+  // Once each: thousands of sites can share one mask and the same doubt about it.
+  const warn = (w: string) => { if (!seenWarnings.has(w)) { seenWarnings.add(w); warnings.push(w); } };
+  const plans = targets.map((c) => planSite(c, opts, opset, warn));
+  const alphaName = opts.alphaInput ? (typeof opts.alphaInput === 'string' ? opts.alphaInput : DEFAULT_ALPHA_INPUT) : undefined;
+  if (alphaName !== undefined && names.has(alphaName)) {
+    throw new PatchOptionError(errorMessage`Cannot add alpha input "${alphaName}": the model already uses that name; pass another name to ${optionName('alphaInput')}`);
+  }
+  if (!looksLikeTrainingGraph(model)) {
+    warnings.push('This graph has no backward pass: it looks like an eval or inference graph. NEFTune is a training-time method; strip the noise before using the model for inference.');
+  }
+
+  // Apply.
+  const opsetImport = declaredOpset === undefined;
+  if (opsetImport) {
+    // A decoded model without opset imports inherits protobufjs's frozen empty list: give it its own.
+    if (!Object.hasOwn(model.proto, 'opset_import')) model.proto.opset_import = [];
+    model.addOpsetImport('', opset);
+    warnings.push(`The model imported no default-domain opset; added ai.onnx version ${opset} for the noise ops (strip removes it again).`);
+  }
+  let alphaInput: Value | undefined;
+  const graphInputs: string[] = [];
+  if (alphaName !== undefined) {
+    names.fresh(alphaName);
+    alphaInput = new Value(alphaName);
+    alphaInput.info = { name: alphaName, type: tensorType(DataType.FLOAT, []) };
+    model.graph.addInput(alphaInput);
+    graphInputs.push(alphaName);
+  }
+  const sites = plans.map((plan) => emitSite(plan, opts, names, opset, alphaInput));
+  const record: PatchRecord = { tool: 'onnx-neftune', version: TOOL_VERSION, options: opts, sites, added: { graphInputs, opsetImport } };
+  if (userNodes.length) record.userNodes = userNodes;
+  writeRecord(model, record);
+  return { model, modified: true, record, report, warnings };
+}
+
+/** Backward ops or gradient outputs mark a training graph. */
+export function looksLikeTrainingGraph(model: Model): boolean {
+  for (const g of model.allGraphs()) {
+    for (const n of g) {
+      if (/Grad$|Grad_|Gradient|InPlaceAccumulator|SoftmaxCrossEntropyLossInternal|Optimizer$/.test(n.opType)) return true;
+      if (n.opType === 'ATen' && /_backward$/.test(n.attributeValue<string>('operator', ''))) return true;
+      if (n.opType === 'ATenOp' && /_backward$/.test(n.attributeValue<string>('name', ''))) return true;
+    }
+  }
+  return model.graph.outputs.some((o) => /_grad(\b|_|\.)/.test(o.name)) || model.graph.inputs.some((i) => /_grad\.accumulation/.test(i.name));
+}
+
+/** NEFTune as a GraphPass: what `applyNeftune` and the CLI's patch command run. */
+export const neftunePass: GraphPass<NeftuneOptions, NeftunePassOptions, PatchResult, StripResult> = {
+  name: 'neftune',
+  description: 'Insert NEFTune noise (RandomUniformLike -> Mul -> Add) after the token-embedding lookups',
+  options: NEFTUNE_OPTIONS,
+  normalize: (options) => normalizeWithSchema(NEFTUNE_OPTIONS, options) as NeftunePassOptions,
+  check: checkNeftune,
+  apply: patchNeftune,
+  inverse: stripNeftune,
+};
+
+/**
+ * Inserts NEFTune noise after each selected lookup. Changes `model` in place and returns it with
+ * a record of what was added. Refuses a patched model unless `repatch`.
+ */
+export function applyNeftune(model: Model, options: NeftuneOptions = {}): PatchResult {
+  return runPass(neftunePass, model, options);
+}
