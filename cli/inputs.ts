@@ -231,7 +231,7 @@ export function planJobs(args: string[], options: { output?: string; inPlace?: b
           ? `Folder ${arg} has no model to process; skipped:\n${mine.map((s) => `  ${s.path}: ${s.reason}`).join('\n')}`
           : `Folder ${arg} contains no .onnx file`, { skipped: mine });
       }
-      expanded.push(...files);
+      for (const file of files) expanded.push(file);
     } else if (st.isFile()) {
       expanded.push({ file: arg, base: undefined });
     } else {

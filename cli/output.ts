@@ -24,7 +24,8 @@ export function progressReporter(label: string, total: number): ((done: number) 
 
 /** Fixed-width table with a header row. */
 export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  // A loop, not Math.max(...column): inspect may list 100,000s of lookups.
+  const widths = rows[0]!.map((_, i) => rows.reduce((w, r) => Math.max(w, (r[i] ?? '').length), 0));
   return rows.map((r, k) => {
     const line = r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd();
     return k === 0 ? bold(line) : line;

@@ -9,7 +9,7 @@ import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import path from 'node:path';
-import { encodeModel } from '../../src/graph/index.js';
+import { ModelBuilder, Tensor, encodeModel } from '../../src/graph/index.js';
 import { OnnxNeftuneError } from '../../src/graph/errors.js';
 import { saveWithExternalData } from '../../src/io/index.js';
 import { buildTinyGpt, buildTinyTrainingGraph } from '../../examples/models.js';
@@ -363,4 +363,15 @@ test('an output folder inside the batch folder is not read back as input on the 
     if (run === 2) assert.ok(r.json.skipped.some((s: { path: string; reason: string }) => s.path === at('rerun', 'models', 'out') && /output folder/.test(s.reason)));
   }
   assert.ok(!existsSync(at('rerun', 'models', 'out', 'out')), 'outputs were not patched again into out/out');
+});
+
+test('inspect prints a model with 150,000 lookups as text (no spread of the whole table into one call)', { timeout: 120_000 }, () => {
+  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
+  const ids = b.input('input_ids', 'int64', ['batch', 'sequence']);
+  const table = b.initializer('wte', Tensor.fromArray('float', [50, 8], new Float32Array(400)));
+  for (let i = 0; i < 150_000; i++) b.output(b.op('Gather', [table, ids], { axis: 0 }, { name: `g${i}` }));
+  const file = put(at('many-lookups', 'many.onnx'), encodeModel(b.build()));
+  const r = runCli(['inspect', file]);
+  assert.equal(r.code, 0, r.stderr.slice(0, 2000));
+  assert.match(r.stdout, /read by 150000 lookups/);
 });

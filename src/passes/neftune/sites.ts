@@ -164,9 +164,14 @@ export function findInput(graph: Graph, name: string): Value | undefined {
 function requireInput(graph: Graph, name: string, what: string, c: EmbeddingCandidate): Value {
   const v = findInput(graph, name);
   if (v) return v;
+  // A loop, not push(...list), and a short listing: a graph may have 100,000s of inputs.
   const inputs: string[] = [];
-  for (let g: Graph | null = graph; g; g = g.parentScope) inputs.push(...g.inputs.map((i) => i.name));
+  let total = 0;
+  for (let g: Graph | null = graph; g; g = g.parentScope) {
+    for (const input of g.inputs) if (total++ < 20) inputs.push(input.name);
+  }
+  const listed = `${inputs.join(', ') || '(none)'}${total > inputs.length ? `, ... and ${total - inputs.length} more` : ''}`;
   const option = optionName(what === 'mask' ? 'maskInput' : 'positionIdsInput');
-  throw new PatchOptionError(errorMessage`The ${what} input "${name}" is not visible from ${c.nodeLabel}. Graph inputs: ${inputs.join(', ') || '(none)'}. Name it with ${option}.`);
+  throw new PatchOptionError(errorMessage`The ${what} input "${name}" is not visible from ${c.nodeLabel}. Graph inputs: ${listed}. Name it with ${option}.`);
 }
 
