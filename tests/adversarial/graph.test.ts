@@ -363,7 +363,7 @@ const oddGather = cat(
 const oddGatherWithDoc = cat(text(6, 'a doc string before the inputs'), oddGather);
 
 function embeddingModelBytes(nodeBody: Uint8Array): Uint8Array {
-  const table = cat(varintField(1, 4), varintField(1, 2), varintField(2, 1), text(8, 'table'), field(9, new Uint8Array(16)));
+  const table = cat(varintField(1, 4), varintField(1, 2), varintField(2, 1), text(8, 'table'), field(9, new Uint8Array(32)));
   const idsType = field(2, cat(field(1, cat(varintField(1, 7), field(2, cat(field(1, text(2, 'b')), field(1, text(2, 's'))))))));
   const graph = cat(field(1, nodeBody), field(1, cat(text(1, 'embeds'), text(2, 'out'), text(4, 'Relu'))), text(2, 'g'),
     field(5, table), field(11, cat(text(1, 'ids'), idsType)), field(12, text(1, 'out')));
@@ -430,4 +430,26 @@ test('adoptSourceBytes works for a node inside a subgraph', () => {
   assert.ok(sameBytes(encodeModel(model), bytes), 'the adopted subgraph node is written as its bytes');
   inner.opType = 'Neg';
   assert.ok(!sameBytes(encodeModel(model), bytes), 'an edit after adoption is encoded from the IR');
+});
+
+test('patch then strip gives back a lookup node encoded out of canonical order, or with an invalid UTF-8 name, byte for byte (library and CLI)', () => {
+  const dir = tempDir('odd-lookup');
+  for (const [i, body] of [oddGather, oddGatherWithDoc].entries()) {
+    const bytes = embeddingModelBytes(body);
+    const model = decodeModel(bytes);
+    const result = applyNeftune(model, { tables: ['table'] });
+    assert.ok(result.record.sites[0]!.sourceNode, 'the record keeps the lookup node bytes the patch changed');
+    const patched = decodeModel(encodeModel(model));
+    stripNeftune(patched);
+    const stripped = encodeModel(patched);
+    assert.ok(sameBytes(stripped, bytes), `library: first difference at byte ${firstDifference(stripped, bytes)}`);
+    const file = path.join(dir, `odd${i}.onnx`);
+    writeFileSync(file, bytes);
+    assert.equal(runCli(['patch', file, '-o', `${file}.patched`, '--table', 'table']).code, 0);
+    assert.equal(runCli(['strip', `${file}.patched`, '-o', `${file}.stripped`]).code, 0);
+    assert.ok(sameBytes(new Uint8Array(readFileSync(`${file}.stripped`)), bytes), 'CLI: strip restored the original file');
+  }
+  // A canonical lookup needs no copy: the record stays as small as before.
+  const plain = buildTinyGpt();
+  assert.equal(applyNeftune(decodeModel(encodeModel(plain))).record.sites[0]!.sourceNode, undefined);
 });

@@ -414,3 +414,20 @@ test('re-patch of a model without a default-domain opset import (the patch added
     assert.equal(r.code, EXIT.OK, `${label}: CLI re-patch\n${r.stderr}`);
   }
 });
+
+test('patching over an unreadable record entry keeps it: strip puts it back in place, byte for byte', () => {
+  for (const value of ['{"tool": "onnx-neftune", "sites": [', '', undefined]) {
+    const model = buildTinyGpt();
+    model.metadata.set('before', '1');
+    model.proto.metadata_props!.push(value === undefined ? { key: PATCH_METADATA_KEY } : { key: PATCH_METADATA_KEY, value });
+    model.metadata.set('after', '2');
+    const original = encodeModel(model);
+    const m = decodeModel(original);
+    assert.equal(isPatched(m), false, 'an unreadable record alone is no patch');
+    applyNeftune(m);
+    const patched = decodeModel(encodeModel(m));
+    assert.deepEqual(patched.metadata.entries.map((e) => e.key), ['before', PATCH_METADATA_KEY, 'after'], 'the record takes the entry\'s place');
+    stripNeftune(patched);
+    assert.ok(sameBytes(encodeModel(patched), original), `value ${JSON.stringify(value)}: first difference at ${firstDifference(encodeModel(patched), original)}`);
+  }
+});

@@ -4,13 +4,15 @@
  * of what a patch adds, and strip recognises a site by replaying it (recognise.ts).
  */
 import { DataType, dataTypeName } from '../../graph/dtype.js';
-import { Value } from '../../graph/ir.js';
+import { Value, type Node } from '../../graph/ir.js';
+import { NodeProtoType } from '../../graph/proto.js';
+import { nodeToProto } from '../../graph/serde.js';
 import { attr } from '../../graph/builder.js';
 import type { NameAllocator } from '../../graph/names.js';
 import { Emitter } from '../emit.js';
 import { NOISE_MIN_OPSET } from '../embeddings.js';
 import type { NeftuneMode, NormalizedOptions } from './options.js';
-import { RESERVED_PREFIX, type PatchedSite } from './record.js';
+import { RESERVED_PREFIX, toBase64, type PatchedSite } from './record.js';
 import type { SitePlan } from './sites.js';
 
 /** The lowest default-domain opset each mode's ops exist at. */
@@ -120,6 +122,7 @@ export function emitSite(plan: SitePlan, opts: NormalizedOptions, names: NameAll
   const { candidate: c, siteNode, type } = plan;
   const graph = siteNode.graph!;
   const original = siteNode.outputs[0]!;
+  const sourceNode = nonCanonicalBytes(siteNode);
   const clean = new Value(names.fresh(`${RESERVED_PREFIX}${original.name}__clean`));
   siteNode.replaceOutput(0, clean);
   const e = new Emitter(graph, siteNode, names, chainPrefix(original.name), opset);
@@ -128,8 +131,20 @@ export function emitSite(plan: SitePlan, opts: NormalizedOptions, names: NameAll
     graphPath: c.graphPath, lookup: c.nodeLabel, table: c.table.name, role: c.role,
     value: original.name, clean: clean.name, dtype: dataTypeName(type), afterScale: plan.afterScale,
     maskInput: plan.mask?.name ?? null, positionIdsInput: plan.positions?.name ?? null,
-    addedNodes: e.added.map((n) => n.name!),
+    addedNodes: e.added.map((n) => n.name!), ...(sourceNode !== undefined ? { sourceNode: toBase64(sourceNode) } : {}),
   };
+}
+
+/**
+ * The node's bytes as read, when they differ from how this library encodes it (fields out of the
+ * usual order, repeated fields, invalid UTF-8): the patch edits the node, so strip needs them back.
+ */
+function nonCanonicalBytes(node: Node): Uint8Array | undefined {
+  const source = node.sourceBytes();
+  if (source === undefined) return undefined;
+  const canonical = NodeProtoType.encode(nodeToProto(node)).finish();
+  if (canonical.length === source.length && canonical.every((b, i) => b === source[i])) return undefined;
+  return source;
 }
 
 /** The default-domain opset a patch adds to a model that imports none (contrib ops only). */

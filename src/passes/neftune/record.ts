@@ -28,6 +28,11 @@ export interface PatchedSite {
   maskInput: string | null;
   positionIdsInput: string | null;
   addedNodes: string[];
+  /**
+   * The site node's bytes before the patch (base64), kept only when the node was not encoded as
+   * this library would encode it (field order, invalid UTF-8): strip gives them back.
+   */
+  sourceNode?: string;
 }
 
 export interface PatchRecord {
@@ -38,6 +43,8 @@ export interface PatchRecord {
   added: { graphInputs: string[]; opsetImport: boolean };
   /** Nodes already named with the reserved prefix before the patch (the user's own; strip leaves them). */
   userNodes?: string[];
+  /** The text of an unreadable entry under the record's key that the patch replaced (null: it had no value): strip puts it back. */
+  replacedEntry?: string | null;
 }
 
 /**
@@ -111,6 +118,11 @@ function parseRecord(text: string, model: Model): PatchRecord | string {
     if (!isStringArray(userNodes)) return 'userNodes is not an array of strings';
     record.userNodes = [...userNodes];
   }
+  const replacedEntry = raw['replacedEntry'];
+  if (replacedEntry !== undefined) {
+    if (!isString(replacedEntry) && replacedEntry !== null) return 'replacedEntry is not a string or null';
+    record.replacedEntry = replacedEntry;
+  }
   return record;
 }
 
@@ -146,9 +158,11 @@ function parseSite(raw: unknown, model: Model): PatchedSite | string {
   const maskInput = raw['maskInput'] ?? null, positionIdsInput = raw['positionIdsInput'] ?? null;
   if (maskInput !== null && !isString(maskInput)) return 'maskInput is not a string or null';
   if (positionIdsInput !== null && !isString(positionIdsInput)) return 'positionIdsInput is not a string or null';
+  const sourceNode = raw['sourceNode'];
+  if (sourceNode !== undefined && !(isString(sourceNode) && BASE64.test(sourceNode))) return 'sourceNode is not base64 text';
   return {
     graphPath: [...raw['graphPath']], lookup, table, role, value, clean, dtype: dtype as string, afterScale,
-    maskInput, positionIdsInput, addedNodes: [...raw['addedNodes']],
+    maskInput, positionIdsInput, addedNodes: [...raw['addedNodes']], ...(sourceNode !== undefined ? { sourceNode } : {}),
   };
 }
 
@@ -167,8 +181,51 @@ export function markedNodes(model: Model): Node[] {
 }
 
 
-/** Writes `record` as the model's one patch entry (an unreadable entry left without a patch is replaced, all copies). */
+/**
+ * Writes `record` as the model's one patch entry. A single unreadable entry under the key (a
+ * damaged record whose patch is gone) is replaced in place and its text kept in the record, so
+ * strip gives it back where it was; several copies are replaced by one.
+ */
 export function writeRecord(model: Model, record: PatchRecord): void {
-  while (model.metadata.delete(PATCH_METADATA_KEY));
+  const copies = model.metadata.entries.filter((e) => e.key === PATCH_METADATA_KEY).length;
+  if (copies === 1 && recordState(model).kind === 'malformed') {
+    const entry = recordEntry(model)!;
+    // null: the entry had no value field at all (not even an empty one).
+    record.replacedEntry = Object.hasOwn(entry, 'value') ? entry.value ?? '' : null;
+  } else {
+    while (model.metadata.delete(PATCH_METADATA_KEY));
+  }
   model.metadata.set(PATCH_METADATA_KEY, JSON.stringify(record));
+}
+
+/** Removes the patch entry, or gives back the entry the patch replaced, in its place and form. */
+export function removeRecord(model: Model, record: PatchRecord | undefined): void {
+  const replaced = record?.replacedEntry;
+  const entry = replaced !== undefined ? recordEntry(model) : undefined;
+  if (!entry) {
+    while (model.metadata.delete(PATCH_METADATA_KEY));
+    return;
+  }
+  if (replaced === null) delete entry.value;
+  else entry.value = replaced;
+}
+
+function recordEntry(model: Model): { key?: string; value?: string } | undefined {
+  return model.proto.metadata_props?.find((e) => e.key === PATCH_METADATA_KEY);
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Base64 of bytes, browser-safe (no Buffer). */
+export function toBase64(bytes: Uint8Array): string {
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+export function fromBase64(text: string): Uint8Array {
+  const raw = atob(text);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes;
 }

@@ -7,7 +7,7 @@ import type { Model, Node, Value } from '../../graph/ir.js';
 import { int64ToNumber } from '../../graph/proto.js';
 import { PatchMismatchError } from '../errors.js';
 import { DEFAULT_ALPHA_INPUT, type NeftuneMode } from './options.js';
-import { PATCH_METADATA_KEY, RESERVED_PREFIX, isString, markedNodes, recordState, type PatchRecord } from './record.js';
+import { PATCH_METADATA_KEY, RESERVED_PREFIX, fromBase64, isString, markedNodes, recordState, removeRecord, type PatchRecord } from './record.js';
 import { addedOpsetVersion } from './chain.js';
 import { VARIANTS, chainTemplate, findChains, matchChain, type ChainMatch } from './recognise.js';
 
@@ -36,7 +36,12 @@ export function stripNeftune(model: Model): StripResult {
   for (const chain of plan.chains) {
     for (const node of chain.nodes) { node.graph!.remove(node, { force: true }); removed++; }
   }
-  for (const chain of plan.chains) chain.site.replaceOutput(0, chain.value);
+  for (const chain of plan.chains) {
+    chain.site.replaceOutput(0, chain.value);
+    // A node the patch found in a non-canonical encoding gets its own bytes back (when it still holds exactly that).
+    const source = plan.sourceNodes.get(chain);
+    if (source !== undefined) chain.site.adoptSourceBytes(fromBase64(source));
+  }
   for (const input of plan.inputs) {
     const i = model.graph.inputs.indexOf(input);
     model.graph.inputs.splice(i, 1);
@@ -47,14 +52,23 @@ export function stripNeftune(model: Model): StripResult {
     list.splice(list.findIndex(isDefaultDomainImport), 1);
     if (!list.length) delete model.proto.opset_import;
   }
-  while (model.metadata.delete(PATCH_METADATA_KEY));
+  removeRecord(model, plan.record);
   return {
     model, modified: true, removedNodes: removed, restoredValues: plan.chains.map((c) => c.value.name),
     message: `Removed ${removed} node(s) and restored ${plan.chains.length} embedding output(s)${plan.note}.`,
   };
 }
 
-interface StripPlan { chains: ChainMatch[]; inputs: Value[]; removeOpsetImport: boolean; note: string }
+interface StripPlan {
+  chains: ChainMatch[];
+  inputs: Value[];
+  removeOpsetImport: boolean;
+  note: string;
+  /** The record the plan follows (undefined when the patch was found by structure alone). */
+  record?: PatchRecord;
+  /** Recorded pre-patch bytes of site nodes (base64), by chain. */
+  sourceNodes: Map<ChainMatch, string>;
+}
 
 const MISMATCH_ADVICE = 'Nothing was changed. If the model was edited after patching, strip the file saved by the patch, or patch the clean model again. '
   + `If only the record is wrong and the patch nodes are intact, delete the metadata entry "${PATCH_METADATA_KEY}": strip then recognises the patch from the graph alone.`;
@@ -88,7 +102,7 @@ function planStrip(model: Model): StripPlan | string {
     const problem = addedInputProblem(model, input, claimed);
     if (problem) throw mismatch(problem);
   }
-  return { chains, inputs, removeOpsetImport: false, note: ` (the metadata record was ${state.kind === 'malformed' ? `unreadable: ${state.reason}` : 'missing'}; found the patch by its structure)` };
+  return { chains, inputs, removeOpsetImport: false, sourceNodes: new Map(), note: ` (the metadata record was ${state.kind === 'malformed' ? `unreadable: ${state.reason}` : 'missing'}; found the patch by its structure)` };
 }
 
 function planFromRecord(model: Model, record: PatchRecord, marked: Node[]): StripPlan {
@@ -99,6 +113,7 @@ function planFromRecord(model: Model, record: PatchRecord, marked: Node[]): Stri
   const opts = record.options;
   const alphaName = opts.alphaInput ? (isString(opts.alphaInput) ? opts.alphaInput : DEFAULT_ALPHA_INPUT) : undefined;
   const chains: ChainMatch[] = [];
+  const sourceNodes = new Map<ChainMatch, string>();
   record.sites.forEach((site, i) => {
     const where = `site ${i + 1} of ${record.sites.length} ("${site.value}")`;
     const rootName = site.addedNodes.at(-1)!;
@@ -133,6 +148,7 @@ function planFromRecord(model: Model, record: PatchRecord, marked: Node[]): Stri
       if (recorded !== actual) throw mismatch(`${where}: the record says ${what} ${JSON.stringify(recorded)}, the graph has ${JSON.stringify(actual)}`);
     }
     chains.push(chain);
+    if (site.sourceNode !== undefined) sourceNodes.set(chain, site.sourceNode);
   });
   const claimed = claimChains(chains);
   const userNodes = new Set(record.userNodes ?? []);
@@ -153,7 +169,7 @@ function planFromRecord(model: Model, record: PatchRecord, marked: Node[]): Stri
     const problem = opsetImportProblem(model, claimed, opts.mode);
     if (problem) throw mismatch(problem);
   }
-  return { chains, inputs, removeOpsetImport: record.added.opsetImport, note: '' };
+  return { chains, inputs, removeOpsetImport: record.added.opsetImport, note: '', record, sourceNodes };
 }
 
 /** The nodes of all chains, refusing chains that share a node. */
