@@ -164,6 +164,7 @@ const reshapeLike = (c: RuleContext): Grads => [c.e.op('Reshape', [c.g[0]!, c.e.
 const RULES: Record<string, Rule> = {
   Identity: { inputs: first, grad: (c) => [c.g[0]] },
   Add: {
+    check: ranksKnown,
     inputs: firstTwo,
     grad: ({ node, g, need, e, s }) => [
       need[0] ? e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(0)!, node) : undefined,
@@ -171,6 +172,7 @@ const RULES: Record<string, Rule> = {
     ],
   },
   Sub: {
+    check: ranksKnown,
     inputs: firstTwo,
     grad: ({ node, g, need, e, s }) => [
       need[0] ? e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(0)!, node) : undefined,
@@ -178,6 +180,7 @@ const RULES: Record<string, Rule> = {
     ],
   },
   Mul: {
+    check: ranksKnown,
     inputs: firstTwo,
     grad: ({ node, g, need, e, s }) => {
       const [a, b] = [node.input(0)!, node.input(1)!];
@@ -186,6 +189,7 @@ const RULES: Record<string, Rule> = {
     },
   },
   Div: {
+    check: ranksKnown,
     inputs: firstTwo,
     grad: ({ node, g, need, e, s }) => {
       const [a, b] = [node.input(0)!, node.input(1)!];
@@ -232,6 +236,7 @@ const RULES: Record<string, Rule> = {
     },
   },
   Pow: {
+    check: ranksKnown,
     inputs: first,
     grad: ({ node, g, e, s }) => {
       const x = node.input(0)!;
@@ -278,7 +283,9 @@ const RULES: Record<string, Rule> = {
     inputs: first,
     check: (node, s) => {
       const r = s.rank(node.input(0));
-      return r === undefined ? 'the table rank is unknown' : normalizeAxis(attrInt(node, 'axis', 0), r) !== 0 ? 'axis is not 0 (only table lookups along axis 0 are supported)' : undefined;
+      const axis = attrInt(node, 'axis', 0);
+      if (axis > 0 || (r !== undefined && normalizeAxis(axis, r) !== 0)) return 'axis is not 0 (only table lookups along axis 0 are supported)';
+      return r === undefined ? 'unknown rank' : undefined;
     },
     grad: ({ node, g, e, s }) => {
       const table = node.input(0)!, ids = node.input(1)!;
@@ -383,8 +390,9 @@ const RULES: Record<string, Rule> = {
       return [e.op('Concat', parts, { axis: attr.int(attrInt(node, 'axis', 0)) })];
     },
   },
-  Expand: { inputs: first, grad: ({ node, g, e, s }) => [e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(0)!, node)] },
+  Expand: { inputs: first, check: ranksKnown, grad: ({ node, g, e, s }) => [e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(0)!, node)] },
   Where: {
+    check: ranksKnown,
     inputs: () => [1, 2],
     grad: ({ node, g, need, e, s }) => {
       const cond = node.input(0)!;
@@ -459,6 +467,12 @@ export function oneHotAs(e: Emitter, ids: Value, depth: Value, elem: DataType): 
 
 function asInts(e: Emitter, v: Value | number): Value { return typeof v === 'number' ? e.ints([v]) : v; }
 
+/** Broadcasting rules reduce to each input's shape: the ranks must be known. */
+function ranksKnown(node: Node, s: ShapeTable, need: boolean[]): string | undefined {
+  if (s.rank(node.outputs[0]) === undefined) return 'unknown rank';
+  return node.inputs.some((v, i) => need[i] && s.rank(v) === undefined) ? 'unknown rank' : undefined;
+}
+
 function reduceCheck(node: Node, s: ShapeTable): string | undefined {
   const hasAxesInput = !node.attribute('axes') && node.input(1) && node.input(1)!.name !== '';
   if (hasAxesInput && !axesOf(node, s, 1)) return 'axes are decided at run time';
@@ -488,12 +502,15 @@ function reduceGrad({ node, g, e, s }: RuleContext, mean: boolean): Grads {
 
 /** Inputs of `node` that can carry a gradient (none for non-differentiable ops; every float input for ops without a rule). */
 function differentiableInputs(node: Node, s: ShapeTable): number[] {
-  if (node.domain !== '' && node.domain !== 'ai.onnx') return node.inputs.flatMap((v, i) => (v && s.isFloat(v) ? [i] : []));
+  if (node.domain !== '' && node.domain !== 'ai.onnx') return node.inputs.flatMap((v, i) => (v && maybeFloat(s, v) ? [i] : []));
   if (NON_DIFFERENTIABLE.has(node.opType)) return [];
   const rule = RULES[node.opType];
   const candidates = rule ? rule.inputs(node) : node.inputs.map((_, i) => i);
-  return candidates.filter((i) => { const v = node.input(i); return v && v.name !== '' && s.isFloat(v); });
+  return candidates.filter((i) => { const v = node.input(i); return v && v.name !== '' && maybeFloat(s, v); });
 }
+
+/** Float, or of a type inference could not tell (ops without rules): such values count as differentiable. */
+const maybeFloat = (s: ShapeTable, v: Value): boolean => s.elem(v) === undefined || s.isFloat(v);
 
 export interface GradientPlan {
   graph: Graph;
@@ -544,7 +561,7 @@ export function planGradients(model: Model, lossName: string, options: GradientO
   const forward = new Set<Value>(candidates);
   for (const n of nodes) {
     if (!diff.get(n)!.some((i) => forward.has(n.input(i)!))) continue;
-    for (const o of n.outputs) if (o && shapes.isFloat(o)) forward.add(o);
+    for (const o of n.outputs) if (o && maybeFloat(shapes, o)) forward.add(o);
   }
   const backward = new Set<Value>([loss]);
   for (let k = nodes.length - 1; k >= 0; k--) {
@@ -561,7 +578,7 @@ export function planGradients(model: Model, lossName: string, options: GradientO
   if (!params.length) throw new TrainingOptionError(`No float initializer reaches loss "${lossName}" through differentiable ops: nothing to train.`);
 
   const path = nodes.filter((n) => n.outputs.some((o) => o && active.has(o)));
-  const missing: { op: string; node: string; why: string }[] = [];
+  let missing: { op: string; node: string; why: string }[] = [];
   for (const n of path) {
     const label = n.name ?? n.outputs[0]?.name ?? '';
     const rule = n.domain === '' || n.domain === 'ai.onnx' ? RULES[n.opType] : undefined;
@@ -571,6 +588,8 @@ export function planGradients(model: Model, lossName: string, options: GradientO
     if (why) missing.push({ op: n.opType, node: label, why });
     if (n.opType === 'Pow' && n.input(1) && active.has(n.input(1)!)) missing.push({ op: 'Pow', node: label, why: 'the exponent depends on a parameter (only constant exponents have a rule)' });
   }
+  // Unknown ranks downstream of an op without a rule are its consequence: name the cause only.
+  if (missing.some((m) => m.why === 'no gradient rule')) missing = missing.filter((m) => m.why !== 'unknown rank');
   if (missing.length) {
     const list = missing.map((m) => `${m.op} "${m.node}" (${m.why})`).join('; ');
     throw new UnsupportedGradientError(`Cannot differentiate loss "${lossName}": ${missing.length} node${missing.length > 1 ? 's' : ''} on a parameter-to-loss path ha${missing.length > 1 ? 've' : 's'} no usable gradient rule: ${list}. Freeze the parameters behind them (params option) or rewrite those ops; nothing was built.`, missing);
