@@ -428,8 +428,10 @@ export function sliceRange(start: number, end: number, step: number, dim: Dim): 
     return { begin: b, length: e - b, padEnd: dim - e };
   }
   if (start < 0) return undefined;
+  // A symbolic length is named after what it is cut from: slicing `sequence` by one gives `sequence-1`.
+  const cut = (n: number): Dim => (n === 0 ? dim : typeof dim === 'string' ? `${dim}-${n}` : undefined);
   const toEnd = end >= 2 ** 53 || end > 1e15;
-  if (toEnd) return { begin: start, length: start === 0 ? dim : undefined, padEnd: 0 };
-  if (end < 0) return { begin: start, length: undefined, padEnd: -end };
+  if (toEnd) return { begin: start, length: cut(start), padEnd: 0 };
+  if (end < 0) return { begin: start, length: cut(start - end), padEnd: -end };
   return undefined;
 }
