@@ -57,7 +57,8 @@ export async function finiteDifferenceError(source: Model, step: TrainingStep, o
     const grad = base[p.grad!]!.data as Float64Array;
     const original = feeds[p.input]!;
     const n = (original.data as Float64Array).length;
-    const picks = [...new Set(values(options.samples ?? 6, n * 7 + 3).map((v) => Math.floor(((v + 1) / 2) * n)))];
+    // Small parameters: every coordinate (a repeated-id row must not be missed); large ones: a sample.
+    const picks = n <= 64 ? Array.from({ length: n }, (_, i) => i) : [...new Set(values(options.samples ?? 6, n * 7 + 3).map((v) => Math.floor(((v + 1) / 2) * n)))];
     for (const i of picks) {
       const at = async (delta: number) => {
         const data = (original.data as Float64Array).slice();
