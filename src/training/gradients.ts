@@ -1,0 +1,662 @@
+/**
+ * Reverse-mode autodiff in standard ONNX ops: from a scalar loss back to chosen parameters, one
+ * rule per op, appended to the model's main graph. Nothing here needs a training build of ONNX
+ * Runtime: gradient ops are ordinary ops (ReduceSum, MatMul, ScatterND, Pad, ...).
+ */
+import { DataType, dataTypeName } from '../graph/dtype.js';
+import { OnnxModelError } from '../graph/errors.js';
+import { attr, makeAttribute, tensorType, type AttributeInput } from '../graph/builder.js';
+import { Node, Value, type Dim, type Graph, type Model } from '../graph/ir.js';
+import { NameAllocator } from '../graph/names.js';
+import { Tensor } from '../graph/tensor.js';
+import { topologicalSort } from '../graph/toposort.js';
+import { UnsupportedGradientError, TrainingOptionError } from './errors.js';
+import { attrFloat, attrInt, attrInts, axesOf, inferShapes, normalizeAxis, sliceRange, sliceSpec, type ShapeTable } from './shapes.js';
+
+export const MIN_TRAINING_OPSET = 13;
+
+export interface GradientOptions {
+  /** Parameters to differentiate (initializers or float graph inputs); default every float initializer that reaches the loss. */
+  params?: readonly string[];
+}
+
+export interface GradientResult {
+  loss: Value;
+  /** Chosen parameters in model order (still initializers: the caller decides what they become). */
+  params: Value[];
+  gradients: Map<Value, Value>;
+  /** sumToShape reductions whose axes had to be found at run time (Shape/Equal/NonZero). */
+  runtimeShapeFallbacks: number;
+  /** Nodes the backward pass added. */
+  addedNodes: number;
+}
+
+/** Ops whose outputs carry no gradient to their inputs (shape arithmetic, randomness, comparisons). */
+const NON_DIFFERENTIABLE = new Set([
+  'Shape', 'Size', 'RandomUniformLike', 'RandomNormalLike', 'RandomUniform', 'RandomNormal', 'EyeLike', 'Multinomial',
+  'Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'NonZero', 'IsNaN', 'IsInf',
+  'ConstantOfShape', 'Range', 'ArgMax', 'ArgMin', 'Sign', 'Floor', 'Ceil', 'Round', 'OneHot',
+  'Constant',
+]);
+
+type Grads = (Value | undefined)[];
+
+interface RuleContext {
+  node: Node;
+  /** Gradient of each output (undefined where none reaches it). */
+  g: Grads;
+  /** Whether input i needs a gradient. */
+  need: boolean[];
+  e: Emitter;
+  s: ShapeTable;
+}
+
+interface Rule {
+  /** Inputs that can carry a gradient. */
+  inputs: (node: Node) => number[];
+  /** A reason this node cannot be differentiated, checked before anything is built. */
+  check?: (node: Node, s: ShapeTable, need: boolean[], opset: number) => string | undefined;
+  grad: (c: RuleContext) => Grads;
+}
+
+const first = () => [0];
+const firstTwo = () => [0, 1];
+
+/** Emits backward nodes at the end of the graph, in the op forms of the model's opset. */
+export class Emitter {
+  added = 0;
+  runtimeFallbacks = 0;
+  constructor(readonly graph: Graph, readonly names: NameAllocator, readonly opset: number, readonly s: ShapeTable) {}
+
+  op(opType: string, inputs: (Value | null)[], attributes: Record<string, AttributeInput> = {}, role = opType.toLowerCase(), outputs = 1): Value {
+    return this.ops(opType, inputs, attributes, role, outputs)[0]!;
+  }
+  ops(opType: string, inputs: (Value | null)[], attributes: Record<string, AttributeInput>, role: string, outputs: number): Value[] {
+    const outs = Array.from({ length: outputs }, () => new Value(this.names.fresh(`grad__${role}`)));
+    this.graph.append(new Node(opType, inputs, outs, {
+      name: this.names.fresh(`grad__${opType}`),
+      attributes: Object.entries(attributes).map(([k, v]) => makeAttribute(k, v)),
+    }));
+    this.added++;
+    return outs;
+  }
+  constant(tensor: Tensor, role = 'const'): Value { return this.op('Constant', [], { value: attr.tensor(tensor) }, role); }
+  ints(values: readonly number[]): Value { return this.constant(Tensor.fromArray(DataType.INT64, [values.length], values), 'ints'); }
+  scalar(value: number, elem: DataType): Value { return this.constant(Tensor.fromArray(elem, [], [value]), 'scalar'); }
+
+  reduce(op: 'ReduceSum' | 'ReduceMean', x: Value, axes: number[], keepdims: boolean): Value {
+    const axesAsInput = op === 'ReduceSum' ? this.opset >= 13 : this.opset >= 18;
+    if (axesAsInput) return this.op(op, [x, this.ints(axes)], { keepdims: attr.int(keepdims ? 1 : 0) });
+    return this.op(op, [x], { axes: attr.ints(axes), keepdims: attr.int(keepdims ? 1 : 0) });
+  }
+  unsqueeze(x: Value, axes: number[]): Value { return this.op('Unsqueeze', [x, this.ints(axes)]); }
+  squeeze(x: Value, axes: number[]): Value { return this.op('Squeeze', [x, this.ints(axes)]); }
+
+  /** The shape of `x` as an int64 tensor: a constant when static, else Shape(x). */
+  shapeOf(x: Value): Value {
+    const dims = this.s.staticDims(x);
+    return dims ? this.ints(dims) : this.op('Shape', [x]);
+  }
+
+  /** ReduceSum of `g` (of dims `gDims`) down to the shape of `x`, undoing a broadcast. */
+  sumTo(g: Value, gDims: readonly Dim[] | undefined, x: Value, where: Node): Value {
+    const xDims = this.s.dims(x);
+    if (!gDims || !xDims) {
+      throw new UnsupportedGradientError(`Cannot reduce the gradient of ${where.describe()} to the shape of ${x.name}: the rank of ${!gDims ? 'its output' : x.name} is unknown. Add value_info with ranks (run shape inference on the model) and try again.`, [{ op: where.opType, node: where.name ?? '', why: 'unknown rank' }]);
+    }
+    const lead = gDims.length - xDims.length;
+    const axes: number[] = [];
+    let uncertain = false;
+    for (let i = 0; i < lead; i++) axes.push(i);
+    for (let j = 0; j < xDims.length; j++) {
+      const gd = gDims[lead + j], xd = xDims[j];
+      if (xd === gd && xd !== undefined) continue;
+      if (xd === 1) { if (gd !== 1) axes.push(lead + j); continue; }
+      if (gd === 1 || typeof xd === 'number') continue; // x matched g there: a broadcast output of 1 means every input was 1
+      uncertain = true;
+    }
+    let r = g;
+    if (axes.length) {
+      r = this.reduce('ReduceSum', g, axes, true);
+      if (lead > 0) r = this.squeeze(r, axes.slice(0, lead));
+    }
+    if (uncertain) {
+      // Run-time axes where x has extent 1 (reducing an axis where g is 1 as well changes nothing).
+      this.runtimeFallbacks++;
+      const ones = this.op('Equal', [this.op('Shape', [x]), this.ints([1])]);
+      const axesRt = this.op('Reshape', [this.op('NonZero', [ones]), this.ints([-1])]);
+      r = this.op('ReduceSum', [r, axesRt], { keepdims: attr.int(1), noop_with_empty_axes: attr.int(1) });
+    }
+    return r;
+  }
+
+  /** Sum of several gradient contributions. */
+  sum(values: Value[]): Value {
+    if (values.length === 1) return values[0]!;
+    if (values.length === 2) return this.op('Add', values);
+    return this.op('Sum', values);
+  }
+}
+
+function elemOf(s: ShapeTable, v: Value, node: Node): DataType {
+  const e = s.elem(v);
+  if (e === undefined) throw new UnsupportedGradientError(`The element type of ${v.name} (read by ${node.describe()}) is unknown; declare it in value_info.`, [{ op: node.opType, node: node.name ?? '', why: 'unknown element type' }]);
+  return e;
+}
+
+/** Transposes the last two axes. */
+function swapLast(e: Emitter, x: Value, rank: number): Value {
+  const perm = Array.from({ length: rank }, (_, i) => i);
+  perm[rank - 1] = rank - 2; perm[rank - 2] = rank - 1;
+  return e.op('Transpose', [x], { perm: attr.ints(perm) });
+}
+
+function isConstantFalse(s: ShapeTable, v: Value | null): boolean | undefined {
+  if (!v || v.name === '') return true;
+  const t = v.initializer ?? (v.producer?.opType === 'Constant' ? v.producer.attributeValue<unknown>('value') : undefined);
+  if (t instanceof Tensor && t.storage !== 'external') return !(t.toArray() as Uint8Array)[0];
+  void s;
+  return undefined;
+}
+
+const reshapeLike = (c: RuleContext): Grads => [c.e.op('Reshape', [c.g[0]!, c.e.shapeOf(c.node.input(0)!)])];
+
+const RULES: Record<string, Rule> = {
+  Identity: { inputs: first, grad: (c) => [c.g[0]] },
+  Add: {
+    check: ranksKnown,
+    inputs: firstTwo,
+    grad: ({ node, g, need, e, s }) => [
+      need[0] ? e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(0)!, node) : undefined,
+      need[1] ? e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(1)!, node) : undefined,
+    ],
+  },
+  Sub: {
+    check: ranksKnown,
+    inputs: firstTwo,
+    grad: ({ node, g, need, e, s }) => [
+      need[0] ? e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(0)!, node) : undefined,
+      need[1] ? e.sumTo(e.op('Neg', [g[0]!]), s.dims(node.outputs[0]), node.input(1)!, node) : undefined,
+    ],
+  },
+  Mul: {
+    check: ranksKnown,
+    inputs: firstTwo,
+    grad: ({ node, g, need, e, s }) => {
+      const [a, b] = [node.input(0)!, node.input(1)!];
+      const y = s.dims(node.outputs[0]);
+      return [need[0] ? e.sumTo(e.op('Mul', [g[0]!, b]), y, a, node) : undefined, need[1] ? e.sumTo(e.op('Mul', [g[0]!, a]), y, b, node) : undefined];
+    },
+  },
+  Div: {
+    check: ranksKnown,
+    inputs: firstTwo,
+    grad: ({ node, g, need, e, s }) => {
+      const [a, b] = [node.input(0)!, node.input(1)!];
+      const y = s.dims(node.outputs[0]);
+      return [
+        need[0] ? e.sumTo(e.op('Div', [g[0]!, b]), y, a, node) : undefined,
+        need[1] ? e.sumTo(e.op('Neg', [e.op('Div', [e.op('Mul', [g[0]!, node.outputs[0]!]), b])]), y, b, node) : undefined,
+      ];
+    },
+  },
+  Neg: { inputs: first, grad: ({ g, e }) => [e.op('Neg', [g[0]!])] },
+  Sqrt: { inputs: first, grad: ({ node, g, e, s }) => [e.op('Div', [e.op('Mul', [g[0]!, e.scalar(0.5, elemOf(s, node.input(0)!, node))]), node.outputs[0]!])] },
+  Reciprocal: { inputs: first, grad: ({ node, g, e }) => { const y = node.outputs[0]!; return [e.op('Neg', [e.op('Mul', [g[0]!, e.op('Mul', [y, y])])])]; } },
+  Exp: { inputs: first, grad: ({ node, g, e }) => [e.op('Mul', [g[0]!, node.outputs[0]!])] },
+  Log: { inputs: first, grad: ({ node, g, e }) => [e.op('Div', [g[0]!, node.input(0)!])] },
+  Tanh: {
+    inputs: first,
+    grad: ({ node, g, e, s }) => {
+      const y = node.outputs[0]!;
+      return [e.op('Mul', [g[0]!, e.op('Sub', [e.scalar(1, elemOf(s, y, node)), e.op('Mul', [y, y])])])];
+    },
+  },
+  Sigmoid: {
+    inputs: first,
+    grad: ({ node, g, e, s }) => {
+      const y = node.outputs[0]!;
+      return [e.op('Mul', [g[0]!, e.op('Mul', [y, e.op('Sub', [e.scalar(1, elemOf(s, y, node)), y])])])];
+    },
+  },
+  Relu: {
+    inputs: first,
+    grad: ({ node, g, e, s }) => {
+      const x = node.input(0)!;
+      const zero = e.scalar(0, elemOf(s, x, node));
+      return [e.op('Where', [e.op('Greater', [x, zero]), g[0]!, zero])];
+    },
+  },
+  Erf: {
+    inputs: first,
+    grad: ({ node, g, e, s }) => {
+      const x = node.input(0)!;
+      const k = e.scalar(2 / Math.sqrt(Math.PI), elemOf(s, x, node));
+      return [e.op('Mul', [g[0]!, e.op('Mul', [k, e.op('Exp', [e.op('Neg', [e.op('Mul', [x, x])])])])])];
+    },
+  },
+  Pow: {
+    check: ranksKnown,
+    inputs: first,
+    grad: ({ node, g, e, s }) => {
+      const x = node.input(0)!;
+      const elem = elemOf(s, x, node);
+      let p = node.input(1)!;
+      if (s.elem(p) !== elem) p = e.op('Cast', [p], { to: attr.int(elem) });
+      const d = e.op('Mul', [p, e.op('Pow', [x, e.op('Sub', [p, e.scalar(1, elem)])])]);
+      return [e.sumTo(e.op('Mul', [g[0]!, d]), s.dims(node.outputs[0]), x, node)];
+    },
+  },
+  MatMul: {
+    inputs: firstTwo,
+    check: (node, s) => ((s.rank(node.input(0)) ?? 0) < 2 || (s.rank(node.input(1)) ?? 0) < 2 ? 'an operand is 1-D or of unknown rank' : undefined),
+    grad: ({ node, g, need, e, s }) => {
+      const [a, b] = [node.input(0)!, node.input(1)!];
+      const y = s.dims(node.outputs[0])!;
+      const ad = s.dims(a)!, bd = s.dims(b)!;
+      const batch = y.slice(0, -2);
+      return [
+        need[0] ? e.sumTo(e.op('MatMul', [g[0]!, swapLast(e, b, bd.length)]), [...batch, ad[ad.length - 2], ad[ad.length - 1]], a, node) : undefined,
+        need[1] ? e.sumTo(e.op('MatMul', [swapLast(e, a, ad.length), g[0]!]), [...batch, bd[bd.length - 2], bd[bd.length - 1]], b, node) : undefined,
+      ];
+    },
+  },
+  Gemm: {
+    inputs: () => [0, 1, 2],
+    grad: ({ node, g, need, e, s }) => {
+      const [a, b, cIn] = [node.input(0)!, node.input(1)!, node.input(2)];
+      const alpha = attrFloat(node, 'alpha', 1), beta = attrFloat(node, 'beta', 1);
+      const tA = attrInt(node, 'transA', 0), tB = attrInt(node, 'transB', 0);
+      const gemm = (p: Value, q: Value, ta: number, tb: number) => e.op('Gemm', [p, q], { alpha: attr.float(alpha), transA: attr.int(ta), transB: attr.int(tb) });
+      const gy = g[0]!;
+      const dA = !need[0] ? undefined : tA ? gemm(b, gy, tB, 1) : gemm(gy, b, 0, tB ? 0 : 1);
+      const dB = !need[1] ? undefined : tB ? gemm(gy, a, 1, tA) : gemm(a, gy, tA ? 0 : 1, 0);
+      let dC: Value | undefined;
+      if (need[2] && cIn) {
+        const scaled = beta === 1 ? gy : e.op('Mul', [gy, e.scalar(beta, elemOf(s, cIn, node))]);
+        dC = e.sumTo(scaled, s.dims(node.outputs[0]), cIn, node);
+      }
+      return [dA, dB, dC];
+    },
+  },
+  Gather: {
+    inputs: first,
+    check: (node, s) => {
+      const r = s.rank(node.input(0));
+      const axis = attrInt(node, 'axis', 0);
+      if (axis > 0 || (r !== undefined && normalizeAxis(axis, r) !== 0)) return 'axis is not 0 (only table lookups along axis 0 are supported)';
+      return r === undefined ? 'unknown rank' : undefined;
+    },
+    grad: ({ node, g, e, s }) => {
+      const table = node.input(0)!, ids = node.input(1)!;
+      const elem = elemOf(s, table, node);
+      const td = s.dims(table)!;
+      const rows: Value = typeof td[0] === 'number' ? e.ints([td[0]]) : e.op('Slice', [e.op('Shape', [table]), e.ints([0]), e.ints([1])]);
+      if (e.opset >= 16) {
+        // Negative ids count from the end, as in Gather; Mod makes them row numbers for ScatterND.
+        const ids64 = s.elem(ids) === DataType.INT64 ? ids : e.op('Cast', [ids], { to: attr.int(DataType.INT64) });
+        const rowIds = e.op('Mod', [ids64, rows]);
+        const zeros = e.op('ConstantOfShape', [e.shapeOf(table)], { value: attr.tensor(Tensor.fromArray(elem, [1], [0])) });
+        return [e.op('ScatterND', [zeros, e.unsqueeze(rowIds, [-1]), g[0]!], { reduction: attr.string('add') })];
+      }
+      // Portable form before opset 16: OneHot(ids)^T @ g, O(N * V) memory.
+      const idRank = s.rank(ids)!;
+      const oneHot = oneHotAs(e, ids, rows, elem);
+      const flatOneHot = e.op('Flatten', [oneHot], { axis: attr.int(idRank) });
+      const flatG = e.op('Flatten', [g[0]!], { axis: attr.int(idRank) });
+      const dense = e.op('MatMul', [e.op('Transpose', [flatOneHot], { perm: attr.ints([1, 0]) }), flatG]);
+      return [td.length === 2 ? dense : e.op('Reshape', [dense, e.shapeOf(table)])];
+    },
+  },
+  Softmax: {
+    inputs: first,
+    grad: ({ node, g, e, s }) => {
+      const y = node.outputs[0]!;
+      const axis = attrInt(node, 'axis', -1);
+      const gy = e.op('Mul', [g[0]!, y]);
+      void s;
+      return [e.op('Mul', [y, e.op('Sub', [g[0]!, e.reduce('ReduceSum', gy, [axis], true)])])];
+    },
+  },
+  LogSoftmax: {
+    inputs: first,
+    grad: ({ node, g, e }) => {
+      const axis = attrInt(node, 'axis', -1);
+      return [e.op('Sub', [g[0]!, e.op('Mul', [e.op('Exp', [node.outputs[0]!]), e.reduce('ReduceSum', g[0]!, [axis], true)])])];
+    },
+  },
+  ReduceSum: { inputs: first, check: reduceCheck, grad: (c) => reduceGrad(c, false) },
+  ReduceMean: { inputs: first, check: reduceCheck, grad: (c) => reduceGrad(c, true) },
+  Reshape: { inputs: first, grad: reshapeLike },
+  Flatten: { inputs: first, grad: reshapeLike },
+  Squeeze: { inputs: first, grad: reshapeLike },
+  Unsqueeze: { inputs: first, grad: reshapeLike },
+  Transpose: {
+    inputs: first,
+    check: (node, s) => (attrInts(node, 'perm') || s.rank(node.input(0)) !== undefined ? undefined : 'no perm and unknown rank'),
+    grad: ({ node, g, e, s }) => {
+      const rank = s.rank(node.input(0))!;
+      const perm = attrInts(node, 'perm') ?? Array.from({ length: rank }, (_, i) => rank - 1 - i);
+      const inverse = perm.map((_, i) => perm.indexOf(i));
+      return [e.op('Transpose', [g[0]!], { perm: attr.ints(inverse) })];
+    },
+  },
+  Concat: {
+    inputs: (node) => node.inputs.map((_, i) => i),
+    check: (node, s) => (s.rank(node.input(0)) === undefined ? 'unknown rank' : undefined),
+    grad: ({ node, g, need, e, s }) => {
+      const rank = s.rank(node.input(0))!;
+      const axis = normalizeAxis(attrInt(node, 'axis', 0), rank);
+      // Offsets along the axis: static where every earlier extent is, else read at run time.
+      let offset: Value | number = 0;
+      return node.inputs.map((x, i) => {
+        const extentStatic = s.dims(x)?.[axis];
+        const extent: Value | number = typeof extentStatic === 'number' ? extentStatic : e.op('Slice', [e.op('Shape', [x!]), e.ints([axis]), e.ints([axis + 1])]);
+        const start = offset;
+        const end: Value | number = typeof start === 'number' && typeof extent === 'number' ? start + extent : e.op('Add', [asInts(e, start), asInts(e, extent)]);
+        offset = end;
+        if (!need[i]) return undefined;
+        return e.op('Slice', [g[0]!, asInts(e, start), asInts(e, end), e.ints([axis])]);
+      });
+    },
+  },
+  Slice: {
+    inputs: first,
+    check: (node, s, _need, opset) => {
+      const spec = sliceSpec(node, s, opset);
+      const dims = s.dims(node.input(0));
+      if (!spec || !dims) return 'run-time starts/ends/axes/steps or unknown rank';
+      for (const a of spec) if (!sliceRange(a.start, a.end, a.step, dims[normalizeAxis(a.axis, dims.length)])) return `axis ${a.axis}: step ${a.step} or bounds [${a.start}, ${a.end}) against a symbolic dim (only step 1 with a non-negative start and a negative or open end)`;
+      return undefined;
+    },
+    grad: ({ node, g, e, s }) => {
+      const dims = s.dims(node.input(0))!;
+      const pads = new Array<number>(dims.length * 2).fill(0);
+      for (const a of sliceSpec(node, s, e.opset)!) {
+        const axis = normalizeAxis(a.axis, dims.length);
+        const r = sliceRange(a.start, a.end, a.step, dims[axis])!;
+        pads[axis] = r.begin;
+        pads[axis + dims.length] = r.padEnd;
+      }
+      return [e.op('Pad', [g[0]!, e.ints(pads)])];
+    },
+  },
+  Split: {
+    inputs: first,
+    check: (node, s) => (s.rank(node.input(0)) === undefined ? 'unknown rank' : undefined),
+    grad: ({ node, g, e, s }) => {
+      const elem = elemOf(s, node.input(0)!, node);
+      const parts = node.outputs.map((out, i) => g[i] ?? e.op('ConstantOfShape', [e.shapeOf(out!)], { value: attr.tensor(Tensor.fromArray(elem, [1], [0])) }));
+      return [e.op('Concat', parts, { axis: attr.int(attrInt(node, 'axis', 0)) })];
+    },
+  },
+  Expand: { inputs: first, check: ranksKnown, grad: ({ node, g, e, s }) => [e.sumTo(g[0]!, s.dims(node.outputs[0]), node.input(0)!, node)] },
+  Where: {
+    check: ranksKnown,
+    inputs: () => [1, 2],
+    grad: ({ node, g, need, e, s }) => {
+      const cond = node.input(0)!;
+      const y = s.dims(node.outputs[0]);
+      const zero = e.scalar(0, elemOf(s, node.outputs[0]!, node));
+      return [
+        undefined,
+        need[1] ? e.sumTo(e.op('Where', [cond, g[0]!, zero]), y, node.input(1)!, node) : undefined,
+        need[2] ? e.sumTo(e.op('Where', [cond, zero, g[0]!]), y, node.input(2)!, node) : undefined,
+      ];
+    },
+  },
+  Cast: {
+    inputs: first,
+    grad: ({ node, g, e, s }) => [e.op('Cast', [g[0]!], { to: attr.int(elemOf(s, node.input(0)!, node)) })],
+  },
+  Dropout: {
+    inputs: first,
+    check: (node, s) => {
+      const training = isConstantFalse(s, node.input(2));
+      if (training === undefined) return 'training_mode is decided at run time (make it a constant)';
+      return undefined;
+    },
+    grad: ({ node, g, e, s }) => {
+      if (isConstantFalse(s, node.input(2))) return [g[0]];
+      const elem = elemOf(s, node.input(0)!, node);
+      const mask = e.op('Cast', [node.outputs[1]!], { to: attr.int(elem) });
+      const ratioIn = node.input(1);
+      const ratio = ratioIn && ratioIn.name !== '' ? (s.elem(ratioIn) === elem ? ratioIn : e.op('Cast', [ratioIn], { to: attr.int(elem) })) : e.scalar(0.5, elem);
+      const keep = e.op('Sub', [e.scalar(1, elem), ratio]);
+      return [e.op('Div', [e.op('Mul', [g[0]!, mask]), keep])];
+    },
+  },
+  LayerNormalization: {
+    inputs: () => [0, 1, 2],
+    check: (node, s) => (s.rank(node.input(0)) === undefined ? 'unknown rank' : node.outputs.slice(1).some((o) => o && o.uses.length) ? 'its Mean/InvStdDev outputs are used' : undefined),
+    grad: ({ node, g, need, e, s }) => {
+      const x = node.input(0)!, scale = node.input(1)!, bias = node.input(2);
+      const rank = s.rank(x)!;
+      const elem = elemOf(s, x, node);
+      const axis = normalizeAxis(attrInt(node, 'axis', -1), rank);
+      const axes = Array.from({ length: rank - axis }, (_, i) => axis + i);
+      const eps = attrFloat(node, 'epsilon', 1e-5);
+      const gy = g[0]!;
+      const y = s.dims(node.outputs[0]);
+      const mean = e.reduce('ReduceMean', x, axes, true);
+      const xc = e.op('Sub', [x, mean]);
+      const variance = e.reduce('ReduceMean', e.op('Mul', [xc, xc]), axes, true);
+      const inv = e.op('Reciprocal', [e.op('Sqrt', [e.op('Add', [variance, e.scalar(eps, elem)])])]);
+      const xhat = e.op('Mul', [xc, inv]);
+      let dx: Value | undefined;
+      if (need[0]) {
+        const gs = e.op('Mul', [gy, scale]);
+        const t1 = e.reduce('ReduceMean', gs, axes, true);
+        const t2 = e.op('Mul', [xhat, e.reduce('ReduceMean', e.op('Mul', [gs, xhat]), axes, true)]);
+        dx = e.op('Mul', [inv, e.op('Sub', [e.op('Sub', [gs, t1]), t2])]);
+      }
+      return [
+        dx,
+        need[1] ? e.sumTo(e.op('Mul', [gy, xhat]), y, scale, node) : undefined,
+        need[2] && bias ? e.sumTo(gy, y, bias, node) : undefined,
+      ];
+    },
+  },
+};
+
+/** OneHot in float32 (the values type ONNX Runtime's CPU kernels take), cast to `elem`. */
+export function oneHotAs(e: Emitter, ids: Value, depth: Value, elem: DataType): Value {
+  const oneHot = e.op('OneHot', [ids, depth, e.constant(Tensor.fromArray(DataType.FLOAT, [2], [0, 1]))], { axis: attr.int(-1) });
+  return elem === DataType.FLOAT ? oneHot : e.op('Cast', [oneHot], { to: attr.int(elem) });
+}
+
+function asInts(e: Emitter, v: Value | number): Value { return typeof v === 'number' ? e.ints([v]) : v; }
+
+/** Broadcasting rules reduce to each input's shape: the ranks must be known. */
+function ranksKnown(node: Node, s: ShapeTable, need: boolean[]): string | undefined {
+  if (s.rank(node.outputs[0]) === undefined) return 'unknown rank';
+  return node.inputs.some((v, i) => need[i] && s.rank(v) === undefined) ? 'unknown rank' : undefined;
+}
+
+function reduceCheck(node: Node, s: ShapeTable): string | undefined {
+  const hasAxesInput = !node.attribute('axes') && node.input(1) && node.input(1)!.name !== '';
+  if (hasAxesInput && !axesOf(node, s, 1)) return 'axes are decided at run time';
+  if (s.rank(node.input(0)) === undefined) return 'unknown rank';
+  return undefined;
+}
+
+function reduceGrad({ node, g, e, s }: RuleContext, mean: boolean): Grads {
+  const x = node.input(0)!;
+  const xd = s.dims(x)!;
+  const axesGiven = axesOf(node, s, 1);
+  if ((!axesGiven || axesGiven.length === 0) && attrInt(node, 'noop_with_empty_axes', 0)) return [g[0]];
+  const axes = !axesGiven || axesGiven.length === 0 ? xd.map((_, i) => i) : axesGiven.map((a) => normalizeAxis(a, xd.length)).sort((p, q) => p - q);
+  let gk = g[0]!;
+  if (!attrInt(node, 'keepdims', 1)) gk = e.unsqueeze(gk, axes);
+  let out = e.op('Expand', [gk, e.shapeOf(x)]);
+  if (mean) {
+    const elem = elemOf(s, x, node);
+    const reduced = axes.map((a) => xd[a]);
+    const count = reduced.every((d) => typeof d === 'number')
+      ? e.scalar((reduced as number[]).reduce((p, q) => p * q, 1), elem)
+      : e.op('Div', [e.op('Cast', [e.op('Size', [x])], { to: attr.int(elem) }), e.op('Cast', [e.op('Size', [node.outputs[0]!])], { to: attr.int(elem) })]);
+    out = e.op('Div', [out, count]);
+  }
+  return [out];
+}
+
+/** Inputs of `node` that can carry a gradient (none for non-differentiable ops; every float input for ops without a rule). */
+function differentiableInputs(node: Node, s: ShapeTable): number[] {
+  if (node.domain !== '' && node.domain !== 'ai.onnx') return node.inputs.flatMap((v, i) => (v && maybeFloat(s, v) ? [i] : []));
+  if (NON_DIFFERENTIABLE.has(node.opType)) return [];
+  const rule = RULES[node.opType];
+  const candidates = rule ? rule.inputs(node) : node.inputs.map((_, i) => i);
+  return candidates.filter((i) => { const v = node.input(i); return v && v.name !== '' && maybeFloat(s, v); });
+}
+
+/** Float, or of a type inference could not tell (ops without rules): such values count as differentiable. */
+const maybeFloat = (s: ShapeTable, v: Value): boolean => s.elem(v) === undefined || s.isFloat(v);
+
+export interface GradientPlan {
+  graph: Graph;
+  shapes: ShapeTable;
+  opset: number;
+  loss: Value;
+  params: Value[];
+  /** Nodes on a parameter-to-loss path, in graph order. */
+  path: Node[];
+  /** Values that lead from a parameter (forward) and to the loss (backward). */
+  active: Set<Value>;
+}
+
+/**
+ * Finds the loss, the parameters and the nodes between them, and checks every such node has a
+ * rule; throws UnsupportedGradientError listing all that do not, before anything is changed.
+ * The graph is topologically sorted in place (its node order only).
+ */
+export function planGradients(model: Model, lossName: string, options: GradientOptions = {}): GradientPlan {
+  const opset = model.opsetVersion('') ?? 0;
+  if (opset < MIN_TRAINING_OPSET) throw new TrainingOptionError(`The model imports ONNX opset ${opset}; training steps need opset ${MIN_TRAINING_OPSET} or newer (axes as inputs). Convert the model to a newer opset first.`);
+  const graph = model.graph;
+  topologicalSort(graph, { recursive: false });
+  const shapes = inferShapes(graph, opset);
+  const loss = graph.lookup(lossName);
+  if (!loss) throw new TrainingOptionError(`The model has no value named "${lossName}" to use as the loss; its outputs are ${graph.outputs.map((o) => o.name).join(', ') || '(none)'}.`);
+  if (!shapes.isFloat(loss)) throw new TrainingOptionError(`Loss "${lossName}" is ${shapes.elem(loss) === undefined ? 'of unknown element type' : dataTypeName(shapes.elem(loss)!)}, not a float tensor.`);
+  const ld = shapes.dims(loss);
+  if (ld && !ld.every((d) => d === 1)) throw new TrainingOptionError(`Loss "${lossName}" has shape [${ld.join(', ')}]; a training step needs a scalar loss (reduce it with ReduceMean or ReduceSum first).`);
+
+  const byName = new Map<string, Value>();
+  for (const v of graph.initializers) byName.set(v.name, v);
+  for (const v of graph.inputs) if (!byName.has(v.name)) byName.set(v.name, v);
+  let candidates: Value[];
+  if (options.params) {
+    candidates = options.params.map((name) => {
+      const v = byName.get(name);
+      if (!v) throw new TrainingOptionError(`Parameter "${name}" is neither an initializer nor a graph input of the model.`);
+      if (!shapes.isFloat(v)) throw new TrainingOptionError(`Parameter "${name}" is ${shapes.elem(v) === undefined ? 'of unknown type' : dataTypeName(shapes.elem(v)!)}, not a float tensor.`);
+      return v;
+    });
+  } else {
+    candidates = graph.initializers.filter((v) => shapes.isFloat(v));
+  }
+
+  const nodes = graph.nodes;
+  const diff = new Map<Node, number[]>(nodes.map((n) => [n, differentiableInputs(n, shapes)]));
+  const forward = new Set<Value>(candidates);
+  for (const n of nodes) {
+    if (!diff.get(n)!.some((i) => forward.has(n.input(i)!))) continue;
+    for (const o of n.outputs) if (o && maybeFloat(shapes, o)) forward.add(o);
+  }
+  const backward = new Set<Value>([loss]);
+  for (let k = nodes.length - 1; k >= 0; k--) {
+    const n = nodes[k]!;
+    if (!n.outputs.some((o) => o && backward.has(o))) continue;
+    for (const i of diff.get(n)!) backward.add(n.input(i)!);
+  }
+  const active = new Set([...forward].filter((v) => backward.has(v)));
+  const params = options.params ? candidates : candidates.filter((v) => active.has(v));
+  if (options.params) {
+    const cut = params.filter((p) => !active.has(p));
+    if (cut.length) throw new TrainingOptionError(`Parameter${cut.length > 1 ? 's' : ''} ${cut.map((p) => `"${p.name}"`).join(', ')} do${cut.length > 1 ? '' : 'es'} not reach loss "${lossName}" through differentiable ops; leave ${cut.length > 1 ? 'them' : 'it'} out of params.`);
+  }
+  if (!params.length) throw new TrainingOptionError(`No float initializer reaches loss "${lossName}" through differentiable ops: nothing to train.`);
+
+  const path = nodes.filter((n) => n.outputs.some((o) => o && active.has(o)));
+  let missing: { op: string; node: string; why: string }[] = [];
+  for (const n of path) {
+    const label = n.name ?? n.outputs[0]?.name ?? '';
+    const rule = n.domain === '' || n.domain === 'ai.onnx' ? RULES[n.opType] : undefined;
+    if (!rule) { missing.push({ op: `${n.domain ? n.domain + '::' : ''}${n.opType}`, node: label, why: 'no gradient rule' }); continue; }
+    const need = n.inputs.map((v, i) => !!v && active.has(v) && diff.get(n)!.includes(i));
+    const why = rule.check?.(n, shapes, need, opset);
+    if (why) missing.push({ op: n.opType, node: label, why });
+    if (n.opType === 'Pow' && n.input(1) && active.has(n.input(1)!)) missing.push({ op: 'Pow', node: label, why: 'the exponent depends on a parameter (only constant exponents have a rule)' });
+  }
+  // Unknown ranks downstream of an op without a rule are its consequence: name the cause only.
+  if (missing.some((m) => m.why === 'no gradient rule')) missing = missing.filter((m) => m.why !== 'unknown rank');
+  if (missing.length) {
+    const list = missing.map((m) => `${m.op} "${m.node}" (${m.why})`).join('; ');
+    throw new UnsupportedGradientError(`Cannot differentiate loss "${lossName}": ${missing.length} node${missing.length > 1 ? 's' : ''} on a parameter-to-loss path ha${missing.length > 1 ? 've' : 's'} no usable gradient rule: ${list}. Freeze the parameters behind them (params option) or rewrite those ops; nothing was built.`, missing);
+  }
+  return { graph, shapes, opset, loss, params, path, active };
+}
+
+/**
+ * Appends the backward pass of `plan` to its graph. Dropout nodes on the path get a mask output if
+ * they have none (the rule needs it). Returns each parameter's gradient value.
+ */
+export function emitGradients(model: Model, plan: GradientPlan, names = new NameAllocator(model)): GradientResult {
+  const { graph, shapes, opset, loss, params, path, active } = plan;
+  const e = new Emitter(graph, names, opset, shapes);
+  for (const n of path) {
+    if (n.opType === 'Dropout' && !n.outputs[1] && !isConstantFalse(shapes, n.input(2))) {
+      const mask = new Value(names.fresh(`${n.outputs[0]!.name}_mask`));
+      n.appendOutput(mask);
+      graph.define(mask);
+      shapes.set(mask, { elem: DataType.BOOL, dims: shapes.dims(n.input(0)) });
+    }
+  }
+  const contributions = new Map<Value, Value[]>();
+  const add = (v: Value, g: Value) => { const list = contributions.get(v); if (list) list.push(g); else contributions.set(v, [g]); };
+  const total = (v: Value): Value | undefined => {
+    const list = contributions.get(v);
+    if (!list) return undefined;
+    const s = e.sum(list);
+    contributions.set(v, [s]);
+    return s;
+  };
+  const lossElem = shapes.elem(loss)!;
+  const ld = shapes.staticDims(loss);
+  add(loss, ld
+    ? e.constant(Tensor.fromArray(lossElem, ld, new Array(ld.reduce((p, q) => p * q, 1)).fill(1)), 'loss_seed')
+    : e.op('ConstantOfShape', [e.op('Shape', [loss])], { value: attr.tensor(Tensor.fromArray(lossElem, [1], [1])) }, 'loss_seed'));
+
+  for (let k = path.length - 1; k >= 0; k--) {
+    const node = path[k]!;
+    const g = node.outputs.map((o) => (o && active.has(o) ? total(o) : undefined));
+    if (g.every((x) => x === undefined)) continue;
+    const diffIn = differentiableInputs(node, shapes);
+    const need = node.inputs.map((v, i) => !!v && active.has(v) && diffIn.includes(i));
+    if (!need.some(Boolean)) continue;
+    const grads = RULES[node.opType]!.grad({ node, g, need, e, s: shapes });
+    grads.forEach((gi, i) => { if (gi && need[i]) add(node.input(i)!, gi); });
+  }
+  const gradients = new Map<Value, Value>();
+  for (const p of params) {
+    const gp = total(p);
+    if (!gp) throw new OnnxModelError(`Internal: no gradient reached parameter ${p.name}`);
+    gradients.set(p, gp);
+  }
+  return { loss, params, gradients, runtimeShapeFallbacks: e.runtimeFallbacks, addedNodes: e.added };
+}
+
+/** Plans and emits in one go (see planGradients / emitGradients). Edits `model`. */
+export function appendGradients(model: Model, lossName: string, options: GradientOptions = {}): GradientResult {
+  return emitGradients(model, planGradients(model, lossName, options));
+}
+
+/** Makes parameter `p` a plain graph input (ORT-web refuses inputs that also have initializers). */
+export function parameterToInput(graph: Graph, p: Value, shapes: ShapeTable): void {
+  const i = graph.initializers.indexOf(p);
+  if (i >= 0) graph.initializers.splice(i, 1);
+  const info = shapes.info(p);
+  p.initializer = undefined;
+  p.info = { name: p.name, type: tensorType(info.elem ?? DataType.FLOAT, info.dims) };
+  if (!graph.inputs.includes(p)) graph.inputs.push(p);
+}

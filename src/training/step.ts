@@ -1,0 +1,226 @@
+/**
+ * One training step as a plain ONNX graph: forward, loss, backward and an in-graph optimizer
+ * update. Parameters and optimizer state come in as graph inputs and leave as `<name>.new`
+ * outputs; a metadata entry lists the pairs so a runner can feed each output back as the next
+ * step's input. Runs on any ONNX Runtime build (no training ops).
+ */
+import { DataType } from '../graph/dtype.js';
+import { attr, tensorType } from '../graph/builder.js';
+import { decodeModel, encodeModel } from '../graph/codec.js';
+import { Value, type Model } from '../graph/ir.js';
+import { NameAllocator } from '../graph/names.js';
+import { Tensor } from '../graph/tensor.js';
+import { TrainingOptionError } from './errors.js';
+import { Emitter, emitGradients, oneHotAs, parameterToInput, planGradients, type GradientOptions } from './gradients.js';
+import { inferShapes, type ShapeTable } from './shapes.js';
+
+export const TRAINING_STEP_METADATA_KEY = 'onnx_neftune.training_step';
+
+/** `auto`: a scalar float output if the graph has exactly one, else causal-LM from `logits` and `input_ids`. */
+export type LossChoice = 'auto' | 'causal-lm' | `output:${string}` | `labels:${string}`;
+
+export interface TrainingStepOptions extends GradientOptions {
+  loss?: LossChoice;
+  optimizer: 'sgd' | 'adamw';
+  /** SGD momentum (0: plain SGD, no state). */
+  momentum?: number;
+  /** SGD: L2 added to the gradient (default 0); AdamW: decoupled decay (default 0.01). */
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  epsilon?: number;
+  /** Also output each parameter's gradient as `<name>.grad`. */
+  gradients?: boolean;
+  /** Further values to expose as graph outputs (for checks), by name. */
+  extraOutputs?: readonly string[];
+}
+
+export interface StatePair { input: string; output: string }
+
+export interface TrainingStepRecord {
+  version: 1;
+  loss: string;
+  optimizer: 'sgd' | 'adamw';
+  hyperparameters: Record<string, number>;
+  learningRate: string;
+  /** 1-based step number input (AdamW bias correction); absent for SGD. */
+  step?: string;
+  params: Array<StatePair & { grad?: string }>;
+  /** Optimizer state, zero-initialized before the first step. */
+  state: Array<StatePair & { param: string; kind: 'momentum' | 'exp_avg' | 'exp_avg_sq' }>;
+  frozen: string[];
+  runtimeShapeFallbacks: number;
+}
+
+export interface TrainingStep {
+  model: Model;
+  record: TrainingStepRecord;
+}
+
+const INT64_MAX = 9223372036854775807n;
+
+/** Builds the step graph from a copy of `model` (the model itself is not changed). */
+export function buildTrainingStep(source: Model, options: TrainingStepOptions): TrainingStep {
+  if (options.optimizer !== 'sgd' && options.optimizer !== 'adamw') throw new TrainingOptionError(`Unknown optimizer "${String(options.optimizer)}"; use "sgd" or "adamw".`);
+  const model = decodeModel(encodeModel(source));
+  const graph = model.graph;
+  const names = new NameAllocator(model);
+  const opset = model.opsetVersion('') ?? 0;
+  const shapes0 = inferShapes(graph, opset);
+  const lossName = chooseLoss(model, shapes0, options.loss ?? 'auto', names, opset);
+
+  const plan = planGradients(model, lossName, options.params ? { params: options.params } : {});
+  const result = emitGradients(model, plan, names);
+  const { shapes } = plan;
+  const e = new Emitter(graph, names, opset, shapes);
+
+  const floatInput = (base: string, elem: DataType, dims: number[] = []): Value => {
+    const v = new Value(names.fresh(base));
+    v.info = { name: v.name, type: tensorType(elem, dims) };
+    return graph.addInput(v);
+  };
+  const lr = floatInput('learning_rate', DataType.FLOAT);
+  const adam = options.optimizer === 'adamw';
+  const step = adam ? floatInput('step', DataType.INT64) : undefined;
+  const momentum = options.momentum ?? 0;
+  const wd = options.weightDecay ?? (adam ? 0.01 : 0);
+  const b1 = options.beta1 ?? 0.9, b2 = options.beta2 ?? 0.999, eps = options.epsilon ?? 1e-8;
+  const hyperparameters: Record<string, number> = adam ? { beta1: b1, beta2: b2, epsilon: eps, weightDecay: wd } : { momentum, weightDecay: wd };
+  for (const [k, v] of Object.entries(hyperparameters)) if (!Number.isFinite(v) || v < 0) throw new TrainingOptionError(`${k} must be a finite non-negative number, got ${v}.`);
+
+  const perElem = new Map<DataType, { lr: Value; bc1?: Value; bc2?: Value }>();
+  const scalars = (elem: DataType) => {
+    let s = perElem.get(elem);
+    if (!s) {
+      s = { lr: elem === DataType.FLOAT ? lr : e.op('Cast', [lr], { to: attr.int(elem) }) };
+      if (step) {
+        const t = e.op('Cast', [step], { to: attr.int(elem) });
+        s.bc1 = e.op('Sub', [e.scalar(1, elem), e.op('Pow', [e.scalar(b1, elem), t])]);
+        s.bc2 = e.op('Sub', [e.scalar(1, elem), e.op('Pow', [e.scalar(b2, elem), t])]);
+      }
+      perElem.set(elem, s);
+    }
+    return s;
+  };
+
+  const outputs: Value[] = [];
+  const output = (v: Value, base: string, like: Value): string => {
+    // Outputs get the requested name through an Identity, so gradient values keep their own names.
+    const out = e.op('Identity', [v]);
+    out.name = names.fresh(base);
+    graph.define(out);
+    const info = shapes.info(like);
+    out.info = { name: out.name, type: tensorType(info.elem ?? DataType.FLOAT, info.dims) };
+    outputs.push(out);
+    return out.name;
+  };
+
+  const record: TrainingStepRecord = {
+    version: 1, loss: lossName, optimizer: options.optimizer, hyperparameters, learningRate: lr.name,
+    ...(step ? { step: step.name } : {}), params: [], state: [], frozen: [], runtimeShapeFallbacks: result.runtimeShapeFallbacks,
+  };
+  const newParams: Array<[Value, Value]> = [];
+  const newState: Array<[Value, string, Value, 'momentum' | 'exp_avg' | 'exp_avg_sq']> = [];
+  for (const p of result.params) {
+    parameterToInput(graph, p, shapes);
+    const info = shapes.info(p);
+    const elem = info.elem!;
+    const dims = info.dims as number[];
+    const gp = result.gradients.get(p)!;
+    const s = scalars(elem);
+    const state = (kind: 'momentum' | 'exp_avg' | 'exp_avg_sq') => floatInput(`${p.name}.${kind}`, elem, dims);
+    let updated: Value;
+    if (!adam) {
+      let g = gp;
+      if (wd) g = e.op('Add', [g, e.op('Mul', [p, e.scalar(wd, elem)])]);
+      if (momentum) {
+        const v = state('momentum');
+        const v2 = e.op('Add', [e.op('Mul', [v, e.scalar(momentum, elem)]), g]);
+        newState.push([v2, v.name, p, 'momentum']);
+        g = v2;
+      }
+      updated = e.op('Sub', [p, e.op('Mul', [g, s.lr])]);
+    } else {
+      const m = state('exp_avg'), v = state('exp_avg_sq');
+      const m2 = e.op('Add', [e.op('Mul', [m, e.scalar(b1, elem)]), e.op('Mul', [gp, e.scalar(1 - b1, elem)])]);
+      const v2 = e.op('Add', [e.op('Mul', [v, e.scalar(b2, elem)]), e.op('Mul', [e.op('Mul', [gp, gp]), e.scalar(1 - b2, elem)])]);
+      newState.push([m2, m.name, p, 'exp_avg'], [v2, v.name, p, 'exp_avg_sq']);
+      const denom = e.op('Add', [e.op('Sqrt', [e.op('Div', [v2, s.bc2!])]), e.scalar(eps, elem)]);
+      const stepDir = e.op('Div', [e.op('Div', [m2, s.bc1!]), denom]);
+      const decayed = wd ? e.op('Mul', [p, e.op('Sub', [e.scalar(1, elem), e.op('Mul', [s.lr, e.scalar(wd, elem)])])]) : p;
+      updated = e.op('Sub', [decayed, e.op('Mul', [s.lr, stepDir])]);
+    }
+    newParams.push([updated, p]);
+  }
+
+  // Outputs: loss, parameters, state, gradients, extras; the forward's own outputs are dropped.
+  graph.outputs.length = 0;
+  const lossInfo = shapes.info(result.loss);
+  result.loss.info = { name: result.loss.name, type: tensorType(lossInfo.elem!, lossInfo.dims) };
+  graph.addOutput(result.loss);
+  for (const [v, p] of newParams) record.params.push({ input: p.name, output: output(v, `${p.name}.new`, p) });
+  for (const [v, input, p, kind] of newState) record.state.push({ input, output: output(v, `${input}.new`, p), param: p.name, kind });
+  if (options.gradients) for (const p of result.params) record.params.find((r) => r.input === p.name)!.grad = output(result.gradients.get(p)!, `${p.name}.grad`, p);
+  for (const name of options.extraOutputs ?? []) {
+    const v = graph.lookup(name);
+    if (!v) throw new TrainingOptionError(`extraOutputs: the model has no value named "${name}".`);
+    output(v, `${name}.out`, v);
+  }
+  for (const o of outputs) graph.addOutput(o);
+  record.frozen = graph.initializers.filter((v) => shapes.isFloat(v) && v.initializer!.dims.length > 0 && !result.params.includes(v) && v.uses.length > 0).map((v) => v.name);
+  model.metadata.set(TRAINING_STEP_METADATA_KEY, JSON.stringify(record));
+  return { model, record };
+}
+
+function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names: NameAllocator, opset: number): string {
+  const graph = model.graph;
+  if (choice.startsWith('output:')) return choice.slice('output:'.length);
+  if (choice.startsWith('labels:')) throw new TrainingOptionError(`Loss "${choice}" (cross-entropy against a labels input) is not implemented yet; use "causal-lm" or "output:NAME".`);
+  if (choice === 'auto') {
+    const scalars = graph.outputs.filter((o) => shapes.isFloat(o) && shapes.dims(o) !== undefined && shapes.dims(o)!.every((d) => d === 1));
+    if (scalars.length === 1) return scalars[0]!.name;
+    if (scalars.length > 1) throw new TrainingOptionError(`The model has ${scalars.length} scalar float outputs (${scalars.map((o) => o.name).join(', ')}); choose the loss with "output:NAME".`);
+  } else if (choice !== 'causal-lm') {
+    throw new TrainingOptionError(`Unknown loss "${String(choice)}"; use "auto", "causal-lm", "output:NAME" or "labels:NAME".`);
+  }
+  return appendCausalLmLoss(model, shapes, names, opset);
+}
+
+/**
+ * Mean next-token cross-entropy: logits [B, L, V] at positions 0..L-2 against input_ids at 1..L-1,
+ * positions whose target is padding (attention_mask 0) left out.
+ */
+function appendCausalLmLoss(model: Model, shapes: ShapeTable, names: NameAllocator, opset: number): string {
+  const graph = model.graph;
+  const threeD = graph.outputs.filter((o) => shapes.isFloat(o) && shapes.rank(o) === 3);
+  const logits = threeD.find((o) => o.name === 'logits') ?? (threeD.length === 1 ? threeD[0] : undefined);
+  const ids = graph.inputs.find((v) => v.name === 'input_ids');
+  if (!logits || !ids) {
+    throw new TrainingOptionError(`No loss to train: the model has no scalar float output, and causal-LM loss needs ${!logits ? 'a float output "logits" of rank 3 [batch, sequence, vocab]' : ''}${!logits && !ids ? ' and ' : ''}${!ids ? 'an "input_ids" graph input' : ''}. Name a scalar output with "output:NAME".`);
+  }
+  const mask = graph.inputs.find((v) => v.name === 'attention_mask');
+  const e = new Emitter(graph, names, opset, shapes);
+  const elem = shapes.elem(logits)!;
+  const vocab = shapes.dims(logits)![2];
+  const depth = typeof vocab === 'number' ? e.ints([vocab]) : e.op('Slice', [e.op('Shape', [logits]), e.ints([2]), e.ints([3])]);
+  const next = (x: Value) => e.op('Slice', [x, e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([1n]))), e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([INT64_MAX]))), e.ints([1])]);
+  const shifted = e.op('Slice', [logits, e.ints([0]), e.ints([-1]), e.ints([1])], {}, 'shifted_logits');
+  const logp = e.op('LogSoftmax', [shifted], { axis: attr.int(-1) });
+  const targets = next(ids);
+  const oneHot = oneHotAs(e, targets, depth, elem);
+  const picked = e.reduce('ReduceSum', e.op('Mul', [logp, oneHot]), [-1], false);
+  let lossValue: Value;
+  if (mask) {
+    const m = e.op('Cast', [next(mask)], { to: attr.int(elem) });
+    const total = e.reduce('ReduceSum', e.op('Mul', [picked, m]), [0, 1], false);
+    const count = e.op('Max', [e.reduce('ReduceSum', m, [0, 1], false), e.scalar(1, elem)]);
+    lossValue = e.op('Neg', [e.op('Div', [total, count])]);
+  } else {
+    lossValue = e.op('Neg', [e.reduce('ReduceMean', picked, [0, 1], false)]);
+  }
+  const out = e.op('Identity', [lossValue]);
+  out.name = names.has('loss') ? names.fresh('causal_lm_loss') : (names.add('loss'), 'loss');
+  graph.define(out);
+  out.info = { name: out.name, type: tensorType(elem, []) };
+  return out.name;
+}
