@@ -84,10 +84,14 @@ function printVerify(f: FileResult, out: (line: string) => void): void {
       for (const c of r.candidates) out(`    candidate: ${c}`);
       continue;
     }
-    out(`${head}: mode ${r.mode}, alpha ${r.alpha}, batch ${r.batch} x seq ${r.seq}, ${r.runs} runs, ran ${r.ran === 'whole' ? 'the whole model' : `the slice to the noisy embeddings (${r.sliceReason})`}`);
+    out(`${head}: mode ${r.mode}, alpha ${r.alpha}, ${r.runs} run${r.runs === 1 ? '' : 's'}, ran ${r.ran === 'whole' ? 'the whole model' : `the slice to the noisy embeddings (${r.sliceReason})`}`);
     for (const s of r.sites) {
       out(`  ${s.ok ? green('ok  ') : red('FAIL')} ${s.value} (${s.lookup}, table ${s.table}, ${s.dtype})`);
+      // What was fed, not what was asked: fixed dims and dims sized by their use show here.
+      out(dim(`      fed ${s.inputs.map((i) => `${i.name} [${i.dims.join(', ')}]`).join(', ') || 'no inputs'}`));
       for (const c of s.checks) out(`      ${c.ok ? 'ok  ' : red('FAIL')} ${c.name.padEnd(10)} ${c.detail}`);
+      for (const c of s.notRun) out(`      ${yellow('not run')} ${c.name.padEnd(10)} ${c.reason}`);
     }
+    for (const note of r.notes) out(`  ${yellow('note')}: ${note}`);
   }
 }

@@ -29,8 +29,8 @@ test('training graph: forward and backward run before and after patching; backwa
   const base = withActivation(buildTinyTrainingGraph({ vocab: V, dim: D, classes: C }));
   assert.ok(looksLikeTrainingGraph(base));
   const patched = decodeModel(encodeModel(base));
-  const result = applyNeftune(patched, { alphaInput: true });
-  assert.deepEqual(result.warnings, [], 'a training graph gets no eval-graph warning');
+  const result = applyNeftune(patched, { alphaInput: true, seed: 3 });
+  assert.deepEqual(result.warnings, [], 'a seeded patch of a training graph gets no warning');
   assert.equal(result.record.sites[0]!.table, 'embedding.weight');
   assert.equal(result.record.sites[0]!.value, 'embedding_output');
 
@@ -79,6 +79,8 @@ test('an inference graph is patched with a warning that NEFTune is for training'
   const model = buildTinyGpt();
   assert.equal(looksLikeTrainingGraph(model), false);
   const result = applyNeftune(model);
-  assert.equal(result.warnings.length, 1);
-  assert.match(result.warnings[0]!, /eval or inference graph.*training-time method/);
+  assert.equal(result.warnings.length, 2);
+  assert.match(result.warnings[0]!, /No seed: ONNX Runtime restarts the noise sequence with every new session/);
+  assert.match(result.warnings[1]!, /eval or inference graph.*training-time method/);
+  assert.deepEqual(applyNeftune(buildTinyGpt(), { seed: 1 }).warnings.length, 1, 'a seeded patch is not warned about sessions');
 });

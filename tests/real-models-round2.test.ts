@@ -151,7 +151,7 @@ test('com.microsoft ATenOp aten::embedding: recognised, patched, stripped (with 
 
   const model = decodeModel(bytes);
   const result = applyNeftune(model, { alphaInput: true, seed: 7 });
-  assert.deepEqual(result.warnings, [], 'the aten::embedding_backward ATenOp marks a training graph');
+  assert.deepEqual(result.warnings.filter((w) => /backward pass/.test(w)), [], 'the aten::embedding_backward ATenOp marks a training graph');
   assert.equal(model.graph.value(result.record.sites[0]!.clean)!.producer!.opType, 'ATenOp');
   const patched = encodeModel(model);
   for (const dropRecord of [false, true]) {

@@ -96,3 +96,11 @@ test('inputs named __proto__ or constructor are fed like any other', async () =>
   assert.ok(report.ok, report.message);
   assert.deepEqual(report.sites[0]!.inputs.map((i) => i.name).sort(), ['__proto__', 'constructor']);
 });
+
+test('an input verify cannot make up is "could not verify" (VERIFY_UNABLE), not a failed check', async () => {
+  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
+  const ids = b.input('input_ids', 'int64'); // no shape: its rank is unknown
+  const table = b.initializer('wte', Tensor.fromArray('float', [50, 8], randomFloats(400, 3)));
+  b.output(b.op('Gather', [table, ids], { axis: 0 }, { name: 'lookup', outputs: ['embeds'] }), 'float');
+  await assert.rejects(verify(patched(b.build(), { tables: ['wte'] })), (e: Error & { code?: string }) => e.code === 'VERIFY_UNABLE' && /rank is unknown/.test(e.message));
+});

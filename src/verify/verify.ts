@@ -179,6 +179,8 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model | string,
       await session?.release().catch(() => undefined);
       session = undefined;
       firstError ??= `ONNX Runtime cannot run the whole model (${firstLine(error)})`;
+      // Inputs that cannot be made up even for the slice: nothing can be checked (could not verify, not a failed check).
+      if (!whole && error instanceof VerifyError) throw new VerifyError(`Cannot verify ${site.value}: ${error.message}`);
       if (!whole) {
         report.checks.push({ name: 'noise', ok: false, detail: `cannot run the slice either: ${firstLine(error)}` });
         return { report, ran: 'slice', reason: firstError };

@@ -86,6 +86,9 @@ function patchNeftune(model: Model, options: NeftunePassOptions): PatchResult {
   if (alphaName !== undefined && names.has(alphaName)) {
     throw new PatchOptionError(errorMessage`Cannot add alpha input "${alphaName}": the model already uses that name; pass another name to ${optionName('alphaInput')}`);
   }
+  if (opts.seed === undefined) {
+    warnings.push('No seed: ONNX Runtime restarts the noise sequence with every new session in a process, so a training loop that creates a session per step trains on the same noise each step. Keep one session for the whole run.');
+  }
   if (!looksLikeTrainingGraph(model)) {
     warnings.push('This graph has no backward pass: it looks like an eval or inference graph. NEFTune is a training-time method; strip the noise before using the model for inference.');
   }
