@@ -978,12 +978,13 @@ export class Graph {
     return value;
   }
   initializer(name: string): Value | undefined { return this._initializers.find((v) => v.name === name); }
-  /** Removes an initializer (and its graph-input entry, if any). Refused while it is still read. */
+  /** Removes an initializer (a graph input of the same value stays an input). Refused while it is still read. */
   removeInitializer(value: Value): void {
+    const i = this._initializers.indexOf(value);
+    if (i < 0) throw new GraphEditError(`Value ${value.name} is not an initializer of graph ${graphLabel(this)}`);
     const use = value._firstUse();
     if (use) throw new GraphEditError(`Initializer ${value.name} is still read by ${use.node.describe()}`);
-    const i = this._initializers.indexOf(value);
-    if (i >= 0) this._initializers.splice(i, 1);
+    this._initializers.splice(i, 1);
     this._listsChanged();
     value.initializer = undefined;
     if (this._scope.get(value.name) === value && !this._inputs.includes(value)) this._scope.delete(value.name);
