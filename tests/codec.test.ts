@@ -2,8 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import protobuf from 'protobufjs';
 import {
-  Attribute, ModelProtoType, decodeModel, decodeModelProto, encodeModel, encodeModelProto, modelFromProto, type Model, type ModelProto,
+  Attribute, decodeModel, decodeModelProto, encodeModel, encodeModelProto, modelFromProto, type Model, type ModelProto,
 } from '../src/graph/index.js';
+import { ModelProtoType } from '../src/graph/proto.js';
 import { buildTinyBert, buildTinyGemma, buildTinyGpt, buildTinyT5 } from '../examples/models.js';
 import { firstDifference, fixtureNames, fixturesDir, patchIfPossible, readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
 import { existsSync } from 'node:fs';

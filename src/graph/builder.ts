@@ -88,7 +88,10 @@ export interface NodeOptions {
 
 export class GraphBuilder {
   readonly graph: Graph;
-  constructor(private readonly names: NameSet, graph?: Graph) {
+  /** @internal */
+  private readonly names: NameSet;
+  constructor(names: NameSet, graph?: Graph) {
+    this.names = names;
     this.graph = graph ?? new Graph({});
   }
 
@@ -159,8 +162,11 @@ export interface ModelOptions {
 }
 
 export class ModelBuilder extends GraphBuilder {
-  constructor(private readonly options: ModelOptions) {
+  /** @internal */
+  private readonly options: ModelOptions;
+  constructor(options: ModelOptions) {
     super(new NameSet(), new Graph({ name: options.graphName ?? 'main' }));
+    this.options = options;
   }
 
   build(): Model {

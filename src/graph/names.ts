@@ -1,8 +1,10 @@
-import type { Model } from './ir.js';
+import { walkGraphs, type Graph, type Model } from './ir.js';
 
 /** A set of names that hands out fresh ones: `base`, then `base_1`, `base_2`, ... */
 export class NameSet {
+  /** @internal */
   private readonly taken = new Set<string>();
+  /** @internal */
   private readonly nextSuffix = new Map<string, number>();
 
   /** `base` itself if free, else `base_1`, `base_2`, ...; the name is reserved on return. */
@@ -37,29 +39,40 @@ export class NameSet {
  * prefix makes the allocator index everything the first time it is asked about one.
  */
 export class NameAllocator extends NameSet {
+  /** @internal */
   private fullyIndexed = false;
+  /** @internal */
+  private readonly source: Model | Graph;
+  /** @internal */
+  private readonly options: { prefix?: string };
 
-  constructor(private readonly model: Model, private readonly options: { prefix?: string } = {}) {
+  /** `source` is a model, or a graph with its nested subgraphs (a graph tree that belongs to no model). */
+  constructor(source: Model | Graph, options: { prefix?: string } = {}) {
     super();
+    this.source = source;
+    this.options = options;
     this.index(options.prefix);
     if (options.prefix === undefined) this.fullyIndexed = true;
   }
 
+  /** @internal */
   private index(prefix: string | undefined): void {
     const keep = (name: string) => prefix === undefined || name.startsWith(prefix);
     const add = (name: string) => { if (keep(name)) this.add(name); };
-    for (const graph of this.model.allGraphs()) {
+    const isModel = 'allGraphs' in this.source;
+    for (const graph of isModel ? (this.source as Model).allGraphs() : walkGraphs(this.source as Graph)) {
       for (const v of [...graph.inputs, ...graph.outputs, ...graph.valueInfo, ...graph.initializers, ...graph.sparseInitializers]) add(v.name);
-      for (const name of graph.scope.keys()) add(name);
+      for (const name of graph._scope.keys()) add(name);
       for (const node of graph) {
         if (node.name !== undefined) add(node.name);
         for (const v of node.inputs) if (v) add(v.name);
         for (const v of node.outputs) if (v) add(v.name);
       }
     }
-    for (const fn of this.model.functions) add(fn.name);
+    if (isModel) for (const fn of (this.source as Model).functions) add(fn.name);
   }
 
+  /** @internal */
   private ensureIndexed(name: string): void {
     if (this.fullyIndexed || name.startsWith(this.options.prefix!)) return;
     this.index(undefined);

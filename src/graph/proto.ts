@@ -196,3 +196,6 @@ export function cloneShallow<T extends HasUnknowns>(proto: T): T {
   if (proto.$unknowns) copy.$unknowns = proto.$unknowns;
   return copy;
 }
+
+/** Whether `x` is a decoded protobufjs message (its class's prototype holds the field defaults). */
+export function isMessage(x: object): boolean { return x instanceof protobuf.Message; }

@@ -23,6 +23,7 @@ export function modelFromProto(proto: ModelProto, graphNodes?: NodeBytes): Model
   const graph = graphFromProto(proto.graph ?? {}, null, graphNodes);
   const model = new Model(proto, graph);
   model.functions = (proto.functions ?? []).map(functionFromProto);
+  for (const f of model.functions) f.body._model = model;
   model.trainingInfo = (proto.training_info ?? []).map((t) => new TrainingInfo(
     t,
     Object.hasOwn(t, 'initialization') ? graphFromProto(t.initialization!, graph) : undefined,
@@ -34,12 +35,12 @@ export function modelFromProto(proto: ModelProto, graphNodes?: NodeBytes): Model
 function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?: NodeBytes): Graph {
   const graph = new Graph(stripGraphFields(proto));
   graph.parentScope = parentScope;
-  const declare = (list: DeclarationList, target: Value[], info: ValueInfoProto) => {
+  const declare = (list: DeclarationList, info: ValueInfoProto) => {
     const name = info.name ?? '';
     let value = graph.scope.get(name);
     if (!value) {
       // Outputs and value_info may name values of an enclosing scope (a body that passes an outer value through).
-      value = (list === 'input' ? undefined : parentScope?.lookup(name)) ?? graph.define(new Value(name));
+      value = (list === 'input' ? undefined : parentScope?.lookup(name)) ?? graph._register(new Value(name));
     }
     if (value.info === undefined) value.info = info;
     else if (!sameDeclaration(value.info, info)) {
@@ -47,29 +48,29 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
       if (!overrides) graph.declarationOverrides.set(list, overrides = new Map());
       overrides.set(value, info);
     }
-    target.push(value);
+    if (list === 'value_info') graph.valueInfo.push(value); else graph._pushDecoded(list, value);
   };
   for (const info of proto.input ?? []) {
-    const value = graph.define(new Value(info.name ?? ''));
-    if (graph.scope.get(value.name) !== value) {
+    const value = graph._register(new Value(info.name ?? ''));
+    if (graph._scope.get(value.name) !== value) {
       // The same name listed twice as an input: keep both entries, sharing the first value.
-      declare('input', graph.inputs, info);
+      declare('input', info);
       continue;
     }
     value.info = info;
-    graph.inputs.push(value);
+    graph._pushDecoded('input', value);
   }
   for (const tensor of proto.initializer ?? []) {
     const name = tensor.name ?? '';
-    const value = graph.scope.get(name) ?? graph.define(new Value(name));
+    const value = graph._scope.get(name) ?? graph._register(new Value(name));
     value.initializer = new Tensor(tensor);
-    graph.initializers.push(value);
+    graph._pushDecoded('initializer', value);
   }
   for (const sparse of proto.sparse_initializer ?? []) {
     const name = sparse.values?.name ?? '';
-    const value = graph.scope.get(name) ?? graph.define(new Value(name));
+    const value = graph._scope.get(name) ?? graph._register(new Value(name));
     value.sparseInitializer = sparse;
-    graph.sparseInitializers.push(value);
+    graph._pushDecoded('sparse', value);
   }
   // Every name a node defines must be known before any input is resolved. In a sorted graph an
   // input is usually defined already (first definition wins, so that is final): such nodes are
@@ -80,7 +81,7 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
     const outputs = outputNames.map((name) => (name === '' ? null : new Value(name)));
     const node = new Node(proto.op_type ?? '', [], [], { proto });
     node._adoptOutputs(outputs);
-    for (const out of outputs) if (out) graph.define(out);
+    for (const out of outputs) if (out) graph._register(out);
     if (!pending.length) {
       const inputs = resolvedLocally(graph, inputNames, attributes);
       if (inputs) {
@@ -117,13 +118,13 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
       node._srcAttributes = fields.attributes;
     }
   }
-  for (const info of proto.output ?? []) declare('output', graph.outputs, info);
-  for (const info of proto.value_info ?? []) declare('value_info', graph.valueInfo, info);
+  for (const info of proto.output ?? []) declare('output', info);
+  for (const info of proto.value_info ?? []) declare('value_info', info);
 
   for (const { node, inputs, attributes } of pending) {
     for (const ap of attributes) node.attributes.push(attributeFromProto(ap, graph, node));
     if (inputs.length) node._adoptInputs(inputs.map((name) => (name === '' ? null : resolve(graph, name))));
-    graph.append(node);
+    graph._appendDecoded(node);
   }
   return graph;
 }
@@ -135,7 +136,7 @@ function resolvedLocally(graph: Graph, names: readonly string[], attributes: rea
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
     if (name === '') { values[i] = null; continue; }
-    const value = graph.scope.get(name);
+    const value = graph._scope.get(name);
     if (!value) return undefined;
     values[i] = value;
   }
@@ -148,7 +149,7 @@ function resolve(graph: Graph, name: string): Value {
   if (found) return found;
   let root = graph;
   while (root.parentScope) root = root.parentScope;
-  return root.define(new Value(name));
+  return root._register(new Value(name));
 }
 
 function attributeFromProto(proto: AttributeProto, graph: Graph, owner: Node): Attribute {
@@ -170,20 +171,20 @@ function attributeFromProto(proto: AttributeProto, graph: Graph, owner: Node): A
 
 function functionFromProto(proto: FunctionProto): OnnxFunction {
   const body = new Graph({});
-  for (const name of proto.input ?? []) body.inputs.push(body.define(new Value(name)));
+  for (const name of proto.input ?? []) body._pushDecoded('input', body._register(new Value(name)));
   const nodeProtos = proto.node ?? [];
   const nodes = nodeProtos.map((np) => {
     const outputs = (np.output ?? []).map((name) => (name === '' ? null : new Value(name)));
-    for (const out of outputs) if (out) body.define(out);
+    for (const out of outputs) if (out) body._register(out);
     return new Node(np.op_type ?? '', [], outputs, { proto: stripNodeFields(np) });
   });
   nodeProtos.forEach((np, i) => {
     const node = nodes[i]!;
     for (const ap of np.attribute ?? []) node.attributes.push(attributeFromProto(ap, body, node));
     for (const name of np.input ?? []) node.appendInput(name === '' ? null : resolve(body, name));
-    body.append(node);
+    body._appendDecoded(node);
   });
-  for (const name of proto.output ?? []) body.outputs.push(resolve(body, name));
+  for (const name of proto.output ?? []) body._pushDecoded('output', resolve(body, name));
   for (const info of proto.value_info ?? []) {
     const value = resolve(body, info.name ?? '');
     value.info ??= info;

@@ -48,10 +48,7 @@ function sortNodeList(graph: Graph): Node[] {
     const stuck = order.filter((_, i) => pending[i]! > 0).slice(0, 5).map((n) => n.describe());
     throw new GraphEditError(`Graph ${graph.name ?? '(unnamed)'} has a cycle; nodes on or after it include ${stuck.join(', ')}`);
   }
-  if (sorted.some((n, i) => n !== order[i])) {
-    for (const node of order) graph.remove(node, { force: true });
-    for (const node of sorted) graph.append(node);
-  }
+  if (sorted.some((n, i) => n !== order[i])) graph._reorder(sorted);
   return sorted;
 }
 

@@ -15,7 +15,8 @@
 import { test } from 'node:test';
 import { writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { OnnxNeftuneError, decodeModel, decodeModelProto, encodeModel, encodeModelProto, encodeVarint } from '../../src/graph/index.js';
+import { OnnxNeftuneError, decodeModel, decodeModelProto, encodeModel, encodeModelProto } from '../../src/graph/index.js';
+import { encodeVarint } from '../../src/graph/varint.js';
 import { applyNeftune, findEmbeddings, stripNeftune, type NeftuneOptions } from '../../src/passes/index.js';
 import { fixtureNames, firstDifference, patchIfPossible, readFixture, sameBytes, skipWithoutFixtures } from '../helpers.js';
 

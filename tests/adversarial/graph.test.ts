@@ -9,8 +9,9 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   Attribute, Graph, GraphBuilder, ModelBuilder, Node, OnnxDecodeError, OnnxModelError, OnnxNeftuneError, Tensor, Value,
-  decodeModel, encodeModel, encodeVarint, parseDataType, tensorType, topologicalSort, type Model,
+  decodeModel, encodeModel, parseDataType, tensorType, topologicalSort, type Model,
 } from '../../src/graph/index.js';
+import { encodeVarint } from '../../src/graph/varint.js';
 import { applyNeftune, findEmbeddings, stripNeftune } from '../../src/passes/index.js';
 import { buildTinyGpt } from '../../examples/models.js';
 import { firstDifference, sameBytes } from '../helpers.js';

@@ -13,7 +13,8 @@ import {
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { OnnxDecodeError, decodeModel, deferredPayloadOf, encodeModel, type Model } from '../../src/graph/index.js';
+import { OnnxDecodeError, decodeModel, encodeModel, type Model } from '../../src/graph/index.js';
+import { deferredPayloadOf } from '../../src/graph/deferred.js';
 import { encodeVarint } from '../../src/graph/varint.js';
 import { applyNeftune, isPatched } from '../../src/passes/index.js';
 import {
