@@ -3,7 +3,7 @@
  * helpers (varints, payload placeholders and streaming pieces, protobufjs reflection roots) stay in
  * their own modules for this package's I/O layer.
  */
-export { OnnxNeftuneError, OnnxDecodeError, OnnxModelError, GraphEditError } from './errors.js';
+export { OnnxNeftuneError, OnnxDecodeError, OnnxModelError, GraphEditError, errorMessage, optionName, type ErrorCode, type ErrorMessage, type OptionMention } from './errors.js';
 export {
   DataType, dataTypeBits, dataTypeName, isFloatingType, isIntegerType, parseDataType,
   float32ToFloat16Bits, float16BitsToFloat32, float32ToBfloat16Bits, bfloat16BitsToFloat32,

@@ -930,6 +930,20 @@ export class Graph {
     return value;
   }
 
+  /**
+   * Turns an initializer into a plain graph input, keeping the value and its readers (a weight fed
+   * at run time, as training steps need: ORT-web refuses an input that also has an initializer).
+   */
+  initializerToInput(value: Value): Value {
+    const i = this._initializers.indexOf(value);
+    if (i < 0) throw new GraphEditError(`Value ${value.name} is not an initializer of graph ${graphLabel(this)}`);
+    this._initializers.splice(i, 1);
+    value.initializer = undefined;
+    if (!this._inputs.includes(value)) this._inputs.push(value);
+    this._listsChanged();
+    return value;
+  }
+
   /** Adds a graph output (see insertOutput). */
   addOutput(value: Value): Value { return this.insertOutput(this._outputs.length, value); }
   /**

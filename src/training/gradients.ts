@@ -608,7 +608,6 @@ export function emitGradients(model: Model, plan: GradientPlan, names = new Name
     if (n.opType === 'Dropout' && !n.outputs[1] && !isConstantFalse(shapes, n.input(2))) {
       const mask = new Value(names.fresh(`${n.outputs[0]!.name}_mask`));
       n.appendOutput(mask);
-      graph.define(mask);
       shapes.set(mask, { elem: DataType.BOOL, dims: shapes.dims(n.input(0)) });
     }
   }
@@ -653,10 +652,8 @@ export function appendGradients(model: Model, lossName: string, options: Gradien
 
 /** Makes parameter `p` a plain graph input (ORT-web refuses inputs that also have initializers). */
 export function parameterToInput(graph: Graph, p: Value, shapes: ShapeTable): void {
-  const i = graph.initializers.indexOf(p);
-  if (i >= 0) graph.initializers.splice(i, 1);
   const info = shapes.info(p);
-  p.initializer = undefined;
+  if (graph.initializers.includes(p)) graph.initializerToInput(p);
+  else if (!graph.inputs.includes(p)) graph.addInput(p);
   p.info = { name: p.name, type: tensorType(info.elem ?? DataType.FLOAT, info.dims) };
-  if (!graph.inputs.includes(p)) graph.inputs.push(p);
 }

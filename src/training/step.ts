@@ -108,7 +108,6 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
     // Outputs get the requested name through an Identity, so gradient values keep their own names.
     const out = e.op('Identity', [v]);
     out.name = names.fresh(base);
-    graph.define(out);
     const info = shapes.info(like);
     out.info = { name: out.name, type: tensorType(info.elem ?? DataType.FLOAT, info.dims) };
     outputs.push(out);
@@ -154,7 +153,7 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   }
 
   // Outputs: loss, parameters, state, gradients, extras; the forward's own outputs are dropped.
-  graph.outputs.length = 0;
+  while (graph.outputs.length) graph.removeOutput(graph.outputs.length - 1);
   const lossInfo = shapes.info(result.loss);
   result.loss.info = { name: result.loss.name, type: tensorType(lossInfo.elem!, lossInfo.dims) };
   graph.addOutput(result.loss);
@@ -220,7 +219,6 @@ function appendCausalLmLoss(model: Model, shapes: ShapeTable, names: NameAllocat
   }
   const out = e.op('Identity', [lossValue]);
   out.name = names.has('loss') ? names.fresh('causal_lm_loss') : (names.add('loss'), 'loss');
-  graph.define(out);
   out.info = { name: out.name, type: tensorType(elem, []) };
   return out.name;
 }
