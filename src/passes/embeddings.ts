@@ -656,7 +656,7 @@ function lookupOutputType(node: Node, kind: LookupKind, tableInput: Value, table
 
 /** A Mul by a one-element constant that is the lookup's only reader (possibly behind one Cast). */
 function findScaleMul(output: Value, declared: DeclarationLookup): EmbeddingCandidate['scale'] {
-  const soleReader = (v: Value) => (v.uses.length === 1 && !declared.isOutput(v) ? v.uses[0]!.node : undefined);
+  const soleReader = (v: Value) => (v.useCount === 1 && !declared.isOutput(v) ? v.uses[0]!.node : undefined);
   let fed = output;
   let reader = soleReader(output);
   if (reader?.opType === 'Cast' && reader.outputs[0]) {

@@ -42,11 +42,8 @@ export function stripNeftune(model: Model): StripResult {
     const source = plan.sourceNodes.get(chain);
     if (source !== undefined) chain.site.adoptSourceBytes(fromBase64(source));
   }
-  for (const input of plan.inputs) {
-    const i = model.graph.inputs.indexOf(input);
-    model.graph.inputs.splice(i, 1);
-    if (model.graph.scope.get(input.name) === input) model.graph.scope.delete(input.name);
-  }
+  // The patch's alpha input: its readers (the chains) are gone, so removing it needs no force.
+  for (const input of plan.inputs) model.graph.removeInput(input);
   if (plan.removeOpsetImport) {
     const list = model.proto.opset_import!;
     list.splice(list.findIndex(isDefaultDomainImport), 1);
