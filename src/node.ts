@@ -4,5 +4,11 @@
  * onnxruntime-web, optional peer dependencies loaded only when verify runs).
  */
 export * from './index.js';
-export * from './io/index.js';
+export {
+  readModelFile, loadModelBytes, saveModelFile, saveWithExternalData, writeFileAtomic, encodeCheckedBytes, MAX_PROTOBUF_BYTES,
+  type LoadedModel, type ReadOptions, type SaveOptions, type SaveResult,
+} from './io/files.js';
+export { readModelStream } from './io/stream-read.js';
+export { checkExternalData, openExternalDataFile, readExternalDataFile, type ExternalDataFile } from './io/external-data.js';
+export * from './io/errors.js';
 export * from './runtime/node.js';

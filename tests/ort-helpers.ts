@@ -1,6 +1,6 @@
 import ort from 'onnxruntime-node';
 import { encodeModel, type Model } from '../src/graph/index.js';
-import { packedPositionIds } from '../src/verify/index.js';
+import { packedPositionIds } from '../src/verify/verify.js';
 
 export { ort };
 
