@@ -2,6 +2,7 @@
  * Checks shared by the training-artifacts tests (library level and CLI level): run SGD steps on a
  * folder, and compare the update ONNX Runtime applied with the gradient recomputed in JS.
  */
+import assert from 'node:assert/strict';
 import { EMBEDDING_TABLE, HEAD_WEIGHT, LOOKUP_OUTPUT, referenceStep, type Batch, type TrainingArtifacts } from './build.js';
 import { RUNTIME_LEARNING_RATE, floatTensor, int64Tensor, openTraining, type HostTensor } from './ort-training.js';
 
@@ -86,4 +87,20 @@ export function checkAppliedGradient(
     }
   }
   return { worst, where, loss: ref.loss };
+}
+
+/**
+ * Runs `steps` training steps on the unpatched folder and on the patched one at alpha 0, and
+ * asserts loss, lookup output and parameter updates are bit-identical (and that the step updates).
+ */
+export async function assertAlphaZeroMatches(cleanDir: string, patchedDir: string, feeds: Record<string, HostTensor>, steps = 3): Promise<void> {
+  const clean = await runSteps(cleanDir, feeds, steps);
+  const zero = await runSteps(patchedDir, feeds, steps, 0);
+  for (let i = 0; i < steps; i++) {
+    const [z, c] = [zero.steps[i]!, clean.steps[i]!];
+    assert.equal(float32Bits(new Float32Array([z.loss])), float32Bits(new Float32Array([c.loss])), `step ${i}: loss`);
+    assert.equal(float32Bits(z.lookup), float32Bits(c.lookup), `step ${i}: ${LOOKUP_OUTPUT}`);
+    for (const name of [EMBEDDING_TABLE, HEAD_WEIGHT]) assert.equal(float32Bits(z.params[name]!), float32Bits(c.params[name]!), `step ${i}: ${name} after the update`);
+  }
+  assert.notEqual(float32Bits(clean.steps[0]!.params[HEAD_WEIGHT]!), float32Bits(clean.start[HEAD_WEIGHT]!), 'the step did update the parameters');
 }
