@@ -397,3 +397,13 @@ test('the graph entry exports what a graph tool needs and no wire internals', ()
     assert.ok(!exported.has(name), `${name} is not exported`);
   }
 });
+
+test('setAttribute and removeAttribute change a node read from bytes, and the change reaches the file', () => {
+  const model = decodeModel(encodeModel(buildTinyGpt()));
+  const lookup = model.graph.nodes.find((n) => n.name === 'wte_lookup')!;
+  lookup.setAttribute('axis', 1);
+  assert.equal(decodeModel(encodeModel(model)).graph.nodes.find((n) => n.name === 'wte_lookup')!.attributeValue('axis', 0), 1);
+  assert.equal(lookup.removeAttribute('axis'), true);
+  assert.equal(lookup.removeAttribute('axis'), false);
+  assert.equal(decodeModel(encodeModel(model)).graph.nodes.find((n) => n.name === 'wte_lookup')!.attribute('axis'), undefined);
+});

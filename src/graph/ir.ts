@@ -425,6 +425,26 @@ export class Node {
   }
 
   attribute(name: string): Attribute | undefined { return this.attributes.find((a) => a.name === name); }
+
+  /**
+   * Sets attribute `name` (replacing one of that name in place, else appending). The way to change
+   * an attribute: an Attribute's proto read from a file is its source of truth for the encoder, so
+   * editing `attribute.proto` in place is not seen by a node still written as its original bytes.
+   */
+  setAttribute(name: string, value: AttributeInput): Attribute {
+    const attribute = makeAttribute(name, value);
+    const i = this.attributes.findIndex((a) => a.name === name);
+    if (i >= 0) this.attributes[i] = attribute; else this.attributes.push(attribute);
+    return attribute;
+  }
+
+  /** Removes attribute `name`; false when the node has none of that name. */
+  removeAttribute(name: string): boolean {
+    const i = this.attributes.findIndex((a) => a.name === name);
+    if (i < 0) return false;
+    this.attributes.splice(i, 1);
+    return true;
+  }
   /**
    * The attribute's value (see Attribute.value), or `fallback` when the node has no such attribute.
    * With a fallback, the attribute must hold the same sort of value (a number for a number, a
