@@ -16,22 +16,8 @@ import { deferredPayloadOf } from '../src/graph/deferred.js';
 import { readModelFile } from '../src/io/index.js';
 import { buildTinyGpt } from '../examples/models.js';
 import { tempDir } from './cli-helpers.js';
-import { projectRoot, sameBytes } from './helpers.js';
+import { ifModel, projectRoot, sameBytes } from './helpers.js';
 
-/** x -> If(cond) { then: x * two -> then_out ; else: x + x -> else_out } -> y. */
-function ifModel(): Model {
-  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
-  const x = b.input('x', 'float', [2]);
-  const cond = b.input('cond', 'bool', []);
-  const two = b.constant('two', 'float', [], [2]);
-  const thenB = b.subgraph('then_branch');
-  thenB.output(thenB.op('Mul', [x, two], {}, { name: 'then_mul', outputs: ['then_out'] }), 'float', [2]);
-  const elseB = b.subgraph('else_branch');
-  elseB.output(elseB.op('Add', [x, x], {}, { name: 'else_add', outputs: ['else_out'] }), 'float', [2]);
-  const y = b.op('If', [cond], { then_branch: attr.graph(thenB), else_branch: attr.graph(elseB) }, { outputs: ['y'] });
-  b.output(y, 'float', [2]);
-  return b.build();
-}
 
 const nodeNamed = (g: Graph, name: string) => g.nodes.find((n) => n.name === name)!;
 const thenBranch = (m: Model) => m.graph.first!.subgraphs()[0]!;

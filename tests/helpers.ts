@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { OnnxNeftuneError, type Model } from '../src/graph/index.js';
+import { ModelBuilder, OnnxNeftuneError, attr, type Model } from '../src/graph/index.js';
 import { applyNeftune, type NeftuneOptions } from '../src/passes/index.js';
 
 /** The project root, whether running from tests/ (sources) or dist/tests/ (compiled). */
@@ -49,4 +49,19 @@ export function patchIfPossible(model: Model, options: NeftuneOptions = {}): boo
     if (error instanceof OnnxNeftuneError && NOTHING_TO_PATCH.has(error.code)) return false;
     throw error;
   }
+}
+
+/** x -> If(cond) { then: x * 2 -> then_out ; else: x + x -> else_out } -> y; both branches capture x. */
+export function ifModel(): Model {
+  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
+  const x = b.input('x', 'float', [2]);
+  const cond = b.input('cond', 'bool', []);
+  const two = b.constant('two', 'float', [], [2]);
+  const thenB = b.subgraph('then_branch');
+  thenB.output(thenB.op('Mul', [x, two], {}, { name: 'then_mul', outputs: ['then_out'] }), 'float', [2]);
+  const elseB = b.subgraph('else_branch');
+  elseB.output(elseB.op('Add', [x, x], {}, { name: 'else_add', outputs: ['else_out'] }), 'float', [2]);
+  const y = b.op('If', [cond], { then_branch: attr.graph(thenB), else_branch: attr.graph(elseB) }, { outputs: ['y'] });
+  b.output(y, 'float', [2]);
+  return b.build();
 }

@@ -1,26 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  GraphEditError, ModelBuilder, NameAllocator, Node, Value, attr, decodeModel, decodeModelProto, encodeModel, encodeModelProto,
-  isTopologicallySorted, topologicalSort, type Graph, type Model,
+  GraphEditError, NameAllocator, Node, Value, decodeModel, decodeModelProto, encodeModel, encodeModelProto,
+  isTopologicallySorted, topologicalSort, type Graph,
 } from '../src/graph/index.js';
 import { buildTinyGpt } from '../examples/models.js';
-import { readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
+import { ifModel, readFixture, sameBytes, skipWithoutFixtures } from './helpers.js';
 
-/** x -> If(cond) { then: x * 2 ; else: x + x } -> y; both branches capture x. */
-function ifModel(): Model {
-  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
-  const x = b.input('x', 'float', [2]);
-  const cond = b.input('cond', 'bool', []);
-  const two = b.constant('two', 'float', [], [2]);
-  const thenB = b.subgraph('then_branch');
-  thenB.output(thenB.op('Mul', [x, two], {}, { name: 'then_mul', outputs: ['then_out'] }), 'float', [2]);
-  const elseB = b.subgraph('else_branch');
-  elseB.output(elseB.op('Add', [x, x], {}, { name: 'else_add', outputs: ['else_out'] }), 'float', [2]);
-  const y = b.op('If', [cond], { then_branch: attr.graph(thenB), else_branch: attr.graph(elseB) }, { outputs: ['y'] });
-  b.output(y, 'float', [2]);
-  return b.build();
-}
 
 function describeUses(v: Value): string[] {
   return v.uses.map((u) => `${u.node.name}#${u.index}@${u.node.graph?.name}`);
