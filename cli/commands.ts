@@ -1,5 +1,5 @@
 /** The CLI's commands as functions that return one result object; main.ts prints it and exits. */
-import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, realpathSync, rmdirSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, mkdirSync, openSync, realpathSync, rmdirSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { dataTypeName } from '../src/graph/dtype.js';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
@@ -20,6 +20,7 @@ import { checkModelPath, companionFolder, entryKey, planJobs, type FolderFile, t
 import { checkVerifyBudget } from './verify-budget.js';
 import { progressReporter } from './output.js';
 import { cliMessage } from './flags.js';
+import { lstatOrUndefined } from '../src/io/fs-facts.js';
 
 export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'verified' | 'failed';
 
@@ -419,10 +420,6 @@ function copyOne(c: FolderFile, dest: string, job: Job, made: string[], present:
   } finally {
     closeSync(fd);
   }
-}
-
-function lstatOrUndefined(p: string) {
-  try { return lstatSync(p); } catch { return undefined; }
 }
 
 /** The model planning already loaded (or failed to), else a fresh load. */

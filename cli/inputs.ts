@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { OnnxNeftuneError } from '../src/graph/errors.js';
 import { OutputWriteError, RefusedError, readModelFile, type LoadedModel } from '../src/io/index.js';
 import { UsageError, fsError, isErrno, type SkippedEntry } from './errors.js';
+import { lstatOrUndefined } from '../src/io/fs-facts.js';
 
 export { UsageError, type SkippedEntry } from './errors.js';
 
@@ -312,10 +313,6 @@ function refuseCompanionDestinations(job: Job): void {
     `${problems.map((p) => `  ${p}`).join('\n')}\nNothing of the folder was written. Choose another output folder, or remove those entries.`;
   job.planError = writeProblem ? new OutputWriteError(message) : new RefusedError(message);
   job.output = undefined;
-}
-
-function lstatOrUndefined(p: string): Stats | undefined {
-  try { return lstatSync(p); } catch { return undefined; }
 }
 
 /** The real path of `p` with links resolved, or its absolute path when it cannot be resolved. */

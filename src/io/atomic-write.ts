@@ -10,6 +10,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { OnnxNeftuneError } from '../graph/errors.js';
 import { OutputWriteError } from './errors.js';
 import { ModelSource } from './model-source.js';
+import { errnoOf } from './fs-facts.js';
 
 /** A hidden temp file name in `dest`'s folder (the rename into place then stays on one file system). */
 function tempPathBeside(dest: string): string {
@@ -117,8 +118,6 @@ const WRITE_ADVICE: Record<string, string> = {
   ENFILE: 'Too many files are open on this system; retry later.',
   EIO: 'The disk reported an I/O error; check it, or write elsewhere.',
 };
-
-const errnoOf = (error: unknown): string => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
 
 /**
  * A failed system call of a write as a typed error naming the file, the errno and what to do.

@@ -2,7 +2,7 @@
  * Model files on disk (Node only): read with the external-data checks, write atomically, and
  * carry external data along when the output goes to another folder.
  */
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readSync, readlinkSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, readlinkSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { decodeModel, encodeModelPieces } from '../graph/codec.js';
 import { deferredPayloadOf, joinPieces, type EncodedPiece } from '../graph/deferred.js';
@@ -14,6 +14,7 @@ import { checkExternalData, openExternalDataFile, type ExternalDataFile } from '
 import { InputChangedError, ModelTooLargeError, OutputWriteError, RefusedError } from './errors.js';
 import { MAX_PROTOBUF_BYTES, ModelSource } from './model-source.js';
 import { copyFileAtomic, makeFolders, resolveWriteTarget, writeAtomic, writeError, writeFileAtomic } from './atomic-write.js';
+import { lstatOrUndefined } from './fs-facts.js';
 
 export { MAX_PROTOBUF_BYTES, ModelSource, writeFileAtomic };
 
@@ -338,10 +339,6 @@ function dataFolderInside(root: string, location: string, created: string[]): st
   const real = realpathSync(dir);
   if (real !== dir) throw new RefusedError(`Refusing to copy external data "${location}": ${dir} resolves to ${real}, not inside ${root}. Write the model to another folder.`);
   return dir;
-}
-
-function lstatOrUndefined(file: string) {
-  try { return lstatSync(file); } catch { return undefined; }
 }
 
 function readlinkOr(file: string): string {

@@ -7,6 +7,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync, statSync, type BigIntStats } from 'node:fs';
 import { FileAccessError, InputChangedError, ModelTooLargeError } from './errors.js';
+import { errnoOf } from './fs-facts.js';
 
 /** protobuf's hard limit for one message. */
 export const MAX_PROTOBUF_BYTES = 2 ** 31 - 1;
@@ -109,8 +110,6 @@ export class ModelSource {
     return this.fd;
   }
 }
-
-const errnoOf = (error: unknown): string => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
 
 function kindOf(st: BigIntStats): string {
   if (st.isDirectory()) return 'a directory';
