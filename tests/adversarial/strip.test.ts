@@ -431,3 +431,18 @@ test('patching over an unreadable record entry keeps it: strip puts it back in p
     assert.ok(sameBytes(encodeModel(patched), original), `value ${JSON.stringify(value)}: first difference at ${firstDifference(encodeModel(patched), original)}`);
   }
 });
+
+test('a forged sourceNode in the record (garbage, or another node\'s bytes) is not adopted: strip still restores the original', () => {
+  const original = encodeModel(buildTinyGpt());
+  const other = decodeModel(original).graph.nodes.find((n) => n.name === 'wpe_lookup')!.sourceBytes()!;
+  for (const forged of ['//8=', btoa('\x0a\xff\xff\xff\xff\x0f'), btoa(String.fromCharCode(...other))]) {
+    const m = decodeModel(original);
+    applyNeftune(m, { seed: 1 });
+    const patched = decodeModel(encodeModel(m));
+    const record = JSON.parse(patched.metadata.get(PATCH_METADATA_KEY)!);
+    record.sites[0].sourceNode = forged;
+    patched.metadata.set(PATCH_METADATA_KEY, JSON.stringify(record));
+    assert.equal(stripNeftune(patched).modified, true);
+    assert.ok(sameBytes(encodeModel(patched), original), `forged ${forged.slice(0, 12)}: first difference at ${firstDifference(encodeModel(patched), original)}`);
+  }
+});
