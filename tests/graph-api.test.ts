@@ -393,3 +393,16 @@ test('setAttribute and removeAttribute change a node read from bytes, and the ch
   assert.equal(lookup.removeAttribute('axis'), false);
   assert.equal(decodeModel(encodeModel(model)).graph.nodes.find((n) => n.name === 'wte_lookup')!.attribute('axis'), undefined);
 });
+
+test('Tensor.toArray of a model decoded from a Node Buffer gives the tensor, not the whole buffer', () => {
+  const model = buildTinyGpt();
+  const bytes = Buffer.from(graphApi.encodeModel(model)); // a Buffer view, as readFileSync returns
+  const decoded = graphApi.decodeModel(bytes);
+  for (const v of decoded.graph.initializers) {
+    const t = v.initializer!;
+    const array = t.toArray();
+    const count = t.dims.reduce((a, d) => a * d, 1);
+    assert.equal(array.length, count, `${v.name}: ${array.length} elements for dims [${t.dims}]`);
+    assert.deepEqual(new Uint8Array(array.buffer), t.rawBytes(), v.name);
+  }
+});

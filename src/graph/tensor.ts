@@ -82,7 +82,8 @@ export class Tensor {
   /** The payload as a typed array of the element type where JS has one (float16/bfloat16: raw Uint16 bits). */
   toArray(): TensorData {
     const bytes = this.rawBytes();
-    const copy = bytes.slice(); // aligned, owned copy
+    // An owned, aligned copy: Buffer.prototype.slice makes a view, so copy through Uint8Array's own slice.
+    const copy = Uint8Array.prototype.slice.call(bytes);
     const b = copy.buffer;
     switch (this.dataType) {
       case DataType.FLOAT: return new Float32Array(b);
