@@ -403,6 +403,6 @@ test('Tensor.toArray of a model decoded from a Node Buffer gives the tensor, not
     const array = t.toArray();
     const count = t.dims.reduce((a, d) => a * d, 1);
     assert.equal(array.length, count, `${v.name}: ${array.length} elements for dims [${t.dims}]`);
-    assert.deepEqual(new Uint8Array(array.buffer), t.rawBytes(), v.name);
+    assert.deepEqual(new Uint8Array(array.buffer), new Uint8Array(t.rawBytes()), v.name);
   }
 });
