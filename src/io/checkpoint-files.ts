@@ -63,6 +63,9 @@ export async function saveCheckpoint(dir: string, checkpoint: TrainingCheckpoint
   }
 }
 
+/** A Buffer as a plain Uint8Array: Buffer's slice() is a view, and tensors copy with slice(). */
+const plain = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+
 function flush(file: string): void {
   const fd = openSync(file, 'r');
   try { fsyncSync(fd); } finally { closeSync(fd); }
@@ -82,7 +85,7 @@ export function loadCheckpoint(dir: string): TrainingCheckpoint {
   }
   let bytes: Uint8Array, infoText: string;
   try {
-    bytes = readFileSync(path.join(folder, MODEL));
+    bytes = plain(readFileSync(path.join(folder, MODEL)));
     infoText = readFileSync(path.join(folder, INFO), 'utf8');
   } catch (error) {
     throw new FileAccessError(`Cannot read the checkpoint in ${folder}: ${errnoOf(error)}. Resume from an earlier checkpoint.`, { cause: error });
@@ -96,14 +99,14 @@ export function loadCheckpoint(dir: string): TrainingCheckpoint {
     if (path.isAbsolute(ref.location) || ref.location.includes('..') || ref.location.includes('/')) throw new CheckpointFormatError(`Checkpoint tensor ${t.name}: external data location "${ref.location}" is not a file beside the checkpoint.`);
     let data = files.get(ref.location);
     if (!data) {
-      try { data = readFileSync(path.join(folder, ref.location)); } catch (error) {
+      try { data = plain(readFileSync(path.join(folder, ref.location))); } catch (error) {
         throw new FileAccessError(`Cannot read the checkpoint data ${path.join(folder, ref.location)}: ${errnoOf(error)}.`, { cause: error });
       }
       files.set(ref.location, data);
     }
     const length = ref.length ?? t.byteLength;
     if (length !== t.byteLength || ref.offset + length > data.length) throw new CheckpointFormatError(`Checkpoint tensor ${t.name}: its ${length} bytes at offset ${ref.offset} are not in ${ref.location} (${data.length} bytes). The checkpoint is damaged.`);
-    v.initializer = new Tensor({ name: t.name!, dims: t.dims, data_type: t.dataType, raw_data: data.slice(ref.offset, ref.offset + length) });
+    v.initializer = new Tensor({ name: v.name, dims: t.dims, data_type: t.dataType, raw_data: data.slice(ref.offset, ref.offset + length) });
   }
   return checkpointFromModel(model, infoText);
 }

@@ -52,7 +52,8 @@ export class CheckpointMismatchError extends OnnxNeftuneError {
 export function checkpointToModel(checkpoint: TrainingCheckpoint): Model {
   const graph = new Graph({ name: 'checkpoint' });
   for (const t of checkpoint.tensors) graph.addInitializer(new Value(t.name!), t);
-  const model = new Model({ ir_version: 8, opset_import: [{ domain: '', version: 17 }], producer_name: 'onnx-neftune' }, graph);
+  // `graph` present: the encoder otherwise leaves out a graph without nodes or inputs.
+  const model = new Model({ ir_version: 8, opset_import: [{ domain: '', version: 17 }], producer_name: 'onnx-neftune', graph: {} }, graph);
   model.metadata.set(CHECKPOINT_METADATA_KEY, JSON.stringify(checkpoint.info));
   return model;
 }
@@ -67,7 +68,8 @@ export function checkpointFromModel(model: Model, infoText?: string): TrainingCh
   if (info?.format !== CHECKPOINT_FORMAT || info.version !== 1 || !Number.isInteger(info.step) || !Array.isArray(info.params) || !Array.isArray(info.state)) {
     throw new CheckpointFormatError(`The checkpoint info is not a version-1 ${CHECKPOINT_FORMAT} record; it was written by another tool or version.`);
   }
-  const tensors = model.graph.initializers.map((v) => v.initializer!);
+  // Names live on the graph's values; a decoded tensor need not carry its own.
+  const tensors = model.graph.initializers.map((v) => (v.initializer!.name === v.name ? v.initializer! : new Tensor({ ...v.initializer!.proto, name: v.name })));
   const have = new Set(tensors.map((t) => t.name));
   const missing = [...info.params, ...info.state].filter((n) => !have.has(n));
   if (missing.length) throw new CheckpointFormatError(`The checkpoint lists tensors it does not hold: ${missing.slice(0, 10).join(', ')}. It is damaged; resume from an earlier checkpoint.`);
