@@ -128,7 +128,7 @@ export class Trainer {
     const alphaName = patch ? (typeof patch.options.alphaInput === 'string' ? patch.options.alphaInput : patch.options.alphaInput ? DEFAULT_ALPHA_INPUT : undefined) : undefined;
     if (alpha && !patch) throw new TrainingOptionError('An alpha schedule was given, but the model has no NEFTune patch. Patch it first (applyNeftune with alphaInput: true), or leave alpha out.');
     if (alpha && !alphaName && (alpha.kind !== 'constant' || alpha.offAfter !== undefined || alpha.alpha !== patch!.options.alpha)) {
-      throw new TrainingOptionError(`The patch has alpha ${patch!.options.alpha} built in; an alpha schedule needs a patch made with alphaInput: true (neftune patch --alpha-input).`);
+      throw new TrainingOptionError(`The patch has alpha ${patch!.options.alpha} built in; an alpha schedule needs a patch made with alphaInput: true.`);
     }
     keyPatchNoise(model);
     const { record } = step;
