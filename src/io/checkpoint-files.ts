@@ -1,0 +1,112 @@
+/**
+ * Checkpoints on disk. Layout of a checkpoint directory:
+ *   LATEST                       the name of the newest complete checkpoint (one line)
+ *   step-00000040/checkpoint.onnx        tensors as initializers (large ones in checkpoint.onnx.data)
+ *   step-00000040/checkpoint.json        the info (also in the model's metadata; both must agree)
+ * A save writes a hidden temp folder, flushes it, renames it to step-N, then replaces LATEST
+ * atomically: a kill at any moment leaves LATEST naming a complete checkpoint (the new one or the
+ * one before); a stray temp folder is removed by the next save.
+ */
+import { fsyncSync, openSync, closeSync, readdirSync, readFileSync, renameSync, rmSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { decodeModel } from '../graph/codec.js';
+import { Tensor } from '../graph/tensor.js';
+import { checkpointFromModel, checkpointToModel, CheckpointFormatError, type TrainingCheckpoint } from '../training/checkpoint.js';
+import { makeFolders, writeError, writeFileAtomic } from './atomic-write.js';
+import { saveWithExternalData } from './files.js';
+import { FileAccessError } from './errors.js';
+import { errnoOf } from './fs-facts.js';
+
+const POINTER = 'LATEST';
+const MODEL = 'checkpoint.onnx';
+const INFO = 'checkpoint.json';
+const NAME = /^step-\d{8,}$/;
+const TEMP = /^\.step-\d{8,}\.\d+\.tmp$/;
+
+export interface SaveCheckpointOptions {
+  /** Keep this many complete checkpoints (default 2; the newest is always kept). */
+  keep?: number;
+  /** Tensors of at least this many bytes go to external data (default 1 KiB). */
+  threshold?: number;
+  /** Test hook: runs after each stage ('written', 'renamed', 'pointed'). */
+  afterStage?: (stage: 'written' | 'renamed' | 'pointed') => void;
+}
+
+export async function saveCheckpoint(dir: string, checkpoint: TrainingCheckpoint, options: SaveCheckpointOptions = {}): Promise<string> {
+  const root = path.resolve(dir);
+  const name = `step-${String(checkpoint.info.step).padStart(8, '0')}`;
+  const temp = path.join(root, `.${name}.${process.pid}.tmp`);
+  try {
+    makeFolders(root);
+    for (const entry of readdirSync(root)) if (TEMP.test(entry)) rmSync(path.join(root, entry), { recursive: true, force: true });
+    makeFolders(temp);
+    await saveWithExternalData(checkpointToModel(checkpoint), path.join(temp, MODEL), options.threshold !== undefined ? { threshold: options.threshold } : {});
+    await writeFileAtomic(path.join(temp, INFO), [new TextEncoder().encode(`${JSON.stringify(checkpoint.info)}\n`)]);
+    for (const file of readdirSync(temp)) flush(path.join(temp, file));
+    flush(temp);
+    options.afterStage?.('written');
+    const final = path.join(root, name);
+    if (existsSync(final)) rmSync(final, { recursive: true, force: true });
+    renameSync(temp, final);
+    flush(root);
+    options.afterStage?.('renamed');
+    await writeFileAtomic(path.join(root, POINTER), [new TextEncoder().encode(`${name}\n`)]);
+    flush(root);
+    options.afterStage?.('pointed');
+    const keep = Math.max(1, options.keep ?? 2);
+    const complete = readdirSync(root).filter((e) => NAME.test(e)).sort();
+    for (const old of complete.slice(0, -keep)) if (old !== name) rmSync(path.join(root, old), { recursive: true, force: true });
+    return final;
+  } catch (error) {
+    rmSync(temp, { recursive: true, force: true });
+    throw writeError(`save the checkpoint in ${root}`, error);
+  }
+}
+
+/** A Buffer as a plain Uint8Array: Buffer's slice() is a view, and tensors copy with slice(). */
+const plain = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+
+function flush(file: string): void {
+  const fd = openSync(file, 'r');
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+}
+
+/** Loads the checkpoint LATEST names in `dir` (or `dir` itself when it is one checkpoint's folder). */
+export function loadCheckpoint(dir: string): TrainingCheckpoint {
+  const root = path.resolve(dir);
+  let folder = root;
+  if (!existsSync(path.join(root, MODEL))) {
+    let pointer: string;
+    try { pointer = readFileSync(path.join(root, POINTER), 'utf8').trim(); } catch (error) {
+      throw new FileAccessError(`Cannot resume from ${root}: no ${POINTER} file and no ${MODEL} in it (${errnoOf(error)}). Name a checkpoint directory the trainer wrote.`, { cause: error });
+    }
+    if (!NAME.test(pointer)) throw new CheckpointFormatError(`${path.join(root, POINTER)} names "${pointer}", not a checkpoint folder (step-NNNNNNNN). It was edited or damaged.`);
+    folder = path.join(root, pointer);
+  }
+  let bytes: Uint8Array, infoText: string;
+  try {
+    bytes = plain(readFileSync(path.join(folder, MODEL)));
+    infoText = readFileSync(path.join(folder, INFO), 'utf8');
+  } catch (error) {
+    throw new FileAccessError(`Cannot read the checkpoint in ${folder}: ${errnoOf(error)}. Resume from an earlier checkpoint.`, { cause: error });
+  }
+  const model = decodeModel(bytes);
+  const files = new Map<string, Uint8Array>();
+  for (const v of model.graph.initializers) {
+    const t = v.initializer!;
+    const ref = t.external;
+    if (!ref) continue;
+    if (path.isAbsolute(ref.location) || ref.location.includes('..') || ref.location.includes('/')) throw new CheckpointFormatError(`Checkpoint tensor ${t.name}: external data location "${ref.location}" is not a file beside the checkpoint.`);
+    let data = files.get(ref.location);
+    if (!data) {
+      try { data = plain(readFileSync(path.join(folder, ref.location))); } catch (error) {
+        throw new FileAccessError(`Cannot read the checkpoint data ${path.join(folder, ref.location)}: ${errnoOf(error)}.`, { cause: error });
+      }
+      files.set(ref.location, data);
+    }
+    const length = ref.length ?? t.byteLength;
+    if (length !== t.byteLength || ref.offset + length > data.length) throw new CheckpointFormatError(`Checkpoint tensor ${t.name}: its ${length} bytes at offset ${ref.offset} are not in ${ref.location} (${data.length} bytes). The checkpoint is damaged.`);
+    v.initializer = new Tensor({ name: v.name, dims: t.dims, data_type: t.dataType, raw_data: data.slice(ref.offset, ref.offset + length) });
+  }
+  return checkpointFromModel(model, infoText);
+}
