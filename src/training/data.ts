@@ -74,7 +74,9 @@ export class TokenJsonlParser {
   private readonly decoder = new TextDecoder('utf-8', { fatal: true });
   private readonly builder: DatasetBuilder;
   private readonly source: string;
-  private pending = '';
+  /** The unfinished last line: bytes (split at 0x0A, which never occurs inside a UTF-8 character) or text. */
+  private pendingBytes: Uint8Array[] = [];
+  private pendingText = '';
   private line = 0;
 
   constructor(private readonly options: TokenJsonlOptions) {
@@ -84,30 +86,50 @@ export class TokenJsonlParser {
   }
 
   push(chunk: Uint8Array | string): void {
-    this.pending += typeof chunk === 'string' ? chunk : this.decode(chunk, true);
-    const end = this.pending.lastIndexOf('\n');
-    if (end < 0) return;
-    const complete = this.pending.slice(0, end);
-    this.pending = this.pending.slice(end + 1);
-    for (const text of complete.split('\n')) this.parseLine(text);
+    if (typeof chunk === 'string') {
+      if (this.pendingBytes.length > 0) this.pendingText = this.decodeLine(new Uint8Array(0));
+      let start = 0;
+      for (let end = chunk.indexOf('\n'); end >= 0; start = end + 1, end = chunk.indexOf('\n', start)) {
+        this.parseLine(this.pendingText + chunk.slice(start, end));
+        this.pendingText = '';
+      }
+      this.pendingText += chunk.slice(start);
+      return;
+    }
+    let start = 0;
+    for (let end = chunk.indexOf(0x0a); end >= 0; start = end + 1, end = chunk.indexOf(0x0a, start)) {
+      this.parseLine(this.decodeLine(chunk.subarray(start, end)));
+    }
+    // Copied: a stream may reuse its buffer.
+    if (start < chunk.length) this.pendingBytes.push(chunk.slice(start));
   }
 
   finish(): TokenDataset {
-    this.pending += this.decode(new Uint8Array(0), false);
-    if (this.pending.length > 0) this.parseLine(this.pending);
-    this.pending = '';
+    if (this.pendingBytes.length > 0) this.parseLine(this.decodeLine(new Uint8Array(0)));
+    else if (this.pendingText.length > 0) this.parseLine(this.pendingText);
+    this.pendingText = '';
     return this.builder.finish('each line needs {"input_ids": [...]} with at least two tokens and a label that is not -100.');
   }
 
-  private decode(bytes: Uint8Array, stream: boolean): string {
-    try { return this.decoder.decode(bytes, { stream }); } catch {
-      throw new TrainingDataError(`${this.source}: the bytes after line ${this.line} are not UTF-8 text; token data is JSON lines.`, this.source, this.line + 1);
+  /** The pending bytes and `tail` as one line of text (the pending text first, when strings were pushed too). */
+  private decodeLine(tail: Uint8Array): string {
+    const parts = [...this.pendingBytes, tail];
+    this.pendingBytes = [];
+    const bytes = parts.length === 1 ? tail : new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    if (parts.length > 1) parts.reduce((at, p) => { bytes.set(p, at); return at + p.length; }, 0);
+    let text: string;
+    try { text = this.decoder.decode(bytes); } catch {
+      throw new TrainingDataError(`${this.source} line ${this.line + 1}: not UTF-8 text; token data is JSON lines.`, this.source, this.line + 1);
     }
+    const line = this.pendingText + text;
+    this.pendingText = '';
+    return line;
   }
 
   private parseLine(raw: string): void {
     this.line++;
-    const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    const unmarked = this.line === 1 && raw.startsWith('\uFEFF') ? raw.slice(1) : raw;
+    const text = unmarked.endsWith('\r') ? unmarked.slice(0, -1) : unmarked;
     if (text.trim() === '') return;
     const fail = (what: string): never => {
       throw new TrainingDataError(`${this.source} line ${this.line}: ${what}`, this.source, this.line);
