@@ -107,6 +107,15 @@ test('token JSONL in chunks (split inside lines and inside a UTF-8 character) eq
     for (let at = 0; at < bytes.length; at += size) parser.push(bytes.subarray(at, at + size));
     assert.deepEqual(parser.finish(), whole, `chunks of ${size}`);
   }
+  // A stream that reuses one buffer for every chunk: the unfinished line must have been copied.
+  const shared = new Uint8Array(13);
+  const reusing = new TokenJsonlParser({ vocabSize: 64 });
+  for (let at = 0; at < bytes.length; at += shared.length) {
+    const piece = bytes.subarray(at, at + shared.length);
+    shared.set(piece);
+    reusing.push(shared.subarray(0, piece.length));
+  }
+  assert.deepEqual(reusing.finish(), whole, 'a reused chunk buffer');
   const invalid = new Uint8Array([...new TextEncoder().encode('{"input_ids": [1, 2]}\n'), 0xff, 0x0a]);
   dataError(() => parseTokenJsonl(invalid, { vocabSize: 64, source: 'bin' }), /bin line 2: not UTF-8 text/);
 });
