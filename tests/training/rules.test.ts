@@ -79,6 +79,7 @@ const cases: Array<[string, (b: ModelBuilder, p: Param) => Value, number?]> = [
     const a = p('a', [2, 3]), c = p('c', [3]), d = p('d', [2, 1]);
     return b.op('Add', [b.op('Max', [a, c, d]), b.op('Min', [a, c])]);
   }],
+  ['Max(x, x) and Min(x, x): a tie splits the gradient', (b, p) => { const x = p('x', [4]); return b.op('Add', [b.op('Max', [x, x]), b.op('Min', [x, x])]); }],
   ['ConstantOfShape(Shape(x)) and Constant: no gradient through them', (b, p) => {
     const x = p('x', [2, 3]);
     const k = b.op('ConstantOfShape', [b.op('Shape', [x])], { value: Tensor.fromArray('double', [1], [2.5]) });
