@@ -133,6 +133,7 @@ export class Emitter {
       if (xd === gd && xd !== undefined) continue;
       if (xd === 1) { if (gd !== 1) axes.push(lead + j); continue; }
       if (gd === 1 || typeof xd === 'number') continue; // x matched g there: a broadcast output of 1 means every input was 1
+      if (othersAreOne(this.s, where, x, gDims.length, lead + j)) continue; // nothing else broadcasts there: x's extent is the output's
       uncertain = true;
     }
     let r = g;
@@ -159,6 +160,23 @@ export class Emitter {
     if (values.length === 2) return this.op('Add', values);
     return this.op('Sum', values);
   }
+}
+
+const ELEMENTWISE_BROADCAST = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Where']);
+
+/**
+ * For an element-wise broadcasting node: whether every input other than `x` has extent 1 (or no
+ * axis) at output axis `axis`, so the output's extent there is x's; x itself may repeat (x * x).
+ */
+function othersAreOne(s: ShapeTable, node: Node, x: Value, outRank: number, axis: number): boolean {
+  if (!ELEMENTWISE_BROADCAST.has(node.opType)) return false;
+  return node.inputs.every((v) => {
+    if (!v || v === x) return true;
+    const d = s.dims(v);
+    if (!d) return false;
+    const k = axis - (outRank - d.length);
+    return k < 0 || d[k] === 1;
+  });
 }
 
 function elemOf(s: ShapeTable, v: Value, node: Node): DataType {
