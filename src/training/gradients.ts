@@ -10,14 +10,26 @@ import { Node, Value, type Dim, type Graph, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
 import { Tensor } from '../graph/tensor.js';
 import { topologicalSort } from '../graph/toposort.js';
+import { findEmbeddings } from '../passes/embeddings.js';
 import { UnsupportedGradientError, TrainingOptionError } from './errors.js';
 import { attrFloat, attrInt, attrInts, axesOf, inferShapes, normalizeAxis, sliceRange, sliceSpec, type ShapeTable } from './shapes.js';
 
-export const MIN_TRAINING_OPSET = 13;
+/** Opsets 11-12 take axes as attributes and coerce Softmax to 2-D; the rules emit those forms too. */
+export const MIN_TRAINING_OPSET = 11;
+/** ScatterND with reduction=add (the Gather gradient that needs no O(N * V) one-hot) came with opset 16. */
+export const SCATTER_ADD_OPSET = 16;
+
+/** How Gather table gradients were formed: ScatterND add (opset >= 16), OneHot^T @ g (any opset), or no Gather on a path. */
+export type GatherGradientForm = 'scatternd-add' | 'onehot-matmul' | 'none';
 
 export interface GradientOptions {
   /** Parameters to differentiate (initializers or float graph inputs); default every float initializer that reaches the loss. */
   params?: readonly string[];
+  /**
+   * Table rows whose lookups give no gradient (torch `nn.Embedding(padding_idx)`): table name ->
+   * row, or one row for the model's token-embedding table. Other uses of the table still count.
+   */
+  paddingIdx?: number | Readonly<Record<string, number>>;
 }
 
 export interface GradientResult {
@@ -29,6 +41,7 @@ export interface GradientResult {
   runtimeShapeFallbacks: number;
   /** Nodes the backward pass added. */
   addedNodes: number;
+  gatherGradient: GatherGradientForm;
 }
 
 /** Ops whose outputs carry no gradient to their inputs (shape arithmetic, randomness, comparisons). */
@@ -66,6 +79,9 @@ const firstTwo = () => [0, 1];
 export class Emitter {
   added = 0;
   runtimeFallbacks = 0;
+  gatherForm: GatherGradientForm = 'none';
+  /** Table -> row whose lookups get no gradient (paddingIdx). */
+  paddingRows = new Map<Value, number>();
   constructor(readonly graph: Graph, readonly names: NameAllocator, readonly opset: number, readonly s: ShapeTable) {}
 
   op(opType: string, inputs: (Value | null)[], attributes: Record<string, AttributeInput> = {}, role = opType.toLowerCase(), outputs = 1): Value {
@@ -89,8 +105,12 @@ export class Emitter {
     if (axesAsInput) return this.op(op, [x, this.ints(axes)], { keepdims: attr.int(keepdims ? 1 : 0) });
     return this.op(op, [x], { axes: attr.ints(axes), keepdims: attr.int(keepdims ? 1 : 0) });
   }
-  unsqueeze(x: Value, axes: number[]): Value { return this.op('Unsqueeze', [x, this.ints(axes)]); }
-  squeeze(x: Value, axes: number[]): Value { return this.op('Squeeze', [x, this.ints(axes)]); }
+  unsqueeze(x: Value, axes: number[]): Value {
+    return this.opset >= 13 ? this.op('Unsqueeze', [x, this.ints(axes)]) : this.op('Unsqueeze', [x], { axes: attr.ints(axes) });
+  }
+  squeeze(x: Value, axes: number[]): Value {
+    return this.opset >= 13 ? this.op('Squeeze', [x, this.ints(axes)]) : this.op('Squeeze', [x], { axes: attr.ints(axes) });
+  }
 
   /** The shape of `x` as an int64 tensor: a constant when static, else Shape(x). */
   shapeOf(x: Value): Value {
@@ -113,12 +133,16 @@ export class Emitter {
       if (xd === gd && xd !== undefined) continue;
       if (xd === 1) { if (gd !== 1) axes.push(lead + j); continue; }
       if (gd === 1 || typeof xd === 'number') continue; // x matched g there: a broadcast output of 1 means every input was 1
+      if (othersAreOne(this.s, where, x, gDims.length, lead + j)) continue; // nothing else broadcasts there: x's extent is the output's
       uncertain = true;
     }
     let r = g;
     if (axes.length) {
       r = this.reduce('ReduceSum', g, axes, true);
       if (lead > 0) r = this.squeeze(r, axes.slice(0, lead));
+    }
+    if (uncertain && this.opset < 13) {
+      throw new UnsupportedGradientError(`Cannot reduce the gradient of ${where.describe()} to the shape of ${x.name}: which axes it broadcasts along is only known at run time, and ReduceSum takes run-time axes from opset 13 on (the model imports opset ${this.opset}). Declare static or named dims for ${x.name} and ${where.outputs[0]?.name ?? 'the output'} in value_info, or convert the model to opset 13 or newer.`, [{ op: where.opType, node: where.name ?? '', why: 'run-time broadcast axes before opset 13' }]);
     }
     if (uncertain) {
       // Run-time axes where x has extent 1 (reducing an axis where g is 1 as well changes nothing).
@@ -136,6 +160,23 @@ export class Emitter {
     if (values.length === 2) return this.op('Add', values);
     return this.op('Sum', values);
   }
+}
+
+const ELEMENTWISE_BROADCAST = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Where']);
+
+/**
+ * For an element-wise broadcasting node: whether every input other than `x` has extent 1 (or no
+ * axis) at output axis `axis`, so the output's extent there is x's; x itself may repeat (x * x).
+ */
+function othersAreOne(s: ShapeTable, node: Node, x: Value, outRank: number, axis: number): boolean {
+  if (!ELEMENTWISE_BROADCAST.has(node.opType)) return false;
+  return node.inputs.every((v) => {
+    if (!v || v === x) return true;
+    const d = s.dims(v);
+    if (!d) return false;
+    const k = axis - (outRank - d.length);
+    return k < 0 || d[k] === 1;
+  });
 }
 
 function elemOf(s: ShapeTable, v: Value, node: Node): DataType {
@@ -235,6 +276,31 @@ const RULES: Record<string, Rule> = {
       return [e.op('Mul', [g[0]!, e.op('Mul', [k, e.op('Exp', [e.op('Neg', [e.op('Mul', [x, x])])])])])];
     },
   },
+  Gelu: {
+    inputs: first,
+    grad: ({ node, g, e, s }) => {
+      const x = node.input(0)!;
+      const elem = elemOf(s, x, node);
+      const k = (v: number) => e.scalar(v, elem);
+      const mul = (...vs: Value[]) => vs.reduce((p, q) => e.op('Mul', [p, q]));
+      const x2 = mul(x, x);
+      let d: Value;
+      if (node.attributeValue<string>('approximate') === 'tanh') {
+        // y = x/2 (1 + t), t = tanh(c0 (x + c1 x^3)): dy/dx = (1 + t)/2 + x/2 (1 - t^2) c0 (1 + 3 c1 x^2)
+        const c0 = Math.sqrt(2 / Math.PI), c1 = 0.044715;
+        const t = e.op('Tanh', [mul(k(c0), e.op('Add', [x, mul(k(c1), x2, x)]))]);
+        const half1t = mul(k(0.5), e.op('Add', [k(1), t]));
+        const inner = mul(k(0.5 * c0), x, e.op('Sub', [k(1), mul(t, t)]), e.op('Add', [k(1), mul(k(3 * c1), x2)]));
+        d = e.op('Add', [half1t, inner]);
+      } else {
+        // y = x Phi(x): dy/dx = Phi(x) + x phi(x)
+        const cdf = mul(k(0.5), e.op('Add', [k(1), e.op('Erf', [mul(x, k(Math.SQRT1_2))])]));
+        const pdf = mul(k(1 / Math.sqrt(2 * Math.PI)), e.op('Exp', [mul(x2, k(-0.5))]));
+        d = e.op('Add', [cdf, mul(x, pdf)]);
+      }
+      return [e.op('Mul', [g[0]!, d])];
+    },
+  },
   Pow: {
     check: ranksKnown,
     inputs: first,
@@ -292,38 +358,45 @@ const RULES: Record<string, Rule> = {
       const elem = elemOf(s, table, node);
       const td = s.dims(table)!;
       const rows: Value = typeof td[0] === 'number' ? e.ints([td[0]]) : e.op('Slice', [e.op('Shape', [table]), e.ints([0]), e.ints([1])]);
-      if (e.opset >= 16) {
+      let dense: Value;
+      if (e.opset >= SCATTER_ADD_OPSET) {
+        e.gatherForm = 'scatternd-add';
         // Negative ids count from the end, as in Gather; Mod makes them row numbers for ScatterND.
         const ids64 = s.elem(ids) === DataType.INT64 ? ids : e.op('Cast', [ids], { to: attr.int(DataType.INT64) });
         const rowIds = e.op('Mod', [ids64, rows]);
         const zeros = e.op('ConstantOfShape', [e.shapeOf(table)], { value: attr.tensor(Tensor.fromArray(elem, [1], [0])) });
-        return [e.op('ScatterND', [zeros, e.unsqueeze(rowIds, [-1]), g[0]!], { reduction: attr.string('add') })];
+        dense = e.op('ScatterND', [zeros, e.unsqueeze(rowIds, [-1]), g[0]!], { reduction: attr.string('add') });
+      } else {
+        // Portable form before opset 16: OneHot(ids)^T @ g, O(N * V) memory.
+        if (e.gatherForm === 'none') e.gatherForm = 'onehot-matmul';
+        const idRank = s.rank(ids)!;
+        const oneHot = oneHotAs(e, ids, rows, elem);
+        const flatOneHot = e.op('Flatten', [oneHot], { axis: attr.int(idRank) });
+        const flatG = e.op('Flatten', [g[0]!], { axis: attr.int(idRank) });
+        dense = e.op('MatMul', [e.op('Transpose', [flatOneHot], { perm: attr.ints([1, 0]) }), flatG]);
+        if (td.length !== 2) dense = e.op('Reshape', [dense, e.shapeOf(table)]);
       }
-      // Portable form before opset 16: OneHot(ids)^T @ g, O(N * V) memory.
-      const idRank = s.rank(ids)!;
-      const oneHot = oneHotAs(e, ids, rows, elem);
-      const flatOneHot = e.op('Flatten', [oneHot], { axis: attr.int(idRank) });
-      const flatG = e.op('Flatten', [g[0]!], { axis: attr.int(idRank) });
-      const dense = e.op('MatMul', [e.op('Transpose', [flatOneHot], { perm: attr.ints([1, 0]) }), flatG]);
-      return [td.length === 2 ? dense : e.op('Reshape', [dense, e.shapeOf(table)])];
+      const padRow = e.paddingRows.get(table);
+      if (padRow === undefined) return [dense];
+      // paddingIdx: overwrite this lookup's gradient row with zeros (ScatterND without reduction, opset 11).
+      const rowShape = typeof td[0] === 'number' && td.every((d) => typeof d === 'number') ? e.ints(td.slice(1) as number[]) : e.op('Slice', [e.op('Shape', [table]), e.ints([1]), e.ints([td.length])]);
+      const zeroRow = e.op('ConstantOfShape', [rowShape], { value: attr.tensor(Tensor.fromArray(elem, [1], [0])) });
+      return [e.op('ScatterND', [dense, e.constant(Tensor.fromArray(DataType.INT64, [1, 1], BigInt64Array.from([BigInt(padRow)])), 'padding_row'), e.unsqueeze(zeroRow, [0])])];
     },
   },
   Softmax: {
     inputs: first,
+    check: softmaxCheck,
     grad: ({ node, g, e, s }) => {
       const y = node.outputs[0]!;
-      const axis = attrInt(node, 'axis', -1);
       const gy = e.op('Mul', [g[0]!, y]);
-      void s;
-      return [e.op('Mul', [y, e.op('Sub', [g[0]!, e.reduce('ReduceSum', gy, [axis], true)])])];
+      return [e.op('Mul', [y, e.op('Sub', [g[0]!, e.reduce('ReduceSum', gy, softmaxAxes(node, s, e.opset), true)])])];
     },
   },
   LogSoftmax: {
     inputs: first,
-    grad: ({ node, g, e }) => {
-      const axis = attrInt(node, 'axis', -1);
-      return [e.op('Sub', [g[0]!, e.op('Mul', [e.op('Exp', [node.outputs[0]!]), e.reduce('ReduceSum', g[0]!, [axis], true)])])];
-    },
+    check: softmaxCheck,
+    grad: ({ node, g, e, s }) => [e.op('Sub', [g[0]!, e.op('Mul', [e.op('Exp', [node.outputs[0]!]), e.reduce('ReduceSum', g[0]!, softmaxAxes(node, s, e.opset), true)])])],
   },
   ReduceSum: { inputs: first, check: reduceCheck, grad: (c) => reduceGrad(c, false) },
   ReduceMean: { inputs: first, check: reduceCheck, grad: (c) => reduceGrad(c, true) },
@@ -405,6 +478,8 @@ const RULES: Record<string, Rule> = {
       ];
     },
   },
+  Max: { inputs: (node) => node.inputs.map((_, i) => i), check: ranksKnown, grad: (c) => selectGrad(c) },
+  Min: { inputs: (node) => node.inputs.map((_, i) => i), check: ranksKnown, grad: (c) => selectGrad(c) },
   Cast: {
     inputs: first,
     grad: ({ node, g, e, s }) => [e.op('Cast', [g[0]!], { to: attr.int(elemOf(s, node.input(0)!, node)) })],
@@ -457,6 +532,28 @@ const RULES: Record<string, Rule> = {
       ];
     },
   },
+  RMSNormalization: {
+    inputs: firstTwo,
+    check: (node, s) => (s.rank(node.input(0)) === undefined ? 'unknown rank' : undefined),
+    grad: ({ node, g, need, e, s }) => {
+      const x = node.input(0)!, scale = node.input(1)!;
+      const rank = s.rank(x)!;
+      const elem = elemOf(s, x, node);
+      const axis = normalizeAxis(attrInt(node, 'axis', -1), rank);
+      const axes = Array.from({ length: rank - axis }, (_, i) => axis + i);
+      const gy = g[0]!;
+      // y = scale * x * r, r = 1/sqrt(mean(x^2) + eps): dx = r (g s - x_hat mean(g s x_hat))
+      const meanSquare = e.reduce('ReduceMean', e.op('Mul', [x, x]), axes, true);
+      const inv = e.op('Reciprocal', [e.op('Sqrt', [e.op('Add', [meanSquare, e.scalar(attrFloat(node, 'epsilon', 1e-5), elem)])])]);
+      const xhat = e.op('Mul', [x, inv]);
+      let dx: Value | undefined;
+      if (need[0]) {
+        const gs = e.op('Mul', [gy, scale]);
+        dx = e.op('Mul', [inv, e.op('Sub', [gs, e.op('Mul', [xhat, e.reduce('ReduceMean', e.op('Mul', [gs, xhat]), axes, true)])])]);
+      }
+      return [dx, need[1] ? e.sumTo(e.op('Mul', [gy, xhat]), s.dims(node.outputs[0]), scale, node) : undefined];
+    },
+  },
 };
 
 /** OneHot in float32 (the values type ONNX Runtime's CPU kernels take), cast to `elem`. */
@@ -471,6 +568,31 @@ function asInts(e: Emitter, v: Value | number): Value { return typeof v === 'num
 function ranksKnown(node: Node, s: ShapeTable, need: boolean[]): string | undefined {
   if (s.rank(node.outputs[0]) === undefined) return 'unknown rank';
   return node.inputs.some((v, i) => need[i] && s.rank(v) === undefined) ? 'unknown rank' : undefined;
+}
+
+/**
+ * Axes a (Log)Softmax normalizes over: `axis` alone from opset 13; before it, the input is
+ * coerced to 2-D at `axis` (default 1), so every axis from there to the last.
+ */
+function softmaxAxes(node: Node, s: ShapeTable, opset: number): number[] {
+  if (opset >= 13) return [attrInt(node, 'axis', -1)];
+  const rank = s.rank(node.input(0))!;
+  const axis = normalizeAxis(attrInt(node, 'axis', 1), rank);
+  return Array.from({ length: rank - axis }, (_, i) => axis + i);
+}
+
+function softmaxCheck(node: Node, s: ShapeTable, _need: boolean[], opset: number): string | undefined {
+  return opset < 13 && s.rank(node.input(0)) === undefined ? 'unknown rank (before opset 13 the axes it normalizes over depend on it)' : undefined;
+}
+
+/** Max/Min: the gradient goes to the inputs equal to the result, split evenly on ties (as torch's maximum does). */
+function selectGrad({ node, g, need, e, s }: RuleContext): Grads {
+  const y = node.outputs[0]!;
+  if (node.inputs.length === 1) return [g[0]];
+  const elem = elemOf(s, y, node);
+  const hits = node.inputs.map((x) => e.op('Cast', [e.op('Equal', [x!, y])], { to: attr.int(elem) }));
+  const share = e.op('Div', [g[0]!, e.sum(hits)]);
+  return node.inputs.map((x, i) => (need[i] ? e.sumTo(e.op('Mul', [share, hits[i]!]), s.dims(y), x!, node) : undefined));
 }
 
 function reduceCheck(node: Node, s: ShapeTable): string | undefined {
@@ -522,6 +644,8 @@ export interface GradientPlan {
   path: Node[];
   /** Values that lead from a parameter (forward) and to the loss (backward). */
   active: Set<Value>;
+  /** paddingIdx resolved: table -> row (non-negative where the row count is static). */
+  paddingRows: Map<Value, number>;
 }
 
 /**
@@ -531,7 +655,7 @@ export interface GradientPlan {
  */
 export function planGradients(model: Model, lossName: string, options: GradientOptions = {}): GradientPlan {
   const opset = model.opsetVersion('') ?? 0;
-  if (opset < MIN_TRAINING_OPSET) throw new TrainingOptionError(`The model imports ONNX opset ${opset}; training steps need opset ${MIN_TRAINING_OPSET} or newer (axes as inputs). Convert the model to a newer opset first.`);
+  if (opset < MIN_TRAINING_OPSET) throw new TrainingOptionError(`The model imports ONNX opset ${opset}; training steps need opset ${MIN_TRAINING_OPSET} or newer. Convert the model to a newer opset first.`);
   const graph = model.graph;
   topologicalSort(graph, { recursive: false });
   const shapes = inferShapes(graph, opset);
@@ -594,7 +718,32 @@ export function planGradients(model: Model, lossName: string, options: GradientO
     const list = missing.map((m) => `${m.op} "${m.node}" (${m.why})`).join('; ');
     throw new UnsupportedGradientError(`Cannot differentiate loss "${lossName}": ${missing.length} node${missing.length > 1 ? 's' : ''} on a parameter-to-loss path ha${missing.length > 1 ? 've' : 's'} no usable gradient rule: ${list}. Freeze the parameters behind them (params option) or rewrite those ops; nothing was built.`, missing);
   }
-  return { graph, shapes, opset, loss, params, path, active };
+  const paddingRows = resolvePaddingIdx(model, options.paddingIdx, params, path, shapes);
+  return { graph, shapes, opset, loss, params, path, active, paddingRows };
+}
+
+/** Checks paddingIdx names a trained table read by a Gather on the path, with a row inside it. */
+function resolvePaddingIdx(model: Model, option: GradientOptions['paddingIdx'], params: Value[], path: Node[], shapes: ShapeTable): Map<Value, number> {
+  const rows = new Map<Value, number>();
+  if (option === undefined) return rows;
+  let entries: [string, number][];
+  if (typeof option === 'number') {
+    const target = findEmbeddings(model).defaultTarget[0];
+    if (!target) throw new TrainingOptionError(`paddingIdx ${option} is for the token-embedding table, but the model has none that can be told apart; give the table by name ({ "<table>": ${option} }).`);
+    entries = [[target.table.name, option]];
+  } else {
+    entries = Object.entries(option);
+  }
+  for (const [name, row] of entries) {
+    const table = params.find((p) => p.name === name);
+    if (!table) throw new TrainingOptionError(`paddingIdx names "${name}", which is not a trained parameter of this step (parameters: ${params.map((p) => p.name).join(', ')}).`);
+    if (!path.some((n) => n.opType === 'Gather' && n.input(0) === table)) throw new TrainingOptionError(`paddingIdx names "${name}", but no Gather lookup on the way to the loss reads it.`);
+    const count = shapes.dims(table)?.[0];
+    const bound = typeof count === 'number' ? count : Infinity;
+    if (!Number.isInteger(row) || row >= bound || row < (typeof count === 'number' ? -count : 0)) throw new TrainingOptionError(`paddingIdx row ${row} for "${name}" is not a row of the table (${typeof count === 'number' ? `${count} rows` : 'rows unknown: use a non-negative row'}).`);
+    rows.set(table, row < 0 ? row + bound : row);
+  }
+  return rows;
 }
 
 /**
@@ -604,6 +753,7 @@ export function planGradients(model: Model, lossName: string, options: GradientO
 export function emitGradients(model: Model, plan: GradientPlan, names = new NameAllocator(model)): GradientResult {
   const { graph, shapes, opset, loss, params, path, active } = plan;
   const e = new Emitter(graph, names, opset, shapes);
+  e.paddingRows = plan.paddingRows;
   for (const n of path) {
     if (n.opType === 'Dropout' && !n.outputs[1] && !isConstantFalse(shapes, n.input(2))) {
       const mask = new Value(names.fresh(`${n.outputs[0]!.name}_mask`));
@@ -642,7 +792,7 @@ export function emitGradients(model: Model, plan: GradientPlan, names = new Name
     if (!gp) throw new OnnxModelError(`Internal: no gradient reached parameter ${p.name}`);
     gradients.set(p, gp);
   }
-  return { loss, params, gradients, runtimeShapeFallbacks: e.runtimeFallbacks, addedNodes: e.added };
+  return { loss, params, gradients, runtimeShapeFallbacks: e.runtimeFallbacks, addedNodes: e.added, gatherGradient: e.gatherForm };
 }
 
 /** Plans and emits in one go (see planGradients / emitGradients). Edits `model`. */

@@ -128,7 +128,7 @@ export function inferNode(node: Node, shapes: ShapeTable, opset: number): void {
   const y = node.outputs[0];
   switch (node.opType) {
     case 'Identity': case 'Neg': case 'Sqrt': case 'Reciprocal': case 'Exp': case 'Log': case 'Tanh':
-    case 'Sigmoid': case 'Relu': case 'Erf': case 'Softmax': case 'LogSoftmax': case 'Abs': case 'Gelu':
+    case 'Sigmoid': case 'Relu': case 'Erf': case 'Softmax': case 'LogSoftmax': case 'Abs': case 'Gelu': case 'RMSNormalization':
     case 'RandomUniformLike': case 'RandomNormalLike': case 'Floor': case 'Ceil': case 'Round': case 'Sign':
       same();
       if (node.opType === 'Identity' && shapes.ints(x) && y) shapes.setInts(y, shapes.ints(x)!);
@@ -326,10 +326,12 @@ export function inferNode(node: Node, shapes: ShapeTable, opset: number): void {
       const axis = normalizeAxis(attrInt(node, 'axis', 0), xd.length);
       const sizes = attrInts(node, 'split') ?? shapes.numbers(ins[1]);
       const n = node.outputs.length;
+      const total = xd[axis];
+      // No sizes: equal parts; num_outputs (opset 18) lets the last be smaller, each part ceil(total / n).
+      const part = typeof total === 'number' ? (total % n === 0 || node.attribute('num_outputs') ? Math.ceil(total / n) : undefined) : undefined;
       node.outputs.forEach((_, i) => {
         const dims = [...xd];
-        const total = xd[axis];
-        dims[axis] = sizes ? sizes[i] : typeof total === 'number' && total % n === 0 ? total / n : undefined;
+        dims[axis] = sizes ? sizes[i] : part === undefined ? undefined : Math.min(part, (total as number) - part * i);
         out(i, { elem: xe, dims });
       });
       return;

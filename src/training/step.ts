@@ -4,23 +4,34 @@
  * outputs; a metadata entry lists the pairs so a runner can feed each output back as the next
  * step's input. Runs on any ONNX Runtime build (no training ops).
  */
-import { DataType } from '../graph/dtype.js';
+import { DataType, dataTypeName } from '../graph/dtype.js';
 import { attr, tensorType } from '../graph/builder.js';
 import { decodeModel, encodeModel } from '../graph/codec.js';
 import { Value, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
 import { Tensor } from '../graph/tensor.js';
 import { TrainingOptionError } from './errors.js';
-import { Emitter, emitGradients, oneHotAs, parameterToInput, planGradients, type GradientOptions } from './gradients.js';
+import { Emitter, emitGradients, oneHotAs, parameterToInput, planGradients, type GatherGradientForm, type GradientOptions } from './gradients.js';
 import { inferShapes, type ShapeTable } from './shapes.js';
 
 export const TRAINING_STEP_METADATA_KEY = 'onnx_neftune.training_step';
 
-/** `auto`: a scalar float output if the graph has exactly one, else causal-LM from `logits` and `input_ids`. */
-export type LossChoice = 'auto' | 'causal-lm' | `output:${string}` | `labels:${string}`;
+/**
+ * `auto`: a scalar float output if the graph has exactly one, else `causal-lm`.
+ * `causal-lm`: logits at i against input_ids at i + 1, attention_mask padding left out.
+ * `causal-lm:NAME`: logits at i against labels input NAME at i + 1 (Hugging Face causal-LM trainers).
+ * `labels:NAME`: logits at i against labels input NAME at i (token classification).
+ * Labels equal to `ignoreIndex` are left out; the mean is over the positions counted.
+ */
+export type LossChoice = 'auto' | 'causal-lm' | `causal-lm:${string}` | `output:${string}` | `labels:${string}`;
+
+/** Hugging Face's label for positions that do not count (prompt tokens, padding). */
+export const DEFAULT_IGNORE_INDEX = -100;
 
 export interface TrainingStepOptions extends GradientOptions {
   loss?: LossChoice;
+  /** Label value left out of `labels:` and `causal-lm:` losses (default -100). */
+  ignoreIndex?: number;
   optimizer: 'sgd' | 'adamw';
   /** SGD momentum (0: plain SGD, no state). */
   momentum?: number;
@@ -50,6 +61,10 @@ export interface TrainingStepRecord {
   state: Array<StatePair & { param: string; kind: 'momentum' | 'exp_avg' | 'exp_avg_sq' }>;
   frozen: string[];
   runtimeShapeFallbacks: number;
+  /** How Gather table gradients are computed: ScatterND add from opset 16, else the one-hot MatMul form. */
+  gatherGradient: GatherGradientForm;
+  /** paddingIdx as applied: table -> row whose lookups get no gradient. */
+  paddingRows?: Record<string, number>;
 }
 
 export interface TrainingStep {
@@ -67,9 +82,11 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   const names = new NameAllocator(model);
   const opset = model.opsetVersion('') ?? 0;
   const shapes0 = inferShapes(graph, opset);
-  const lossName = chooseLoss(model, shapes0, options.loss ?? 'auto', names, opset);
+  const ignoreIndex = options.ignoreIndex ?? DEFAULT_IGNORE_INDEX;
+  if (!Number.isInteger(ignoreIndex)) throw new TrainingOptionError(`ignoreIndex must be an integer, got ${ignoreIndex}.`);
+  const lossName = chooseLoss(model, shapes0, options.loss ?? 'auto', names, opset, ignoreIndex);
 
-  const plan = planGradients(model, lossName, options.params ? { params: options.params } : {});
+  const plan = planGradients(model, lossName, { ...(options.params ? { params: options.params } : {}), ...(options.paddingIdx !== undefined ? { paddingIdx: options.paddingIdx } : {}) });
   const result = emitGradients(model, plan, names);
   const { shapes } = plan;
   const e = new Emitter(graph, names, opset, shapes);
@@ -117,6 +134,8 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   const record: TrainingStepRecord = {
     version: 1, loss: lossName, optimizer: options.optimizer, hyperparameters, learningRate: lr.name,
     ...(step ? { step: step.name } : {}), params: [], state: [], frozen: [], runtimeShapeFallbacks: result.runtimeShapeFallbacks,
+    gatherGradient: result.gatherGradient,
+    ...(plan.paddingRows.size ? { paddingRows: Object.fromEntries([...plan.paddingRows].map(([t, row]) => [t.name, row])) } : {}),
   };
   const newParams: Array<[Value, Value]> = [];
   const newState: Array<[Value, string, Value, 'momentum' | 'exp_avg' | 'exp_avg_sq']> = [];
@@ -171,18 +190,60 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   return { model, record };
 }
 
-function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names: NameAllocator, opset: number): string {
+function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names: NameAllocator, opset: number, ignoreIndex: number): string {
   const graph = model.graph;
   if (choice.startsWith('output:')) return choice.slice('output:'.length);
-  if (choice.startsWith('labels:')) throw new TrainingOptionError(`Loss "${choice}" (cross-entropy against a labels input) is not implemented yet; use "causal-lm" or "output:NAME".`);
+  for (const [prefix, shift] of [['labels:', false], ['causal-lm:', true]] as const) {
+    if (!choice.startsWith(prefix)) continue;
+    const name = choice.slice(prefix.length);
+    if (!name) throw new TrainingOptionError(`Loss "${choice}" names no labels input; write "${prefix}labels".`);
+    return appendLabelsLoss(model, shapes, names, opset, { labels: name, shift, ignoreIndex });
+  }
   if (choice === 'auto') {
     const scalars = graph.outputs.filter((o) => shapes.isFloat(o) && shapes.dims(o) !== undefined && shapes.dims(o)!.every((d) => d === 1));
     if (scalars.length === 1) return scalars[0]!.name;
     if (scalars.length > 1) throw new TrainingOptionError(`The model has ${scalars.length} scalar float outputs (${scalars.map((o) => o.name).join(', ')}); choose the loss with "output:NAME".`);
   } else if (choice !== 'causal-lm') {
-    throw new TrainingOptionError(`Unknown loss "${String(choice)}"; use "auto", "causal-lm", "output:NAME" or "labels:NAME".`);
+    throw new TrainingOptionError(`Unknown loss "${String(choice)}"; use "auto", "causal-lm", "causal-lm:NAME", "output:NAME" or "labels:NAME".`);
   }
   return appendCausalLmLoss(model, shapes, names, opset);
+}
+
+/** The [batch, sequence, vocab] float output a cross-entropy loss reads: `logits`, or the only rank-3 float output. */
+function findLogits(model: Model, shapes: ShapeTable, needs: string): Value {
+  const threeD = model.graph.outputs.filter((o) => shapes.isFloat(o) && shapes.rank(o) === 3);
+  const logits = threeD.find((o) => o.name === 'logits') ?? (threeD.length === 1 ? threeD[0] : undefined);
+  if (!logits) {
+    throw new TrainingOptionError(`No loss to train: the model has no scalar float output, and ${needs} needs a float output "logits" of rank 3 [batch, sequence, vocab]${threeD.length > 1 ? ` (it has ${threeD.length} rank-3 outputs: ${threeD.map((o) => o.name).join(', ')})` : ''}. Name a scalar output with "output:NAME".`);
+  }
+  return logits;
+}
+
+const next = (e: Emitter, x: Value) => e.op('Slice', [x, e.ints([1]), e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([INT64_MAX]))), e.ints([1])]);
+
+/**
+ * Mean cross-entropy of `logits` [B, L, V] (shifted: positions 0..L-2) against int64 `targets` [B, L]; with `weight` (0/1 per
+ * position, logits' element type) the sum over counted positions divided by their count, 0 when none counts.
+ */
+function crossEntropy(e: Emitter, model: { logits: Value; shifted: boolean }, targets: Value, weight: Value | undefined, names: NameAllocator): string {
+  const elem = e.s.elem(model.logits)!;
+  const vocab = e.s.dims(model.logits)![2];
+  const depth = typeof vocab === 'number' ? e.ints([vocab]) : e.op('Slice', [e.op('Shape', [model.logits]), e.ints([2]), e.ints([3])]);
+  const logits = model.shifted ? e.op('Slice', [model.logits, e.ints([0]), e.ints([-1]), e.ints([1])], {}, 'shifted_logits') : model.logits;
+  const logp = e.op('LogSoftmax', [logits], { axis: attr.int(-1) });
+  const nll = e.op('Neg', [e.reduce('ReduceSum', e.op('Mul', [logp, oneHotAs(e, targets, depth, elem)]), [-1], false)]);
+  let lossValue: Value;
+  if (weight) {
+    const total = e.reduce('ReduceSum', e.op('Mul', [nll, weight]), [0, 1], false);
+    const count = e.op('Max', [e.reduce('ReduceSum', weight, [0, 1], false), e.scalar(1, elem)]);
+    lossValue = e.op('Div', [total, count]);
+  } else {
+    lossValue = e.reduce('ReduceMean', nll, [0, 1], false);
+  }
+  const out = e.op('Identity', [lossValue]);
+  out.name = names.has('loss') ? names.fresh('loss') : (names.add('loss'), 'loss');
+  out.info = { name: out.name, type: tensorType(elem, []) };
+  return out.name;
 }
 
 /**
@@ -191,34 +252,42 @@ function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names:
  */
 function appendCausalLmLoss(model: Model, shapes: ShapeTable, names: NameAllocator, opset: number): string {
   const graph = model.graph;
-  const threeD = graph.outputs.filter((o) => shapes.isFloat(o) && shapes.rank(o) === 3);
-  const logits = threeD.find((o) => o.name === 'logits') ?? (threeD.length === 1 ? threeD[0] : undefined);
   const ids = graph.inputs.find((v) => v.name === 'input_ids');
-  if (!logits || !ids) {
-    throw new TrainingOptionError(`No loss to train: the model has no scalar float output, and causal-LM loss needs ${!logits ? 'a float output "logits" of rank 3 [batch, sequence, vocab]' : ''}${!logits && !ids ? ' and ' : ''}${!ids ? 'an "input_ids" graph input' : ''}. Name a scalar output with "output:NAME".`);
-  }
+  if (!ids) throw new TrainingOptionError('No loss to train: the model has no scalar float output, and causal-LM loss needs an "input_ids" graph input (or a labels input: "causal-lm:NAME"). Name a scalar output with "output:NAME".');
+  const logits = findLogits(model, shapes, 'causal-LM loss');
   const mask = graph.inputs.find((v) => v.name === 'attention_mask');
   const e = new Emitter(graph, names, opset, shapes);
-  const elem = shapes.elem(logits)!;
-  const vocab = shapes.dims(logits)![2];
-  const depth = typeof vocab === 'number' ? e.ints([vocab]) : e.op('Slice', [e.op('Shape', [logits]), e.ints([2]), e.ints([3])]);
-  const next = (x: Value) => e.op('Slice', [x, e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([1n]))), e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([INT64_MAX]))), e.ints([1])]);
-  const shifted = e.op('Slice', [logits, e.ints([0]), e.ints([-1]), e.ints([1])], {}, 'shifted_logits');
-  const logp = e.op('LogSoftmax', [shifted], { axis: attr.int(-1) });
-  const targets = next(ids);
-  const oneHot = oneHotAs(e, targets, depth, elem);
-  const picked = e.reduce('ReduceSum', e.op('Mul', [logp, oneHot]), [-1], false);
-  let lossValue: Value;
-  if (mask) {
-    const m = e.op('Cast', [next(mask)], { to: attr.int(elem) });
-    const total = e.reduce('ReduceSum', e.op('Mul', [picked, m]), [0, 1], false);
-    const count = e.op('Max', [e.reduce('ReduceSum', m, [0, 1], false), e.scalar(1, elem)]);
-    lossValue = e.op('Neg', [e.op('Div', [total, count])]);
-  } else {
-    lossValue = e.op('Neg', [e.reduce('ReduceMean', picked, [0, 1], false)]);
+  const weight = mask ? e.op('Cast', [next(e, mask)], { to: attr.int(shapes.elem(logits)!) }) : undefined;
+  return crossEntropy(e, { logits, shifted: true }, next(e, ids), weight, names);
+}
+
+/**
+ * Cross-entropy against an integer labels input [B, L] (added as a graph input when the model has
+ * none), unshifted or next-token (`shift`), labels equal to `ignoreIndex` left out.
+ */
+function appendLabelsLoss(model: Model, shapes: ShapeTable, names: NameAllocator, opset: number, o: { labels: string; shift: boolean; ignoreIndex: number }): string {
+  const graph = model.graph;
+  const kind = `${o.shift ? 'causal-lm' : 'labels'}:${o.labels} loss`;
+  const logits = findLogits(model, shapes, kind);
+  let labels = graph.inputs.find((v) => v.name === o.labels);
+  if (!labels) {
+    if (names.has(o.labels)) throw new TrainingOptionError(`${kind}: "${o.labels}" already names a value of the model that is not a graph input; choose another labels name.`);
+    names.add(o.labels);
+    labels = new Value(o.labels);
+    labels.info = { name: o.labels, type: tensorType(DataType.INT64, shapes.dims(logits)!.slice(0, 2)) };
+    graph.addInput(labels);
+    shapes.set(labels, { elem: DataType.INT64, dims: shapes.dims(logits)!.slice(0, 2) });
   }
-  const out = e.op('Identity', [lossValue]);
-  out.name = names.has('loss') ? names.fresh('causal_lm_loss') : (names.add('loss'), 'loss');
-  out.info = { name: out.name, type: tensorType(elem, []) };
-  return out.name;
+  const le = shapes.elem(labels), lr = shapes.rank(labels);
+  if ((le !== DataType.INT64 && le !== DataType.INT32) || (lr !== undefined && lr !== 2)) {
+    throw new TrainingOptionError(`${kind}: input "${o.labels}" must be int64 (or int32) of shape [batch, sequence]; it is ${le === undefined ? 'of unknown type' : dataTypeName(le)}${lr === undefined ? '' : ` of rank ${lr}`}.`);
+  }
+  const e = new Emitter(graph, names, opset, shapes);
+  const labels64 = le === DataType.INT64 ? labels : e.op('Cast', [labels], { to: attr.int(DataType.INT64) });
+  const targets = o.shift ? next(e, labels64) : labels64;
+  const counted = e.op('Not', [e.op('Equal', [targets, e.constant(Tensor.fromArray(DataType.INT64, [], BigInt64Array.from([BigInt(o.ignoreIndex)])), 'ignore_index')])]);
+  // Ignored positions look up class 0 (any valid class): their weight is 0, and OneHot of -100 is not a row.
+  const safeTargets = e.op('Where', [counted, targets, e.constant(Tensor.fromArray(DataType.INT64, [], BigInt64Array.from([0n])), 'zero_label')]);
+  const weight = e.op('Cast', [counted], { to: attr.int(shapes.elem(logits)!) });
+  return crossEntropy(e, { logits, shifted: o.shift }, safeTargets, weight, names);
 }

@@ -1,5 +1,5 @@
 import ort from 'onnxruntime-node';
-import { DataType, Tensor, encodeModel, type Model } from '../../src/graph/index.js';
+import { DataType, ModelBuilder, Tensor, encodeModel, type Model, type Value } from '../../src/graph/index.js';
 import type { TrainingStep } from '../../src/training/step.js';
 
 export { ort };
@@ -75,3 +75,29 @@ export async function finiteDifferenceError(source: Model, step: TrainingStep, o
   await s.release();
   return { worst, where, checked };
 }
+
+/** A float parameter (initializer) with deterministic values, `value * scale + offset`. */
+export type Param = (name: string, dims: number[], options?: { offset?: number; scale?: number }) => Value;
+
+/**
+ * A one-op test model: parameters made by `p`, loss = ReduceSum(y * y) over what `build` returns.
+ * float64 by default; float32 where ORT has no float64 kernel (Erf, Gelu) or for wasm.
+ */
+export function ruleModel(build: (b: ModelBuilder, p: Param) => Value, options: { opset?: number; elem?: 'double' | 'float' } = {}): Model {
+  const opset = options.opset ?? 17, elem = options.elem ?? 'double';
+  // Opset 21+ needs IR version 10.
+  const b = new ModelBuilder({ opset, irVersion: opset >= 21 ? 10 : 8 });
+  let seed = 1;
+  const p: Param = (name, dims, o = {}) => {
+    const n = dims.reduce((x, y) => x * y, 1);
+    const data = values(n, seed++ * 101).map((v) => v * (o.scale ?? 1) + (o.offset ?? 0));
+    return b.initializer(name, Tensor.fromArray(elem, dims, elem === 'double' ? Float64Array.from(data) : Float32Array.from(data)));
+  };
+  const y = build(b, p);
+  const loss = b.op('ReduceSum', [b.op('Mul', [y, y])], { keepdims: 0 }, { outputs: ['loss'] });
+  b.output(loss, elem, []);
+  return b.build();
+}
+
+/** An int64 constant (ids, axes, sizes). */
+export const ints = (b: ModelBuilder, name: string, v: number[], dims = [v.length]): Value => b.constant(name, 'int64', dims, BigInt64Array.from(v.map(BigInt)));

@@ -4,27 +4,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ModelBuilder, Tensor, attr, DataType, type Model, type Value } from '../../src/graph/index.js';
+import { ModelBuilder, Tensor, attr, DataType, type Value } from '../../src/graph/index.js';
 import { buildTrainingStep } from '../../src/training/step.js';
 import { UnsupportedGradientError } from '../../src/training/errors.js';
-import { finiteDifferenceError, ort, session, stepFeeds, values } from './helpers.js';
-
-type Param = (name: string, dims: number[], options?: { offset?: number; scale?: number }) => Value;
-
-function model(build: (b: ModelBuilder, p: Param) => Value, opset = 17): Model {
-  const b = new ModelBuilder({ opset, irVersion: 8 });
-  let seed = 1;
-  const p: Param = (name, dims, o = {}) => {
-    const n = dims.reduce((x, y) => x * y, 1);
-    return b.initializer(name, Tensor.fromArray('double', dims, Float64Array.from(values(n, seed++ * 101), (v) => v * (o.scale ?? 1) + (o.offset ?? 0))));
-  };
-  const y = build(b, p);
-  const loss = b.op('ReduceSum', [b.op('Mul', [y, y])], { keepdims: 0 }, { outputs: ['loss'] });
-  b.output(loss, 'double', []);
-  return b.build();
-}
-
-const ints = (b: ModelBuilder, name: string, v: number[], dims = [v.length]) => b.constant(name, 'int64', dims, BigInt64Array.from(v.map(BigInt)));
+import { finiteDifferenceError, ints, ort, ruleModel, session, stepFeeds, values, type Param } from './helpers.js';
 
 const cases: Array<[string, (b: ModelBuilder, p: Param) => Value, number?]> = [
   ['Add (broadcast [2,3,4] + [4] + [3,1])', (b, p) => b.op('Add', [b.op('Add', [p('a', [2, 3, 4]), p('b', [4])]), p('c', [3, 1])])],
@@ -79,11 +62,42 @@ const cases: Array<[string, (b: ModelBuilder, p: Param) => Value, number?]> = [
   }],
   ['LayerNormalization (axis -1, scale and bias)', (b, p) => b.op('LayerNormalization', [p('x', [2, 3, 4]), p('g', [4], { offset: 1 }), p('beta', [4])], { axis: -1, epsilon: attr.float(1e-5) })],
   ['LayerNormalization (axis 1 over [3,4])', (b, p) => b.op('LayerNormalization', [p('x', [2, 3, 4]), p('g', [3, 4], { offset: 1 })], { axis: 1 })],
+  ['Gelu (approximate tanh, opset 20)', (b, p) => b.op('Gelu', [p('x', [2, 5], { scale: 3 })], { approximate: 'tanh' }), 20],
+  ['RMSNormalization (axis -1, opset 23)', (b, p) => b.op('RMSNormalization', [p('x', [2, 3, 4]), p('g', [4], { offset: 1 })], { axis: -1, epsilon: attr.float(1e-5) }), 23],
+  ['RMSNormalization (axis -2 over [3,4], scale [1,4] broadcast, opset 23)', (b, p) => b.op('RMSNormalization', [p('x', [2, 3, 4]), p('g', [1, 4], { offset: 1 })], { axis: -2 }), 23],
+  ['RMS norm as torch exports it (Llama: Pow 2, ReduceMean, Add eps, Sqrt, Reciprocal, Mul weight)', (b, p) => rmsPattern(b, p, 'llama')],
+  ['RMS norm as torch exports it (Gemma: Div by Sqrt, weight (1 + w))', (b, p) => rmsPattern(b, p, 'gemma')],
+  ['Split (equal parts, no sizes, opset 13)', (b, p) => {
+    const [s0, s1] = b.node('Split', [p('x', [2, 6])], { axis: 1 }, { outputCount: 2 });
+    return b.op('Mul', [s0!, b.op('Exp', [s1!])]);
+  }, 13],
+  ['Split (num_outputs 3 over 7: parts 3, 3, 1; axis -1; opset 18)', (b, p) => {
+    const [s0, s1, s2] = b.node('Split', [p('x', [2, 7])], { axis: -1, num_outputs: 3 }, { outputCount: 3 });
+    return b.op('Concat', [b.op('Mul', [s0!, s1!]), b.op('Exp', [s2!])], { axis: -1 });
+  }, 18],
+  ['Max (three inputs, broadcast) and Min (broadcast)', (b, p) => {
+    const a = p('a', [2, 3]), c = p('c', [3]), d = p('d', [2, 1]);
+    return b.op('Add', [b.op('Max', [a, c, d]), b.op('Min', [a, c])]);
+  }],
+  ['Max(x, x) and Min(x, x): a tie splits the gradient', (b, p) => { const x = p('x', [4]); return b.op('Add', [b.op('Max', [x, x]), b.op('Min', [x, x])]); }],
+  ['ConstantOfShape(Shape(x)) and Constant: no gradient through them', (b, p) => {
+    const x = p('x', [2, 3]);
+    const k = b.op('ConstantOfShape', [b.op('Shape', [x])], { value: Tensor.fromArray('double', [1], [2.5]) });
+    return b.op('Add', [b.op('Mul', [x, k]), b.op('Constant', [], { value: Tensor.fromArray('double', [3], [1, 2, 3]) })]);
+  }],
 ];
+
+function rmsPattern(b: ModelBuilder, p: Param, style: 'llama' | 'gemma'): Value {
+  const x = p('x', [2, 3, 4]), w = p('w', [4], { scale: 0.5, offset: style === 'llama' ? 1 : 0 });
+  const variance = b.op('ReduceMean', [b.op('Pow', [x, b.constant('two', 'double', [], [2])])], { axes: [-1], keepdims: 1 });
+  const rms = b.op('Sqrt', [b.op('Add', [variance, b.constant('eps', 'double', [], [1e-6])])]);
+  if (style === 'llama') return b.op('Mul', [w, b.op('Mul', [x, b.op('Reciprocal', [rms])])]);
+  return b.op('Mul', [b.op('Div', [x, rms]), b.op('Add', [b.constant('one', 'double', [], [1]), w])]);
+}
 
 for (const [name, build, opset] of cases) {
   test(`rule ${name}: gradients match finite differences (float64, CPU)`, { timeout: 30_000 }, async () => {
-    const m = model(build, opset);
+    const m = ruleModel(build, opset === undefined ? {} : { opset });
     const step = buildTrainingStep(m, { optimizer: 'sgd', gradients: true });
     assert.ok(step.record.params.length >= 1);
     assert.equal(step.record.runtimeShapeFallbacks, 0, 'static shapes need no run-time fallback');
@@ -108,6 +122,16 @@ test('rule Erf: gradients match finite differences (float32: ORT has no float64 
     assert.ok(Math.abs(grad[i]! - expected) < 1e-5, `x[${i}]: ${grad[i]} vs ${expected}`);
   });
 });
+
+for (const approximate of ['none', 'tanh']) {
+  test(`rule Gelu (approximate ${approximate}, opset 20): gradients match finite differences (float32: ORT has no float64 Erf)`, async () => {
+    const m = ruleModel((b, p) => b.op('Gelu', [p('x', [3, 4], { scale: 3 })], { approximate }), { opset: 20, elem: 'float' });
+    const step = buildTrainingStep(m, { optimizer: 'sgd', gradients: true });
+    const { worst, where, checked } = await finiteDifferenceError(m, step, { h: 5e-3 });
+    assert.equal(checked, 12);
+    assert.ok(worst < 2e-3, `worst relative error ${worst} at ${where}`);
+  });
+}
 
 function erf(x: number): number {
   // Abramowitz-Stegun 7.1.26 is too coarse; sum the series instead (|x| < 1 here).
