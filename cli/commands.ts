@@ -21,8 +21,10 @@ import { checkVerifyBudget } from './verify-budget.js';
 import { progressReporter } from './output.js';
 import { cliMessage } from './flags.js';
 import { lstatOrUndefined } from '../src/io/fs-facts.js';
+import { UnsupportedGradientError } from '../src/training/errors.js';
+import type { StepSummary } from './step.js';
 
-export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'verified' | 'failed';
+export type FileStatus = 'inspected' | 'patched' | 'stripped' | 'unchanged' | 'dry-run' | 'verified' | 'built' | 'failed';
 
 export interface FileResult {
   input: string;
@@ -42,6 +44,10 @@ export interface FileResult {
    * copy). Empty for other models, with --in-place, and when the file failed: nothing is copied then.
    */
   copied?: string[];
+  /** step: the training-step graph written (null when the file failed). */
+  step?: StepSummary | null;
+  /** step: every node on a parameter-to-loss path without a usable gradient rule (when that is why it failed). */
+  unsupportedOps?: Array<{ op: string; node: string; why: string }>;
 }
 
 export interface ModelSummary {
@@ -166,6 +172,7 @@ function failure(job: Job, error: unknown): FileResult {
     message: known ? cliMessage(error) : `Unexpected error: ${(error as Error)?.stack ?? String(error)}`,
     error: known ? { code: error.code, exitCode: exitCodeOf(error), message: cliMessage(error) } : { code: 'INTERNAL', exitCode: EXIT.INTERNAL, message: String(error) },
     warnings: [], sites: [], model: null,
+    ...(error instanceof UnsupportedGradientError ? { unsupportedOps: [...error.ops] } : {}),
   };
 }
 
@@ -279,9 +286,9 @@ export function stripCommand(inputs: string[], options: FileCommandOptions): Pro
   return inverseCommand('strip', neftunePass, inputs, options, (result, job) => ({ message: `${result.message}${job.note ? ` ${job.note}` : ''}` }));
 }
 
-interface Outcome { status: FileStatus; warnings: string[]; sites: PatchedSite[]; message: string; write: boolean }
+export interface Outcome { status: FileStatus; warnings: string[]; sites: PatchedSite[]; message: string; write: boolean; step?: StepSummary }
 
-async function runFileCommand(command: string, inputs: string[], options: FileCommandOptions, work: (loaded: LoadedModel, job: Job) => Outcome): Promise<CliResult> {
+export async function runFileCommand(command: string, inputs: string[], options: FileCommandOptions, work: (loaded: LoadedModel, job: Job) => Outcome): Promise<CliResult> {
   let plan: Plan;
   try {
     plan = planJobs(inputs, { ...options, needsOutput: true });
@@ -334,6 +341,7 @@ async function runFileCommand(command: string, inputs: string[], options: FileCo
       files.push({
         input: job.input, output: outcome.write ? job.output ?? null : null, status: outcome.status, note: job.note ?? null,
         message: outcome.message + copyNote, error: null, warnings: outcome.warnings, sites: outcome.sites, model: null, copied: folderCopies,
+        ...(outcome.step ? { step: outcome.step } : {}),
       });
     } catch (error) {
       files.push({ ...failure(job, error), copied: [] });

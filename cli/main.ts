@@ -10,6 +10,7 @@ import { printHuman } from './report.js';
 import { MAX_VERIFY_RUNS } from './verify-budget.js';
 import { NEFTUNE_OPTIONS } from '../src/passes/neftune.js';
 import { FILE_OPTIONS, cliMessage, optionsFromArgv, yargsOptions } from './flags.js';
+import { STEP_OPTIONS, stepCommand } from './step.js';
 
 /** Set while a model is being written to stdout: its failure is reported as that file's failure. */
 let modelWriteInFlight = false;
@@ -62,7 +63,7 @@ const models = (list: string[]) => list.map((m) => (m === STDIN_TOKEN ? '-' : m)
 // No top-level await: this module is also bundled as CommonJS (scripts/bundle.mjs).
 void yargs(rawArgs)
   .scriptName('neftune')
-  .usage('$0 <command> [options]\n\nAdd NEFTune noise to the token embeddings of ONNX training graphs, and remove it again.')
+  .usage('$0 <command> [options]\n\nAdd NEFTune noise to the token embeddings of ONNX training graphs, remove it again, and build training-step graphs.')
   .command('inspect <model>', 'Show embedding lookups, their roles, the default target, patch state and external data', (y) => y
     .positional('model', { type: 'string', describe: 'Model file, or - for stdin', demandOption: true })
     .option('json', jsonOption)
@@ -109,11 +110,24 @@ void yargs(rawArgs)
     if (argv.runs > MAX_VERIFY_RUNS) return emit(usageFailure('verify', `--runs must be at most ${MAX_VERIFY_RUNS}, got ${argv.runs} (more runs add little to the checks; raise --batch or --seq for more samples)`), argv.json);
     emit(await verifyCommand(models([argv.model])[0]!, { eps: [...new Set(argv.ep)], batch: argv.batch, seq: argv.seq, runs: argv.runs }), argv.json);
   })
+  .command('step <model>', 'Write the training-step graph of a forward model: forward, loss, backward and optimizer update in standard ONNX ops', (y) => y
+    .positional('model', { type: 'string', describe: 'Forward model file, or - for stdin', demandOption: true })
+    .options(yargsOptions(STEP_OPTIONS))
+    .demandOption('output')
+    .example('$0 step gpt2.onnx -o gpt2.step.onnx', 'Causal-LM loss from logits and input_ids, AdamW')
+    .example('$0 step model.onnx -o step.onnx --loss output:loss --optimizer sgd --momentum 0.9 --params wte.weight', 'A loss output of the model; train one table')
+    .example('$0 patch model.onnx -o m.neftune.onnx --alpha-input && $0 step m.neftune.onnx -o step.onnx', 'NEFTune fine-tuning: patch, then build the step'),
+  async (argv) => {
+    const bad = checkStdoutJson(argv, 'step');
+    if (bad) return emit(bad, false);
+    emit(await stepCommand(models([argv.model as string])[0]!, optionsFromArgv(STEP_OPTIONS, argv), { output: argv['output'] as string, writeStdout }), !!argv['json']);
+  })
   .example('$0 inspect model.onnx', 'What would be patched, and why')
   .example('$0 patch model.onnx -o model.neftune.onnx', 'Add noise to the token embedding (alpha 5)')
   .example('$0 strip model.neftune.onnx -o model.onnx', 'Remove it again, byte for byte')
   .example('$0 verify model.neftune.onnx --ep cpu --ep wasm', 'Prove on ONNX Runtime that the noise is right')
-  .demandCommand(1, 'Name a command: inspect, patch, strip or verify')
+  .example('$0 step model.neftune.onnx -o step.onnx', 'Build the training-step graph (runs on any ONNX Runtime build)')
+  .demandCommand(1, 'Name a command: inspect, patch, strip, verify or step')
   .strict()
   .epilogue(EXIT_CODE_HELP)
   .fail((message, error) => {

@@ -1,5 +1,6 @@
 /** Prints a CliResult for people. */
 import type { CliResult, FileResult, ModelSummary } from './commands.js';
+import type { IoJson, StepSummary } from './step.js';
 import { bold, dim, green, megabytes, red, table, yellow } from './output.js';
 
 export function printHuman(result: CliResult, out: (line: string) => void, err: (line: string) => void): void {
@@ -7,6 +8,7 @@ export function printHuman(result: CliResult, out: (line: string) => void, err: 
   for (const file of result.files) {
     if (result.command === 'inspect' && file.model) printInspect(file, file.model, out);
     else if (result.command === 'verify' && file.verify) printVerify(file, out);
+    else if (file.step) { printFile(file, out, err); printStep(file.step, file.output === '-' ? err : out); }
     else printFile(file, out, err);
   }
   const skipped = result.skipped ?? [];
@@ -26,6 +28,7 @@ function printFile(f: FileResult, out: (line: string) => void, err: (line: strin
     err(`${red('failed')} ${shown(f.input)}: ${f.error!.message}`);
     // Which folder rule applied (e.g. a training-artifacts folder, of which nothing was copied).
     if (f.note) err(`  ${f.note}`);
+    for (const u of f.unsupportedOps ?? []) err(`  ${u.op} "${u.node}": ${u.why}`);
     return;
   }
   const label = f.status === 'unchanged' ? yellow('unchanged') : green(f.status);
@@ -94,4 +97,22 @@ function printVerify(f: FileResult, out: (line: string) => void): void {
     }
     for (const note of r.notes) out(`  ${yellow('note')}: ${note}`);
   }
+}
+
+function printStep(s: StepSummary, out: (line: string) => void): void {
+  const io = (v: IoJson) => [v.name, v.role, v.type ?? '?', v.dims ? `[${v.dims.map((d) => d ?? '?').join(', ')}]` : '?'];
+  const hyper = Object.entries(s.hyperparameters).map(([k, v]) => `${k} ${v}`).join(', ');
+  out(`  loss ${bold(s.loss)}; optimizer ${s.optimizer} (${hyper}); learning rate input ${s.learningRate}${s.step ? `; step input ${s.step} (int64, 1 for the first step)` : ''}`);
+  out(`  nodes: ${s.nodes.step} (forward ${s.nodes.forward})`);
+  out(`  parameters: ${s.params.count} (${s.params.elements} elements), each fed as <name> and returned as <name>.new; initial values are the source model's initializers`);
+  out(table([['name', 'elements', 'new value', 'gradient'], ...s.params.list.map((p) => [p.input, String(p.elements), p.output, p.grad ?? ''])]).split('\n').map((l) => `    ${l}`).join('\n'));
+  out(`  frozen: ${s.frozen.count}${s.frozen.count ? ` (${s.frozen.elements} elements): ${s.frozen.names.join(', ')}` : ''}`);
+  out(`  optimizer state:${s.state.length ? '' : ' none'}`);
+  for (const st of s.state) out(`    ${st.input} -> ${st.output} (${st.kind} of ${st.param}; zeros before the first step)`);
+  out(`  inputs:`);
+  out(table([['name', 'role', 'type', 'dims'], ...s.inputs.map(io)]).split('\n').map((l) => `    ${l}`).join('\n'));
+  out(`  outputs:`);
+  out(table([['name', 'role', 'type', 'dims'], ...s.outputs.map(io)]).split('\n').map((l) => `    ${l}`).join('\n'));
+  const fallbacks = `  run-time shape fallbacks: ${s.runtimeShapeFallbacks}`;
+  out(s.runtimeShapeFallbacks ? yellow(`${fallbacks} (gradient reductions whose axes are found at run time: declare static shapes to avoid them)`) : fallbacks);
 }

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { projectRoot } from './helpers.js';
@@ -28,7 +28,22 @@ test('no wire internals, CLI or test helpers are public', () => {
   const all = new Set(Object.values(expected).flat());
   for (const internal of ['encodeVarint', 'PLACEHOLDER_LENGTH', 'coalesce', 'joinPieces', 'fieldsAsPieces', 'encodeModelPieces', 'onnxRoot',
     'ModelProtoType', 'Emitter', 'graphsWithPaths', 'normalQuantile', 'readCompact', 'FilePayload', 'ModelSource', 'streamPieces', 'sameContent',
-    'descriptorPath', 'carryExternalData', 'usageFailure', 'runCli', 'patchIfPossible']) {
+    'descriptorPath', 'carryExternalData', 'usageFailure', 'runCli', 'patchIfPossible',
+    'planGradients', 'emitGradients', 'inferShapes', 'ShapeTable', 'parameterToInput', 'oneHotAs', 'stepCommand']) {
     assert.ok(!all.has(internal), `${internal} is exported`);
+  }
+});
+
+test('the training entry is browser-safe: src/training imports nothing from Node, files or the runtime loader', () => {
+  const dir = path.join(projectRoot, 'src', 'training');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.ts'));
+  assert.ok(files.includes('index.ts') && files.includes('step.ts'));
+  for (const name of files) {
+    const text = readFileSync(path.join(dir, name), 'utf8');
+    for (const spec of text.matchAll(/from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]/g)) {
+      const target = spec[1] ?? spec[2]!;
+      assert.ok(target.startsWith('./') || target.startsWith('../graph/') || target.startsWith('../passes/'), `src/training/${name} imports ${target}`);
+    }
+    assert.doesNotMatch(text, /\bprocess\.|\bBuffer\b|\brequire\(/, `src/training/${name} uses a Node global`);
   }
 });
