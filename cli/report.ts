@@ -104,6 +104,10 @@ function printStep(s: StepSummary, out: (line: string) => void): void {
   const hyper = Object.entries(s.hyperparameters).map(([k, v]) => `${k} ${v}`).join(', ');
   out(`  loss ${bold(s.loss)}; optimizer ${s.optimizer} (${hyper}); learning rate input ${s.learningRate}${s.step ? `; step input ${s.step} (int64, 1 for the first step)` : ''}`);
   out(`  nodes: ${s.nodes.step} (forward ${s.nodes.forward})`);
+  const gather = s.record.gatherGradient;
+  if (gather && gather !== 'none') out(`  embedding gradients: ${gather === 'scatternd-add' ? 'ScatterND with reduction=add (opset 16+)' : 'one-hot MatMul (the model\'s opset is below 16; memory grows with rows x vocab)'}`);
+  const padding = Object.entries(s.record.paddingRows ?? {});
+  if (padding.length) out(`  padding rows (no gradient from their lookups): ${padding.map(([t, r]) => `${t}[${r}]`).join(', ')}`);
   out(`  parameters: ${s.params.count} (${s.params.elements} elements), each fed as <name> and returned as <name>.new; initial values are the source model's initializers`);
   out(table([['name', 'elements', 'new value', 'gradient'], ...s.params.list.map((p) => [p.input, String(p.elements), p.output, p.grad ?? ''])]).split('\n').map((l) => `    ${l}`).join('\n'));
   out(`  frozen: ${s.frozen.count}${s.frozen.count ? ` (${s.frozen.elements} elements): ${s.frozen.names.join(', ')}` : ''}`);

@@ -6,7 +6,7 @@ import { dataTypeName } from '../src/graph/dtype.js';
 import type { Graph, Value } from '../src/graph/ir.js';
 import type { OptionSchema } from '../src/passes/index.js';
 import { RefusedError, checkExternalData, sameFile } from '../src/io/index.js';
-import { buildTrainingStep, type LossChoice, type TrainingStepOptions, type TrainingStepRecord } from '../src/training/index.js';
+import { TrainingOptionError, buildTrainingStep, type LossChoice, type TrainingStepOptions, type TrainingStepRecord } from '../src/training/index.js';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
 import { invocationFailure, runFileCommand, type CliResult, type FileCommandOptions } from './commands.js';
 import { checkModelPath } from './inputs.js';
@@ -20,6 +20,8 @@ export interface StepFlags {
   momentum?: number;
   weightDecay?: number;
   gradients?: boolean;
+  paddingIdx?: string[];
+  ignoreIndex?: number;
   json?: boolean;
 }
 
@@ -32,8 +34,26 @@ export const STEP_OPTIONS: OptionSchema<StepFlags> = {
   momentum: { type: 'number', flag: 'momentum', default: 0, description: 'SGD momentum (0: no state)' },
   weightDecay: { type: 'number', flag: 'weight-decay', defaultText: '0 for sgd, 0.01 for adamw', description: 'SGD: L2 added to the gradient; AdamW: decoupled decay' },
   gradients: { type: 'boolean', flag: 'gradients', description: 'Also output each parameter\'s gradient as <name>.grad' },
+  paddingIdx: { type: 'strings', flag: 'padding-idx', placeholder: 'ROW|TABLE=ROW', description: 'Rows whose lookups get no gradient, as nn.Embedding(padding_idx) does (repeatable); a bare ROW is for the token-embedding table' },
+  ignoreIndex: { type: 'number', flag: 'ignore-index', default: -100, description: 'Label value left out of labels / causal-lm:NAME losses', check: (n) => (Number.isInteger(n) ? undefined : 'be an integer') },
   json: { type: 'boolean', flag: 'json', description: 'Print one JSON object (shape in the README)' },
 };
+
+/** `--padding-idx 0` or `--padding-idx wte.weight=0` (repeatable) as the library's paddingIdx. */
+function paddingIdxOf(specs: readonly string[]): TrainingStepOptions['paddingIdx'] {
+  const row = (text: string, spec: string) => {
+    if (!/^-?\d+$/.test(text.trim())) throw new TrainingOptionError(`--padding-idx "${spec}": the row must be an integer (ROW or TABLE=ROW).`);
+    return Number(text);
+  };
+  if (specs.length === 1 && !specs[0]!.includes('=')) return row(specs[0]!, specs[0]!);
+  const byTable: Record<string, number> = Object.create(null);
+  for (const spec of specs) {
+    const at = spec.lastIndexOf('=');
+    if (at <= 0) throw new TrainingOptionError(`--padding-idx "${spec}": with several rows, name each table as TABLE=ROW.`);
+    byTable[spec.slice(0, at)] = row(spec.slice(at + 1), spec);
+  }
+  return byTable;
+}
 
 export type IoRole = 'data' | 'param' | 'state' | 'learning-rate' | 'step' | 'loss' | 'grad' | 'other';
 
@@ -94,6 +114,8 @@ export function stepOptionsFromFlags(flags: StepFlags): TrainingStepOptions {
     ...(flags.momentum !== undefined ? { momentum: flags.momentum } : {}),
     ...(flags.weightDecay !== undefined ? { weightDecay: flags.weightDecay } : {}),
     ...(flags.gradients ? { gradients: true } : {}),
+    ...(flags.paddingIdx?.length ? { paddingIdx: paddingIdxOf(flags.paddingIdx) } : {}),
+    ...(flags.ignoreIndex !== undefined ? { ignoreIndex: flags.ignoreIndex } : {}),
   };
 }
 

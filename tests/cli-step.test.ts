@@ -201,3 +201,49 @@ test('step errors: each a typed error with its exit code, nothing written', () =
   assert.equal(folder.code, 2);
   assert.match(folder.json.error.message, /is a folder/);
 });
+
+test('step --padding-idx and --loss causal-lm:labels: the padding row gets no gradient; the record and report say so', { timeout: 60_000 }, async () => {
+  const dir = tempDir('step-padding');
+  const source = buildTinyGpt({ vocab: VOCAB });
+  const input = writeModel(dir, 'gpt.onnx', source);
+  const out = path.join(dir, 'step.onnx');
+  const r = runCliJson(['step', input, '-o', out, '--optimizer', 'sgd', '--loss', 'causal-lm:labels', '--padding-idx', '3', '--gradients']);
+  assert.equal(r.code, 0, r.stderr);
+  const s = r.json.files[0].step;
+  assert.deepEqual(s.record.paddingRows, { 'transformer.wte.weight': 3 });
+  assert.equal(s.record.gatherGradient, 'scatternd-add');
+  assert.ok(s.inputs.some((i: { name: string }) => i.name === 'labels'), 'the labels input is added');
+  const human = runCli(['step', input, '-o', path.join(dir, 'step2.onnx'), '--padding-idx', 'transformer.wte.weight=3']);
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(human.stdout, /padding rows \(no gradient from their lookups\): transformer\.wte\.weight\[3\]/);
+  assert.match(human.stdout, /embedding gradients: ScatterND/);
+
+  // The table is tied to the output projection, which still trains row 3: against the same step
+  // without --padding-idx, row 3's gradient changes (its lookups' share is gone) and no other row does.
+  const plain = path.join(dir, 'plain.onnx');
+  assert.equal(runCli(['step', input, '-o', plain, '--optimizer', 'sgd', '--loss', 'causal-lm:labels', '--gradients']).code, 0);
+  const idList = Array.from({ length: 16 }, (_, i) => (i * 7 + 3) % VOCAB);
+  assert.ok(idList.includes(3));
+  const gradOf = async (file: string) => {
+    const session = await ort.InferenceSession.create(file);
+    try {
+      const feeds = stepFeeds(source, recordOf(file), 0.1, { input_ids: int64Tensor(idList, [2, 8]), labels: int64Tensor(idList, [2, 8]) });
+      return (await session.run(feeds))['transformer.wte.weight.grad']!;
+    } finally {
+      await session.release();
+    }
+  };
+  const [padded, unpadded] = [await gradOf(out), await gradOf(plain)];
+  const d = padded.dims[1]!;
+  const row = (t: typeof padded, k: number) => Array.from((t.data as Float32Array).subarray(k * d, (k + 1) * d));
+  for (let k = 0; k < VOCAB; k++) {
+    if (k === 3) assert.notDeepEqual(row(padded, k), row(unpadded, k), 'row 3 loses its lookups\' gradient');
+    else assert.deepEqual(row(padded, k), row(unpadded, k), `row ${k} is unchanged`);
+  }
+
+  for (const bad of [['--padding-idx', 'x'], ['--padding-idx', '1', '--padding-idx', '2'], ['--ignore-index', '0.5']]) {
+    const e = runCli(['step', input, '-o', path.join(dir, 'bad.onnx'), ...bad]);
+    assert.equal(e.code, 2, `${bad.join(' ')}: ${e.stderr}`);
+    assert.ok(!existsSync(path.join(dir, 'bad.onnx')));
+  }
+});
