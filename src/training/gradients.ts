@@ -554,6 +554,50 @@ const RULES: Record<string, Rule> = {
       return [dx, need[1] ? e.sumTo(e.op('Mul', [gy, xhat]), s.dims(node.outputs[0]), scale, node) : undefined];
     },
   },
+  SoftmaxCrossEntropyLoss: {
+    inputs: first,
+    check: (node, s) => (s.rank(node.input(0)) === undefined ? 'unknown rank' : undefined),
+    grad: ({ node, g, e, s }) => {
+      // (softmax(scores) - one_hot(labels)) * per-sample weight * g; the class axis is 1.
+      const scores = node.input(0)!, labels = node.input(1)!, weights = node.input(2);
+      const elem = elemOf(s, scores, node);
+      const reduction = node.attributeValue<Uint8Array | string>('reduction');
+      const mode = reduction === undefined ? 'mean' : typeof reduction === 'string' ? reduction : new TextDecoder().decode(reduction);
+      const ignore = node.attribute('ignore_index') ? attrInt(node, 'ignore_index', 0) : undefined;
+      const logp = node.outputs[1] && node.outputs[1].name !== '' ? node.outputs[1] : e.op('LogSoftmax', [scores], { axis: attr.int(1) });
+      const probs = e.op('Exp', [logp]);
+      const classes = e.op('Slice', [e.op('Shape', [scores]), e.ints([1]), e.ints([2])]);
+      let target = labels, weight: Value | undefined;
+      if (ignore !== undefined) {
+        const ignoreValue = e.constant(Tensor.fromArray(s.elem(labels) ?? DataType.INT64, [], [ignore]));
+        const kept = e.op('Not', [e.op('Equal', [labels, ignoreValue])]);
+        target = e.op('Where', [kept, labels, e.constant(Tensor.fromArray(s.elem(labels) ?? DataType.INT64, [], [0]))]);
+        weight = e.op('Cast', [kept], { to: attr.int(elem) });
+      }
+      if (weights && weights.name !== '') {
+        const w = e.op('Gather', [weights, target], { axis: attr.int(0) });
+        weight = weight ? e.op('Mul', [weight, w]) : w;
+      }
+      // int64 indices: ORT's CPU OneHot has no int32-indices, int64-depth kernel.
+      const target64 = s.elem(labels) === DataType.INT64 ? target : e.op('Cast', [target], { to: attr.int(DataType.INT64) });
+      const oneHot = e.op('OneHot', [target64, classes, e.constant(Tensor.fromArray(DataType.FLOAT, [2], [0, 1]))], { axis: attr.int(1) });
+      const hot = elem === DataType.FLOAT ? oneHot : e.op('Cast', [oneHot], { to: attr.int(elem) });
+      let perSample: Value = g[0] ?? e.scalar(0, elem);
+      if (mode === 'mean') {
+        const count = weight ? e.op('ReduceSum', [weight], { keepdims: attr.int(0) }) : e.op('Cast', [e.op('Size', [labels])], { to: attr.int(elem) });
+        perSample = e.op('Div', [perSample, count]);
+      }
+      if (weight) perSample = e.op('Mul', [perSample, weight]);
+      // perSample is a scalar (mean, sum) or has the labels' shape (none): expand it over the class axis.
+      if (mode === 'none' || weight) perSample = e.unsqueeze(perSample, [1]);
+      let dScores = g[0] ? e.op('Mul', [e.op('Sub', [probs, hot]), perSample]) : undefined;
+      if (g[1]) {
+        const viaLogProb = e.op('Sub', [g[1], e.op('Mul', [probs, e.reduce('ReduceSum', g[1], [1], true)])]);
+        dScores = dScores ? e.op('Add', [dScores, viaLogProb]) : viaLogProb;
+      }
+      return [dScores];
+    },
+  },
 };
 
 /** OneHot in float32 (the values type ONNX Runtime's CPU kernels take), cast to `elem`. */
