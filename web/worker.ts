@@ -6,7 +6,7 @@
  */
 import protobuf from 'protobufjs/light.js';
 import Long from 'long';
-import { decodeModel, OnnxNeftuneError, type Model, type Value } from '../src/graph/index.js';
+import { decodeModel, extractSlice, OnnxNeftuneError, type Model, type Value } from '../src/graph/index.js';
 import { dataTypeName } from '../src/graph/dtype.js';
 import { encodeModelPieces } from '../src/graph/codec.js';
 import { placeholderFor, type EncodedPiece } from '../src/graph/deferred.js';
@@ -26,7 +26,7 @@ export const WHOLE_MODEL_LIMIT = 64 << 20;
 /** Payloads at least this large are kept as views and written piece by piece. */
 const DEFER_BYTES = 1 << 20;
 
-interface Opened { name: string; bytes: Uint8Array; data: Map<string, File>; locations: DataFileRow[]; patched: Blob | null }
+interface Opened { name: string; file: File; bytes: Uint8Array; data: Map<string, File>; locations: DataFileRow[]; patched: Blob | null }
 let current: Opened | undefined;
 
 scope.onmessage = (event) => {
@@ -71,7 +71,7 @@ async function open(files: File[]): Promise<Reply> {
   const decoded = decodeModel(bytes);
   const data = new Map(files.filter((f) => f !== model).map((f) => [f.name, f]));
   const locations = externalData(decoded, data);
-  current = { name: model.name, bytes, data, locations, patched: null };
+  current = { name: model.name, file: model, bytes, data, locations, patched: null };
   return { type: 'opened', summary: summarize(decoded, model.name, bytes.length, locations) };
 }
 
@@ -139,10 +139,18 @@ function decodeDeferred(bytes: Uint8Array): Model {
   return model;
 }
 
-/** The model's bytes as a Blob, assembled from pieces (views into the opened file, never one joined copy). */
-function modelBlob(model: Model): Blob {
-  const { pieces } = encodeModelPieces(model);
-  return new Blob(pieces.map((p: EncodedPiece) => (p instanceof Uint8Array ? p : p.read())) as BlobPart[], { type: 'application/octet-stream' });
+/**
+ * The model's bytes as a Blob: pieces that are views into `bytes` (read from `source`) become
+ * slices of `source`, which the browser references without copying; only new bytes are copied.
+ */
+function modelBlob(model: Model, source: Blob, bytes: Uint8Array): Blob {
+  const parts = encodeModelPieces(model).pieces.map((p: EncodedPiece): BlobPart => {
+    const view = p instanceof Uint8Array ? p : p.read();
+    if (view.buffer !== bytes.buffer) return view as Uint8Array<ArrayBuffer>;
+    const start = view.byteOffset - bytes.byteOffset;
+    return source.slice(start, start + view.length);
+  });
+  return new Blob(parts, { type: 'application/octet-stream' });
 }
 
 function opened(): Opened {
@@ -157,7 +165,7 @@ async function patch(options: NeftuneOptions): Promise<Reply> {
   const model = decodeDeferred(file.bytes);
   const result = applyNeftune(model, options);
   progress(2, 3, `Writing the patched ${file.name}`);
-  const blob = modelBlob(model);
+  const blob = modelBlob(model, file.file, file.bytes);
   file.patched = blob;
   const runtime = await loadRuntime();
   progress(3, 3, `Verifying the noise on ONNX Runtime (${runtime.provider})`);
@@ -165,18 +173,25 @@ async function patch(options: NeftuneOptions): Promise<Reply> {
   let verifyError: WorkerError | null = null;
   const missing = file.locations.filter((d) => !d.present);
   const whole = file.bytes.length <= WHOLE_MODEL_LIMIT && !missing.length;
+  // A large model is checked on the slice that computes its sites (the patch record travels with
+  // it): verifying it whole would hold several more copies of the weights in this tab.
+  const sites = result.record.sites.map((site) => model.graph.scope.get(site.value));
+  const checked = !whole && !missing.length && sites.every((v) => v?.producer) ? extractSlice(model, model.graph, sites as Value[]) : model;
   try {
-    report = await verifyNeftune(model, {
+    report = await verifyNeftune(checked, {
       ort: runtime.ort, ep: runtime.provider,
       sessionOptions: { executionProviders: runtime.providers, externalData: await dataBuffers(file) },
       unavailable: (name) => missingTensors(model, missing).has(name),
-      ...(whole ? {} : {
+      ...(whole || checked !== model ? {} : {
         wholeModelUnavailable: missing.length ? `external data missing: ${missing.map((d) => d.location).join(', ')}`
           : `the model is larger than ${WHOLE_MODEL_LIMIT >> 20} MB; the page checks the slice from the inputs to each site to keep the tab's memory low`,
       }),
     });
   } catch (error) {
     verifyError = workerError(error, 'verifying');
+  }
+  if (report && checked !== model) {
+    report = { ...report, ran: 'slice', sliceReason: `the model is larger than ${WHOLE_MODEL_LIMIT >> 20} MB; the page checks the slice from the inputs to each site to keep the tab's memory low` };
   }
   return { type: 'patched', model: blob, warnings: result.warnings, sites: result.record.sites.map((s) => s.value), report, verifyError, provider: runtime.provider, verifiedWhole: whole };
 }
@@ -201,12 +216,13 @@ async function dataBuffers(file: Opened): Promise<Array<{ path: string; data: Ui
 
 async function strip(): Promise<Reply> {
   const file = opened();
+  const blob = file.patched ?? file.file;
   const source = file.patched ? new Uint8Array(await file.patched.arrayBuffer()) : file.bytes;
   progress(1, 1, `Stripping ${file.patched ? `the patched ${file.name}` : file.name}`);
   const model = decodeDeferred(source);
   const result = stripNeftune(model);
   if (!result.modified) throw new OnnxNeftuneError('REFUSED', `${file.name} carries no NEFTune patch: there is nothing to strip`);
-  return { type: 'stripped', model: modelBlob(model), message: result.message };
+  return { type: 'stripped', model: modelBlob(model, blob, source), message: result.message };
 }
 
 interface Runtime { ort: OrtLike; provider: string; providers: string[] }
