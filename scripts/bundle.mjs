@@ -4,7 +4,7 @@
 // time (bench/README.md). ONNX Runtime stays outside the bundle and is loaded only by `verify`.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +28,25 @@ await build({
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
 });
+
+// The browser app (web/): the page and its worker as two ES modules, beside index.html and
+// style.css in dist/web/static, which `npm run web` (web/serve.ts) serves.
+const webOut = path.join(root, 'dist', 'web', 'static');
+rmSync(webOut, { recursive: true, force: true });
+mkdirSync(webOut, { recursive: true });
+await build({
+  entryPoints: ['app', 'worker'].map((name) => path.join(root, 'dist', 'web', `${name}.js`)),
+  outdir: webOut,
+  bundle: true,
+  platform: 'browser',
+  format: 'esm',
+  target: 'es2022',
+  sourcemap: true,
+  logLevel: 'warning',
+  // protobufjs probes for optional Node modules with eval; in the browser the probe just fails.
+  logOverride: { 'direct-eval': 'silent' },
+});
+for (const file of ['index.html', 'style.css']) copyFileSync(path.join(root, 'web', file), path.join(webOut, file));
 
 // Warm-up: patch a small model built with the library, so the cache covers what a command runs.
 const { encodeModel } = await import(path.join(root, 'dist', 'src', 'index.js'));

@@ -23,6 +23,8 @@ export interface UniformNoiseCheck {
   secondMomentZScore: number;
   /** The threshold in standard errors implied by the false-alarm rate. */
   threshold: number;
+  /** Counts of noise/s in HISTOGRAM_BINS equal bins over [-1, 1] (values beyond go to the end bins): the sampled shape, for plots. */
+  histogram: number[];
   failures: string[];
 }
 
@@ -33,6 +35,8 @@ export interface UniformNoiseOptions {
   falseAlarm?: number;
 }
 
+export const HISTOGRAM_BINS = 40;
+
 export function checkUniformNoise(noise: ArrayLike<number>, scale: ArrayLike<number> | number, options: UniformNoiseOptions = {}): UniformNoiseCheck {
   const falseAlarm = options.falseAlarm ?? 1e-6;
   const threshold = normalQuantile(1 - falseAlarm / 2);
@@ -41,6 +45,7 @@ export function checkUniformNoise(noise: ArrayLike<number>, scale: ArrayLike<num
   let count = 0, zeroCount = 0, sum = 0, sum2 = 0, maxAbsZ = 0;
   let outOfRange = 0, nonzeroPadding = 0, nonFinite = 0;
   let worst = '';
+  const histogram = new Array<number>(HISTOGRAM_BINS).fill(0);
   for (let i = 0; i < noise.length; i++) {
     const d = noise[i]!;
     const s = at(scale, i);
@@ -57,6 +62,7 @@ export function checkUniformNoise(noise: ArrayLike<number>, scale: ArrayLike<num
       if (az > maxAbsZ) worst = `element ${i}: noise ${d} outside +-${s}`;
     }
     if (az > maxAbsZ) maxAbsZ = az;
+    histogram[Math.min(HISTOGRAM_BINS - 1, Math.max(0, Math.floor((z + 1) / 2 * HISTOGRAM_BINS)))]!++;
     count++;
     sum += z;
     sum2 += z * z;
@@ -72,7 +78,7 @@ export function checkUniformNoise(noise: ArrayLike<number>, scale: ArrayLike<num
   if (count === 0) failures.push('no element carries noise');
   if (Math.abs(meanZScore) > threshold) failures.push(`mean of noise/scale is ${meanZ.toFixed(4)}, ${meanZScore.toFixed(1)} standard errors from 0 (limit ${threshold.toFixed(2)}): not zero-mean`);
   if (Math.abs(secondMomentZScore) > threshold) failures.push(`mean of (noise/scale)^2 is ${meanZ2.toFixed(4)}, ${secondMomentZScore.toFixed(1)} standard errors from 1/3 (limit ${threshold.toFixed(2)}): wrong spread`);
-  return { ok: failures.length === 0, count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold, failures };
+  return { ok: failures.length === 0, count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold, histogram, failures };
 }
 
 /** Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9). */

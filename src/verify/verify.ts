@@ -80,7 +80,7 @@ export interface SiteReport {
    * fixed sequence, so this is a property of the runtime, reported for training loops, not a failure.
    */
   newSession: { replayed: boolean; detail: string } | null;
-  stats: Pick<UniformNoiseCheck, 'count' | 'zeroCount' | 'maxAbsZ' | 'meanZ' | 'meanZ2' | 'meanZScore' | 'secondMomentZScore' | 'threshold'> | null;
+  stats: Pick<UniformNoiseCheck, 'count' | 'zeroCount' | 'maxAbsZ' | 'meanZ' | 'meanZ2' | 'meanZScore' | 'secondMomentZScore' | 'threshold' | 'histogram'> | null;
 }
 
 export interface VerifyReport {
@@ -211,8 +211,8 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model | string,
       tolerances.push(Float64Array.from(clean, (x, i) => (ulp ? (Math.abs(x) + scale[i]!) * ulp : 1e-6 * alpha)));
     }
     const check = checkUniformNoise(concat(noises), concat(scales), { tolerance: concat(tolerances), falseAlarm: ctx.options.falseAlarm ?? 1e-6 });
-    const { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold } = check;
-    report.stats = { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold };
+    const { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold, histogram } = check;
+    report.stats = { count, zeroCount, maxAbsZ, meanZ, meanZ2, meanZScore, secondMomentZScore, threshold, histogram };
     const few = count < 1000 ? '; few samples: raise the batch, seq or runs option for a stronger test' : '';
     report.checks.push({
       name: 'noise', ok: check.ok,

@@ -1,0 +1,64 @@
+/**
+ * Browser tests of the app (web/): Debian's Chromium driven by playwright-core, against the app as
+ * `npm run web` serves it (dist/web/serve.js). Screenshots go to test-output/web-screenshots/.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { projectRoot } from '../helpers.js';
+import { startServer } from '../../web/serve.js';
+
+export const CHROMIUM = [process.env['CHROMIUM'], '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
+export const skipWithoutChromium: string | false = CHROMIUM ? false
+  : 'Chromium not found at /usr/bin/chromium (apt-get install chromium, or set CHROMIUM); .ci/run installs it';
+export const screenshotDir = path.join(projectRoot, 'test-output', 'web-screenshots');
+
+export interface App { browser: Browser; page: Page; url: string; close(): Promise<void> }
+
+/** Chromium on the served app, the page loaded and ready. */
+export async function openApp(options: { path?: string } = {}): Promise<App> {
+  const { chromium } = await import('playwright-core');
+  const { server, url } = await startServer();
+  const browser = await chromium.launch({ executablePath: CHROMIUM!, args: ['--no-sandbox', '--disable-dev-shm-usage', '--enable-precise-memory-info'] });
+  const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+  await page.goto(new URL(options.path ?? '', url).href);
+  if (!options.path) await waitStatus(page, /^Ready/);
+  return { browser, page, url, close: async () => { await browser.close(); server.close(); } };
+}
+
+export const status = (page: Page): Promise<string> => page.locator('#status').innerText();
+
+/** Waits until the live status matches `pattern` (bounded: a hang fails the test, never waits forever). */
+export async function waitStatus(page: Page, pattern: RegExp, timeout = 120_000): Promise<string> {
+  await page.waitForFunction(([source, flags]) => new RegExp(source!, flags).test(document.getElementById('status')!.textContent ?? ''), [pattern.source, pattern.flags], { timeout, polling: 100 });
+  return status(page);
+}
+
+/** Drops files on the page as a person would (a drop event with the files), from disk or from bytes. */
+export async function dropFiles(page: Page, files: Array<{ name: string; bytes: Uint8Array }>): Promise<void> {
+  const payload = files.map((f) => ({ name: f.name, data: Buffer.from(f.bytes).toString('base64') }));
+  await page.evaluate((list) => {
+    const transfer = new DataTransfer();
+    for (const f of list) transfer.items.add(new File([Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0))], f.name));
+    const target = document.querySelector('main')!;
+    target.dispatchEvent(new DragEvent('dragover', { bubbles: true, cancelable: true, dataTransfer: transfer }));
+    target.dispatchEvent(new DragEvent('drop', { bubbles: true, cancelable: true, dataTransfer: transfer }));
+  }, payload);
+}
+
+export const fileFrom = (file: string): { name: string; bytes: Uint8Array } => ({ name: path.basename(file), bytes: new Uint8Array(readFileSync(file)) });
+
+/** Clicks a download link and returns the bytes downloaded. */
+export async function downloadBytes(page: Page, selector: string): Promise<{ name: string; bytes: Uint8Array }> {
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 60_000 }), page.click(selector)]);
+  const file = await download.path();
+  return { name: download.suggestedFilename(), bytes: new Uint8Array(readFileSync(file)) };
+}
+
+export async function screenshot(page: Page, name: string): Promise<void> {
+  mkdirSync(screenshotDir, { recursive: true });
+  await page.screenshot({ path: path.join(screenshotDir, `${name.replace(/[^\w.-]+/g, '_')}.png`), fullPage: true });
+}
+
+/** The page's visible text, for checks that no stack trace or command-line flag reaches the user. */
+export const pageText = (page: Page): Promise<string> => page.locator('body').innerText();
