@@ -253,7 +253,8 @@ export async function trainCommand(input: string, flags: TrainFlags): Promise<vo
     const runOnce = async (neftune: boolean, label: string): Promise<RunResult> => {
       const model = base.clone();
       const alpha = flags.alpha ?? DEFAULTS.alpha;
-      if (neftune) applyNeftune(model, { alpha, mode: flags.mode, alphaInput: true });
+      // The patch's own alpha is only a default: the schedule feeds alpha per step (0 included) through the alpha input.
+      if (neftune) applyNeftune(model, { alpha: alpha > 0 ? alpha : DEFAULTS.alpha, mode: flags.mode, alphaInput: true });
       const step = buildTrainingStep(model, { optimizer: flags.optimizer, loss, ...(accum > 1 ? { gradients: true } : {}) });
       const given = (k: 'lr' | 'schedule' | 'warmup') => flags[k] !== undefined;
       const schedule: LearningRateSchedule | undefined = resume && !given('lr') && !given('schedule') && !given('warmup') ? undefined : {
@@ -265,7 +266,8 @@ export async function trainCommand(input: string, flags: TrainFlags): Promise<vo
         ? parseAlphaSchedule(flags.alphaSchedule ?? 'constant', alpha, total) : undefined;
       const trainer = await Trainer.create({
         ort: runtime.ort as unknown as TrainerOrt, step, sessionOptions: { logSeverityLevel: 4, ...runtime.sessionOptions },
-        ...(resume ? { resume } : { initial: model, seed, gradientAccumulation: accum }),
+        // Resuming, the checkpoint's seed and accumulation hold; flags given again must agree (the trainer checks).
+        ...(resume ? { resume, ...(flags.seed !== undefined ? { seed: flags.seed } : {}), ...(flags.gradAccum !== undefined ? { gradientAccumulation: flags.gradAccum } : {}) } : { initial: model, seed, gradientAccumulation: accum }),
         ...(schedule ? { schedule } : {}), ...(alphaSchedule ? { alpha: alphaSchedule } : {}),
       });
       try {
