@@ -61,6 +61,10 @@ export async function saveFineTuned(loaded: LoadedModel, exported: ExportResult,
   const model = exported.model;
   if (sameFolder) relocate(model, renamed);
   const reads = new Set(loaded.externalData.map((f) => path.resolve(f.path)));
+  // The carried save checks only the data files it carries; the trained ones' originals must be safe too.
+  if (reads.has(target) || loaded.externalData.some((f) => f.present && sameFile(f.path, target))) {
+    throw new RefusedError(`Refusing to write ${target}: that is an external data file the input model reads its weights from. Choose another output name.`);
+  }
   const written: string[] = [];
   try {
     for (const [location, writes] of byLocation) {
