@@ -24,7 +24,7 @@ import { writeFileAtomic } from '../src/io/atomic-write.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
 import { readAlpacaFile, readTokenJsonlFile, readTokenizerFile } from '../src/io/data-files.js';
 import { saveFineTuned, withExternalDataRead } from '../src/io/finetuned-files.js';
-import { loadRuntime, type ExecutionProvider, type Runtime } from '../src/runtime/node.js';
+import type { ExecutionProvider, Runtime } from '../src/runtime/node.js';
 import { UsageError } from './errors.js';
 
 export interface TrainFlags {
@@ -246,6 +246,8 @@ export async function trainCommand(input: string, flags: TrainFlags): Promise<vo
     const total = flags.steps ?? updatesIn(counter, flags.epochs ?? 1, accum);
     // Labels carry -100 at padding, packed segment starts and prompt tokens; input_ids alone need an attention mask to skip padding.
     const loss = data.rows.some((r) => r.labels) || pack || !base.graph.inputs.some((v) => v.name === 'attention_mask') ? 'causal-lm:labels' : 'causal-lm';
+    // Loaded on demand: the CLI reaches ONNX Runtime only when a command runs a model.
+    const { loadRuntime } = await import('../src/runtime/node.js');
     const runtime = await loadRuntime(flags.ep);
     const evalBatches = evalData ? [...new Batcher(evalData.rows, { ...batcherOptions, shuffle: false }).batches(0)] : [];
     const evalEvery = flags.evalEvery ?? Math.max(1, Math.round(total / 20));
