@@ -12,3 +12,6 @@ export { readModelStream } from './io/stream-read.js';
 export { checkExternalData, openExternalDataFile, readExternalDataFile, type ExternalDataFile } from './io/external-data.js';
 export * from './io/errors.js';
 export * from './runtime/node.js';
+export { saveCheckpoint, loadCheckpoint, type SaveCheckpointOptions } from './io/checkpoint-files.js';
+export { readTokenJsonlFile, readTokenizerFile, readAlpacaFile } from './io/data-files.js';
+export { saveFineTuned, withExternalDataRead, type FineTunedSaveResult } from './io/finetuned-files.js';

@@ -1,0 +1,351 @@
+/**
+ * `neftune train`: NEFTune fine-tuning of a forward model on ONNX Runtime. Loads the model (external
+ * data read in), reads the data, patches NEFTune with an alpha input (so the alpha schedule is fed
+ * per step), builds the training step, runs the Trainer (one session, keyed noise), checkpoints,
+ * and exports the forward model with the trained weights and no noise. Every input is checked
+ * before the first step; nothing is written when a check fails.
+ */
+import { isatty } from 'node:tty';
+import path from 'node:path';
+import type { Argv } from 'yargs';
+import type { Model } from '../src/graph/ir.js';
+import { encodeModel } from '../src/graph/codec.js';
+import { applyNeftune, findEmbeddings } from '../src/passes/index.js';
+import { buildTrainingStep } from '../src/training/step.js';
+import { Batcher, TrainingDataError, type BatcherState, type TokenDataset } from '../src/training/data.js';
+import { IGNORE_INDEX, type TokenBatch } from '../src/training/batch.js';
+import { Trainer, type StepEvent, type TrainerOrt, type TrainerTensor } from '../src/training/trainer.js';
+import { CheckpointMismatchError } from '../src/training/checkpoint.js';
+import { exportFineTuned } from '../src/training/export.js';
+import { lossPlotSvg, type LossSeries } from '../src/training/plot.js';
+import type { AlphaSchedule, LearningRateSchedule } from '../src/training/schedules.js';
+import { readModelFile } from '../src/io/files.js';
+import { writeFileAtomic } from '../src/io/atomic-write.js';
+import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
+import { readAlpacaFile, readTokenJsonlFile, readTokenizerFile } from '../src/io/data-files.js';
+import { saveFineTuned, withExternalDataRead } from '../src/io/finetuned-files.js';
+import type { ExecutionProvider, Runtime } from '../src/runtime/node.js';
+import { UsageError } from './errors.js';
+
+export interface TrainFlags {
+  data: string;
+  output: string;
+  tokenizer?: string | undefined;
+  steps?: number | undefined;
+  epochs?: number | undefined;
+  batch: number;
+  gradAccum?: number | undefined;
+  maxLen: number;
+  lr?: number | undefined;
+  schedule?: 'constant' | 'linear' | 'cosine' | undefined;
+  warmup?: number | undefined;
+  optimizer: 'sgd' | 'adamw';
+  alpha?: number | undefined;
+  neftune: boolean;
+  alphaSchedule?: string | undefined;
+  mode: 'hf' | 'mask' | 'packed';
+  seed?: number | undefined;
+  ep: ExecutionProvider;
+  checkpointDir?: string | undefined;
+  checkpointEvery?: number | undefined;
+  resume?: string | undefined;
+  log?: string | undefined;
+  plot?: string | undefined;
+  evalData?: string | undefined;
+  evalEvery?: number | undefined;
+  compare: boolean;
+  json: boolean;
+}
+
+export const DEFAULTS = { lr: 1e-3, schedule: 'constant', warmup: 0, alpha: 5, seed: 0, gradAccum: 1 } as const;
+
+export function trainOptions(y: Argv): Argv<TrainFlags> {
+  return y
+    .positional('model', { type: 'string', describe: 'Forward model file (logits output; token-embedding lookup for NEFTune)', demandOption: true })
+    .option('data', { type: 'string', demandOption: true, describe: 'Training data: token-id JSONL ({"input_ids": [...], "labels"?: [...]}), or Alpaca JSON / JSONL with --tokenizer' })
+    .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'The fine-tuned forward model (NEFTune stripped, trained weights)' })
+    .option('tokenizer', { type: 'string', describe: 'Hugging Face tokenizer.json: --data is Alpaca instruction data (prompt tokens masked out of the loss)' })
+    .option('steps', { type: 'number', describe: 'Optimizer updates to run (default: one epoch)' })
+    .option('epochs', { type: 'number', describe: 'Epochs to run (instead of --steps)' })
+    .option('batch', { type: 'number', default: 8, describe: 'Rows per micro-batch' })
+    .option('grad-accum', { type: 'number', describe: `Micro-batches per update (default ${DEFAULTS.gradAccum})` })
+    .option('max-len', { type: 'number', default: 512, describe: 'Longest row in tokens (longer rows are cut; packed rows are filled up to it)' })
+    .option('lr', { type: 'number', describe: `Peak learning rate (default ${DEFAULTS.lr})` })
+    .option('schedule', { choices: ['constant', 'linear', 'cosine'] as const, describe: 'Learning-rate schedule (default constant)' })
+    .option('warmup', { type: 'number', describe: 'Updates of linear warm-up (default 0)' })
+    .option('optimizer', { choices: ['sgd', 'adamw'] as const, default: 'adamw' as const, describe: 'Update built into the step graph' })
+    .option('alpha', { type: 'number', describe: `NEFTune alpha (default ${DEFAULTS.alpha})` })
+    .option('neftune', { type: 'boolean', default: true, describe: 'Add NEFTune noise (--no-neftune: plain fine-tuning)' })
+    .option('alpha-schedule', { type: 'string', describe: 'constant, linear (to 0 at the last update) or off-after:N (default constant)' })
+    .option('mode', { choices: ['hf', 'mask', 'packed'] as const, default: 'hf' as const, describe: 'NEFTune scaling; packed also packs rows and draws noise per segment' })
+    .option('seed', { type: 'number', describe: 'Seed of the data order and the NEFTune noise (default 0)' })
+    .option('ep', { choices: ['cpu', 'wasm', 'cuda'] as const, default: 'cpu' as const, describe: 'cpu / cuda: onnxruntime-node; wasm: onnxruntime-web' })
+    .option('checkpoint-dir', { type: 'string', describe: 'Write checkpoints here (at the end, and every --checkpoint-every updates)' })
+    .option('checkpoint-every', { type: 'number', describe: 'Updates between checkpoints' })
+    .option('resume', { type: 'string', describe: 'Continue from this checkpoint directory (same model, data and flags)' })
+    .option('log', { type: 'string', describe: 'Write the per-step losses as CSV' })
+    .option('plot', { type: 'string', describe: 'Write the loss curves as SVG' })
+    .option('eval-data', { type: 'string', describe: 'Evaluation data (same format as --data): eval loss in the log and plot' })
+    .option('eval-every', { type: 'number', describe: 'Updates between eval losses (default: 20 per run)' })
+    .option('compare', { type: 'boolean', default: false, describe: 'Train twice from the same seed, with and without NEFTune; both curves in --plot' })
+    .option('json', { type: 'boolean', default: false, describe: 'One JSON object per step on stdout (JSON lines), then a summary object' }) as unknown as Argv<TrainFlags>;
+}
+
+const positiveInt = (flag: string, value: number | undefined, min = 1): void => {
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < min)) throw new UsageError(`--${flag} must be an integer >= ${min}, got ${value}`);
+};
+
+function checkFlags(f: TrainFlags): void {
+  for (const [flag, value, min] of [['steps', f.steps, 1], ['epochs', f.epochs, 1], ['batch', f.batch, 1], ['grad-accum', f.gradAccum, 1], ['max-len', f.maxLen, 2],
+    ['warmup', f.warmup, 0], ['seed', f.seed, 0], ['checkpoint-every', f.checkpointEvery, 1], ['eval-every', f.evalEvery, 1]] as const) positiveInt(flag, value, min);
+  if (f.steps !== undefined && f.epochs !== undefined) throw new UsageError('Give --steps or --epochs, not both');
+  if (f.lr !== undefined && !(Number.isFinite(f.lr) && f.lr >= 0)) throw new UsageError(`--lr must be a finite number >= 0, got ${f.lr}`);
+  if (f.alpha !== undefined && !(Number.isFinite(f.alpha) && f.alpha >= 0)) throw new UsageError(`--alpha must be a finite number >= 0, got ${f.alpha}`);
+  if (!f.neftune && (f.alpha !== undefined || f.alphaSchedule !== undefined || f.compare)) {
+    throw new UsageError(`--no-neftune cannot be combined with ${f.compare ? '--compare (it runs both)' : f.alpha !== undefined ? '--alpha' : '--alpha-schedule'}`);
+  }
+  if (f.checkpointEvery !== undefined && f.checkpointDir === undefined) throw new UsageError('--checkpoint-every needs --checkpoint-dir');
+  if (f.compare && (f.resume !== undefined || f.checkpointDir !== undefined)) throw new UsageError('--compare runs two trainings; it cannot be combined with --resume or --checkpoint-dir');
+  if (f.evalEvery !== undefined && f.evalData === undefined) throw new UsageError('--eval-every needs --eval-data');
+  if (f.alphaSchedule !== undefined) parseAlphaSchedule(f.alphaSchedule, 0, 1);
+  const outputs = [f.output, f.log, f.plot].filter((x): x is string => x !== undefined).map((p) => path.resolve(p));
+  if (new Set(outputs).size !== outputs.length) throw new UsageError('-o, --log and --plot must name different files');
+}
+
+function parseAlphaSchedule(text: string, alpha: number, total: number): AlphaSchedule {
+  if (text === 'constant') return { kind: 'constant', alpha };
+  if (text === 'linear') return { kind: 'linear', alpha, totalSteps: total };
+  const off = /^off-after:(\d+)$/.exec(text);
+  if (off) return { kind: 'constant', alpha, offAfter: Number(off[1]) };
+  throw new UsageError(`--alpha-schedule must be constant, linear or off-after:N, got "${text}"`);
+}
+
+/** Rows of the token-embedding table (the ids the data may use), else the logits' last dimension. */
+function vocabularyOf(model: Model): number {
+  const rows = findEmbeddings(model).defaultTarget[0]?.table.rows;
+  if (rows !== undefined) return rows;
+  const logits = model.graph.outputs.find((o) => o.name === 'logits') ?? model.graph.outputs[0];
+  const last = logits?.shape?.at(-1);
+  if (typeof last === 'number') return last;
+  throw new UsageError('Cannot tell the model\'s vocabulary size: no token-embedding table was found and the logits\' last dimension is not fixed.');
+}
+
+async function readDataset(file: string, tokenizerFile: string | undefined, vocabSize: number, maxLength: number): Promise<TokenDataset> {
+  if (tokenizerFile) return readAlpacaFile(file, readTokenizerFile(tokenizerFile), { vocabSize, maxLength });
+  if (/\.json$/i.test(file)) throw new UsageError(`${file} looks like instruction (Alpaca) data: pass its --tokenizer, or give token-id JSONL (.jsonl)`);
+  return readTokenJsonlFile(file, { vocabSize });
+}
+
+/** A 32-bit FNV-1a of the model's structure (ops, initializer names, types, shapes): a checkpoint names the model it was made from. */
+function fingerprint(model: Model): string {
+  const parts: string[] = [];
+  for (const n of model.graph) parts.push(`${n.domain}:${n.opType}`);
+  for (const v of model.graph.initializers) parts.push(`${v.name}:${v.initializer!.dataType}:${v.initializer!.dims.join('x')}`);
+  let h = 0x811c9dc5;
+  for (const ch of parts.join('|')) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
+
+interface DataPosition { batcher: BatcherState; model: string }
+
+export interface StepLine { type: 'step'; run: string; step: number; loss: number; lr: number; alpha: number; tokens: number; tokensPerSecond: number; seconds: number }
+export interface EvalLine { type: 'eval'; run: string; step: number; evalLoss: number }
+
+interface RunResult { label: string; steps: StepLine[]; evals: EvalLine[]; model: Model; params: Awaited<ReturnType<Trainer['parameters']>> }
+
+/** Mean next-token cross-entropy of the forward model `model` over `batches` (labels -100 left out). */
+async function evalLoss(runtime: Runtime, model: Model, batches: readonly TokenBatch[]): Promise<number> {
+  const ort = runtime.ort as unknown as TrainerOrt;
+  const session = await ort.InferenceSession.create(encodeModel(model), { logSeverityLevel: 4, ...runtime.sessionOptions });
+  let sum = 0, count = 0;
+  try {
+    for (const b of batches) {
+      const feeds: Record<string, TrainerTensor> = {};
+      const byName: Record<string, BigInt64Array | undefined> = { input_ids: b.inputIds, attention_mask: b.attentionMask, position_ids: b.positionIds };
+      for (const name of session.inputNames) {
+        const data = byName[name];
+        if (!data) throw new UsageError(`The eval run needs the model input "${name}", which the data does not give.`);
+        feeds[name] = new ort.Tensor('int64', data, [b.batch, b.length]);
+      }
+      const out = await session.run(feeds);
+      const logits = (out['logits'] ?? out[session.outputNames[0]!])!;
+      const data = logits.data as Float32Array;
+      const vocab = logits.dims.at(-1)!;
+      for (let r = 0; r < b.batch; r++) {
+        for (let j = 1; j < b.length; j++) {
+          const target = b.labels[r * b.length + j]!;
+          if (target === IGNORE_INDEX) continue;
+          const at = (r * b.length + j - 1) * vocab;
+          let max = -Infinity;
+          for (let v = 0; v < vocab; v++) max = Math.max(max, data[at + v]!);
+          let z = 0;
+          for (let v = 0; v < vocab; v++) z += Math.exp(data[at + v]! - max);
+          sum += Math.log(z) + max - data[at + Number(target)]!;
+          count++;
+        }
+      }
+    }
+  } finally {
+    await session.release();
+  }
+  return count ? sum / count : NaN;
+}
+
+/** Progress on stderr: a redrawn bar on a terminal, else a plain line now and then. */
+class Progress {
+  private readonly started = performance.now();
+  private tokens = 0;
+  private readonly every: number;
+  constructor(private readonly label: string, private readonly first: number, private readonly total: number, private readonly tty: boolean) {
+    this.every = Math.max(1, Math.round((total - first) / 10));
+  }
+  update(e: StepLine): void {
+    this.tokens += e.tokens;
+    const elapsed = (performance.now() - this.started) / 1000;
+    const done = e.step - this.first;
+    const left = done ? (elapsed / done) * (this.total - e.step) : 0;
+    const rate = elapsed ? this.tokens / elapsed : 0;
+    const text = `${this.label}step ${e.step}/${this.total}  loss ${e.loss.toFixed(4)}  ${rate.toFixed(0)} tok/s  ${clock(left)} left`;
+    if (this.tty) {
+      const width = 24, filled = Math.round((width * e.step) / this.total);
+      process.stderr.write(`\r[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${text}\x1b[K${e.step === this.total ? '\n' : ''}`);
+    } else if (done % this.every === 0 || e.step === this.total) {
+      process.stderr.write(`${text}\n`);
+    }
+  }
+}
+
+const clock = (seconds: number): string => {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+};
+
+export async function trainCommand(input: string, flags: TrainFlags): Promise<void> {
+  checkFlags(flags);
+  const emit = (line: object) => { if (flags.json) process.stdout.write(`${JSON.stringify(line)}\n`); };
+  const loaded = readModelFile(input, { deferThreshold: Infinity });
+  try {
+    const base = withExternalDataRead(loaded);
+    const vocab = vocabularyOf(base);
+    const data = await readDataset(flags.data, flags.tokenizer, vocab, flags.maxLen);
+    const evalData = flags.evalData ? await readDataset(flags.evalData, flags.tokenizer, vocab, flags.maxLen) : undefined;
+    const pack = flags.mode === 'packed';
+    const resume = flags.resume !== undefined ? loadCheckpoint(flags.resume) : undefined;
+    const modelPrint = fingerprint(loaded.model);
+    const position = resume?.info.dataPosition as DataPosition | undefined;
+    if (resume && (position?.model === undefined || position.batcher === undefined)) {
+      throw new CheckpointMismatchError(`The checkpoint in ${flags.resume} was not written by neftune train (it has no data position); resume it with the library.`, ['dataPosition']);
+    }
+    if (position && position.model !== modelPrint) {
+      throw new CheckpointMismatchError(`The checkpoint in ${flags.resume} was made from another model (fingerprint ${position.model}, this model ${modelPrint}). Resume with the model it was trained from.`, ['model']);
+    }
+    const seed = resume?.info.seed ?? flags.seed ?? DEFAULTS.seed;
+    const accum = resume?.info.gradientAccumulation ?? flags.gradAccum ?? DEFAULTS.gradAccum;
+    const batcherOptions = { batchSize: flags.batch, maxLength: flags.maxLen, seed, pack };
+    const counter = new Batcher(data.rows, batcherOptions);
+    const total = flags.steps ?? updatesIn(counter, flags.epochs ?? 1, accum);
+    // Labels carry -100 at padding, packed segment starts and prompt tokens; input_ids alone need an attention mask to skip padding.
+    const loss = data.rows.some((r) => r.labels) || pack || !base.graph.inputs.some((v) => v.name === 'attention_mask') ? 'causal-lm:labels' : 'causal-lm';
+    // Loaded on demand: the CLI reaches ONNX Runtime only when a command runs a model.
+    const { loadRuntime } = await import('../src/runtime/node.js');
+    const runtime = await loadRuntime(flags.ep);
+    const evalBatches = evalData ? [...new Batcher(evalData.rows, { ...batcherOptions, shuffle: false }).batches(0)] : [];
+    const evalEvery = flags.evalEvery ?? Math.max(1, Math.round(total / 20));
+
+    const runOnce = async (neftune: boolean, label: string): Promise<RunResult> => {
+      const model = base.clone();
+      const alpha = flags.alpha ?? DEFAULTS.alpha;
+      // The patch's own alpha is only a default: the schedule feeds alpha per step (0 included) through the alpha input.
+      if (neftune) applyNeftune(model, { alpha: alpha > 0 ? alpha : DEFAULTS.alpha, mode: flags.mode, alphaInput: true });
+      const step = buildTrainingStep(model, { optimizer: flags.optimizer, loss, ...(accum > 1 ? { gradients: true } : {}) });
+      const given = (k: 'lr' | 'schedule' | 'warmup') => flags[k] !== undefined;
+      const schedule: LearningRateSchedule | undefined = resume && !given('lr') && !given('schedule') && !given('warmup') ? undefined : {
+        kind: flags.schedule ?? DEFAULTS.schedule, lr: flags.lr ?? DEFAULTS.lr,
+        ...(flags.warmup ? { warmupSteps: flags.warmup } : {}),
+        ...((flags.schedule ?? 'constant') !== 'constant' ? { totalSteps: total } : {}),
+      };
+      const alphaSchedule = neftune && (!resume || flags.alpha !== undefined || flags.alphaSchedule !== undefined)
+        ? parseAlphaSchedule(flags.alphaSchedule ?? 'constant', alpha, total) : undefined;
+      const trainer = await Trainer.create({
+        ort: runtime.ort as unknown as TrainerOrt, step, sessionOptions: { logSeverityLevel: 4, ...runtime.sessionOptions },
+        // Resuming, the checkpoint's seed and accumulation hold; flags given again must agree (the trainer checks).
+        ...(resume ? { resume, ...(flags.seed !== undefined ? { seed: flags.seed } : {}), ...(flags.gradAccum !== undefined ? { gradientAccumulation: flags.gradAccum } : {}) } : { initial: model, seed, gradientAccumulation: accum }),
+        ...(schedule ? { schedule } : {}), ...(alphaSchedule ? { alpha: alphaSchedule } : {}),
+      });
+      try {
+        const batcher = new Batcher(data.rows, batcherOptions);
+        if (position) batcher.resume(position.batcher);
+        const steps: StepLine[] = [], evals: EvalLine[] = [];
+        const progress = new Progress(flags.compare ? `${label}: ` : '', trainer.stepCount, total, isatty(2));
+        const evaluate = async (at: number) => {
+          const line: EvalLine = { type: 'eval', run: label, step: at, evalLoss: await evalLoss(runtime, exportFineTuned(base, await trainer.parameters()).model, evalBatches) };
+          evals.push(line);
+          emit(line);
+        };
+        const checkpoint = async () => saveCheckpoint(flags.checkpointDir!, await trainer.checkpoint({ batcher: batcher.state(), model: modelPrint } satisfies DataPosition));
+        if (evalBatches.length && trainer.stepCount === 0) await evaluate(0);
+        while (trainer.stepCount < total) {
+          const micro = Array.from({ length: accum }, () => batcher.next().batch);
+          const e: StepEvent = await trainer.trainStep(micro);
+          const line: StepLine = { type: 'step', run: label, step: e.step, loss: e.loss, lr: e.lr, alpha: e.alpha, tokens: e.tokens, tokensPerSecond: e.seconds ? e.tokens / e.seconds : 0, seconds: e.seconds };
+          steps.push(line);
+          emit(line);
+          progress.update(line);
+          if (evalBatches.length && (e.step % evalEvery === 0 || e.step === total)) await evaluate(e.step);
+          if (flags.checkpointDir && flags.checkpointEvery && e.step % flags.checkpointEvery === 0 && e.step !== total) await checkpoint();
+        }
+        if (flags.checkpointDir) await checkpoint();
+        return { label, steps, evals, model, params: await trainer.parameters() };
+      } finally {
+        await trainer.release();
+      }
+    };
+
+    if (resume && resume.info.step > total) throw new UsageError(`The checkpoint is at update ${resume.info.step}, past --steps ${total}.`);
+    const runs = [await runOnce(flags.neftune, flags.neftune ? 'neftune' : 'plain')];
+    if (flags.compare) runs.push(await runOnce(false, 'plain'));
+    const main = runs[0]!;
+    const exported = exportFineTuned(loaded.model, main.params);
+    const saved = await saveFineTuned(loaded, exported, flags.output);
+    if (flags.log) await writeFileAtomic(flags.log, [new TextEncoder().encode(csv(runs))]);
+    if (flags.plot) await writeFileAtomic(flags.plot, [new TextEncoder().encode(plot(runs, flags))]);
+    const last = (r: RunResult) => r.steps.at(-1)?.loss ?? null;
+    const summary = {
+      type: 'summary', ok: true, steps: total, resumedFrom: resume?.info.step ?? null, output: saved.path, trainedData: saved.trainedData,
+      finalLoss: last(main), ...(flags.compare ? { finalLossPlain: last(runs[1]!) } : {}),
+      evalLoss: main.evals.at(-1)?.evalLoss ?? null, tokens: main.steps.reduce((a, s) => a + s.tokens, 0),
+      rows: data.rows.length, skippedRows: data.skipped, loss, ep: runtime.ep, checkpointDir: flags.checkpointDir ? path.resolve(flags.checkpointDir) : null,
+    };
+    if (flags.json) emit(summary);
+    else process.stderr.write(`fine-tuned ${total - (resume?.info.step ?? 0)} updates (final loss ${last(main)?.toFixed(4) ?? '-'}); wrote ${saved.path}\n`);
+  } finally {
+    loaded.close();
+  }
+}
+
+/** Updates in `epochs` epochs of micro-batches, `accum` micro-batches per update (at least one). */
+function updatesIn(batcher: Batcher, epochs: number, accum: number): number {
+  let micro = 0;
+  for (let e = 0; e < epochs; e++) micro += batcher.batchCount(e);
+  if (micro < accum) throw new TrainingDataError(`The data makes ${micro} micro-batch(es) in ${epochs} epoch(s), fewer than --grad-accum ${accum}; add data or lower --grad-accum.`, 'options');
+  return Math.floor(micro / accum);
+}
+
+function csv(runs: readonly RunResult[]): string {
+  const rows = ['run,step,loss,lr,alpha,tokens,seconds,eval_loss'];
+  for (const r of runs) {
+    const evals = new Map(r.evals.map((e) => [e.step, e.evalLoss]));
+    for (const s of r.steps) rows.push([r.label, s.step, s.loss, s.lr, s.alpha, s.tokens, s.seconds.toFixed(4), evals.get(s.step) ?? ''].join(','));
+  }
+  return `${rows.join('\n')}\n`;
+}
+
+function plot(runs: readonly RunResult[], flags: TrainFlags): string {
+  const name = (r: RunResult) => (r.label === 'neftune' ? `NEFTune alpha ${flags.alpha ?? DEFAULTS.alpha}` : 'no NEFTune');
+  const series: LossSeries[] = [];
+  for (const r of runs) {
+    series.push({ name: `${name(r)} (train)`, points: r.steps.map((s) => ({ step: s.step, loss: s.loss })) });
+    if (r.evals.length) series.push({ name: `${name(r)} (eval)`, points: r.evals.map((e) => ({ step: e.step, loss: e.evalLoss })), dashed: true });
+  }
+  return lossPlotSvg(series, { title: `Fine-tuning loss (${path.basename(flags.data)})`, xLabel: 'update', yLabel: 'loss', smoothing: 0.6 });
+}

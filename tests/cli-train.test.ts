@@ -1,0 +1,166 @@
+/**
+ * `neftune train` end to end through the real bin on the builder's tiny causal LM and the bundled
+ * data: the loss falls, --no-neftune equals alpha 0, --resume equals an uninterrupted run bit for
+ * bit, the exported model gives the logits of the final parameters, wasm matches cpu, --compare
+ * plots both runs, and every bad input is a clear error with its exit code and no output file.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { DataType, ModelBuilder, decodeModel, encodeModel } from '../src/graph/index.js';
+import { loadCheckpoint } from '../src/io/checkpoint-files.js';
+import { buildTinyGpt } from '../examples/models.js';
+import { runCli, tempDir } from './cli-helpers.js';
+import { projectRoot } from './helpers.js';
+import { ort } from './training/helpers.js';
+import { tokenBatch } from './training/tiny-lm.js';
+
+const dir = tempDir('train');
+const TOKENS = path.join(projectRoot, 'examples/data/tiny-tokens.jsonl');
+const ALPACA = path.join(projectRoot, 'examples/data/tiny-alpaca.json');
+const TOKENIZER = path.join(projectRoot, 'examples/data/tokenizer.json');
+
+function modelFile(name: string, options: Parameters<typeof buildTinyGpt>[0] = {}): string {
+  const file = path.join(dir, name);
+  if (!existsSync(file)) writeFileSync(file, encodeModel(buildTinyGpt({ vocab: 64, ...options })));
+  return file;
+}
+const tiny = () => modelFile('tiny.onnx');
+
+interface Lines { steps: Array<{ run: string; step: number; loss: number; alpha: number }>; evals: Array<{ step: number; evalLoss: number }>; summary: Record<string, unknown> }
+
+function train(args: string[], out: string): Lines & { code: number; stderr: string; bytes: Buffer } {
+  const r = runCli(['train', tiny(), '--data', TOKENS, '-o', out, '--max-len', '32', '--lr', '0.01', '--json', ...args]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+  return {
+    code: r.code, stderr: r.stderr, bytes: readFileSync(out),
+    steps: lines.filter((l) => l.type === 'step') as unknown as Lines['steps'],
+    evals: lines.filter((l) => l.type === 'eval') as unknown as Lines['evals'],
+    summary: lines.find((l) => l.type === 'summary') as Record<string, unknown>,
+  };
+}
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+test('train: 200 steps on the bundled tokens lower the loss; the export gives the logits of the final parameters', { timeout: 180_000 }, async () => {
+  const out = path.join(dir, 'tuned.onnx'), ckpt = path.join(dir, 'ckpt-final');
+  const run = train(['--steps', '200', '--checkpoint-dir', ckpt, '--eval-data', TOKENS, '--log', path.join(dir, 'l.csv'), '--plot', path.join(dir, 'l.svg')], out);
+  assert.equal(run.steps.length, 200);
+  assert.ok(run.steps.every((s) => s.alpha === 5 && s.run === 'neftune'));
+  const first = mean(run.steps.slice(0, 10).map((s) => s.loss)), last = mean(run.steps.slice(-10).map((s) => s.loss));
+  assert.ok(last < first - 1.5, `loss ${first.toFixed(3)} -> ${last.toFixed(3)}`);
+  assert.ok(run.evals.at(-1)!.evalLoss < run.evals[0]!.evalLoss - 1.5, 'eval loss falls');
+  assert.equal(run.summary['ok'], true);
+  assert.match(readFileSync(path.join(dir, 'l.csv'), 'utf8'), /^run,step,loss,lr,alpha,tokens,seconds,eval_loss\nneftune,1,/);
+  assert.match(readFileSync(path.join(dir, 'l.svg'), 'utf8'), /<svg[\s\S]*NEFTune alpha 5 \(train\)[\s\S]*NEFTune alpha 5 \(eval\)/);
+
+  // Reference: the original model with every initializer set from the final checkpoint.
+  const final = loadCheckpoint(ckpt);
+  assert.equal(final.info.step, 200);
+  const reference = buildTinyGpt({ vocab: 64 });
+  for (const t of final.tensors) if (reference.graph.initializer(t.name!)) reference.graph.initializer(t.name!)!.initializer = t;
+  const exported = decodeModel(new Uint8Array(run.bytes));
+  assert.ok(!exported.graph.nodes.some((n) => n.opType === 'RandomUniformLike'), 'NEFTune stripped');
+  const b = tokenBatch(2, 16);
+  const feeds = { input_ids: new ort.Tensor('int64', b.inputIds, [2, 16]) };
+  const [a, want] = await Promise.all([ort.InferenceSession.create(run.bytes), ort.InferenceSession.create(encodeModel(reference))]);
+  const got = (await a.run(feeds))['logits']!.data as Float32Array, ref = (await want.run(feeds))['logits']!.data as Float32Array;
+  assert.ok(Buffer.from(got.buffer).equals(Buffer.from(ref.buffer)), 'exported logits equal the reference bit for bit');
+  const before = (await (await ort.InferenceSession.create(readFileSync(tiny()))).run(feeds))['logits']!.data as Float32Array;
+  assert.ok(before.some((v, i) => v !== got[i]), 'training changed the logits');
+});
+
+test('train: --no-neftune and NEFTune at alpha 0 give identical runs (losses and exported bytes); alpha 5 differs', { timeout: 180_000 }, () => {
+  const plain = train(['--steps', '30', '--no-neftune'], path.join(dir, 'plain.onnx'));
+  const zero = train(['--steps', '30', '--alpha', '0'], path.join(dir, 'zero.onnx'));
+  const five = train(['--steps', '30'], path.join(dir, 'five.onnx'));
+  assert.deepEqual(zero.steps.map((s) => s.loss), plain.steps.map((s) => s.loss));
+  assert.ok(zero.bytes.equals(plain.bytes), 'same exported bytes');
+  assert.notDeepEqual(five.steps.map((s) => s.loss), plain.steps.map((s) => s.loss));
+});
+
+test('train: --resume from a checkpoint equals an uninterrupted run bit for bit (NEFTune, linear schedules, accumulation)', { timeout: 180_000 }, () => {
+  const flags = ['--steps', '40', '--schedule', 'linear', '--warmup', '5', '--alpha-schedule', 'linear', '--seed', '7', '--grad-accum', '2', '--batch', '4'];
+  const straight = train(flags, path.join(dir, 'straight.onnx'));
+  const ckpt = path.join(dir, 'ckpt-every');
+  const checkpointed = train([...flags, '--checkpoint-dir', ckpt, '--checkpoint-every', '10'], path.join(dir, 'checkpointed.onnx'));
+  assert.deepEqual(checkpointed.steps.map((s) => s.loss), straight.steps.map((s) => s.loss), 'checkpointing does not change the run');
+  // The two newest are kept (30 and the final 40): continue from 30 as if the run had been killed after it.
+  const resumed = train([...flags, '--resume', path.join(ckpt, 'step-00000030')], path.join(dir, 'resumed.onnx'));
+  assert.deepEqual(resumed.steps.map((s) => s.step), [31, 32, 33, 34, 35, 36, 37, 38, 39, 40]);
+  assert.deepEqual(resumed.steps.map((s) => s.loss), straight.steps.slice(30).map((s) => s.loss));
+  assert.ok(resumed.bytes.equals(straight.bytes), 'the resumed export is byte-identical');
+  const seedDiffers = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'never.onnx'), '--max-len', '32', '--lr', '0.01', ...flags.map((f) => (f === '7' ? '8' : f)), '--resume', ckpt]);
+  assert.equal(seedDiffers.code, 2);
+  assert.match(seedDiffers.stderr, /seed differs from the checkpoint/);
+});
+
+test('train: --ep wasm gives the losses of cpu within float tolerance', { timeout: 300_000 }, () => {
+  const cpu = train(['--steps', '20'], path.join(dir, 'cpu.onnx'));
+  const wasm = train(['--steps', '20', '--ep', 'wasm'], path.join(dir, 'wasm.onnx'));
+  cpu.steps.forEach((s, i) => assert.ok(Math.abs(s.loss - wasm.steps[i]!.loss) < 1e-4 * Math.max(1, s.loss), `step ${s.step}: cpu ${s.loss} vs wasm ${wasm.steps[i]!.loss}`));
+});
+
+test('train: --compare trains with and without NEFTune from the same seed and plots both', { timeout: 180_000 }, () => {
+  const svg = path.join(dir, 'compare.svg');
+  const run = train(['--steps', '20', '--compare', '--plot', svg], path.join(dir, 'compare.onnx'));
+  const neftune = run.steps.filter((s) => s.run === 'neftune'), plain = run.steps.filter((s) => s.run === 'plain');
+  assert.equal(neftune.length, 20);
+  assert.equal(plain.length, 20);
+  assert.equal(neftune[0]!.loss !== plain[0]!.loss, true, 'the noise changes the first loss');
+  const text = readFileSync(svg, 'utf8');
+  assert.match(text, /NEFTune alpha 5 \(train\)/);
+  assert.match(text, /no NEFTune \(train\)/);
+});
+
+test('train: Alpaca data with a tokenizer.json (prompt masked) trains', { timeout: 120_000 }, () => {
+  const model = modelFile('tiny-long.onnx', { maxPositions: 128 });
+  const out = path.join(dir, 'alpaca.onnx');
+  const r = runCli(['train', model, '--data', ALPACA, '--tokenizer', TOKENIZER, '-o', out, '--max-len', '128', '--steps', '5', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { loss: string; steps: number };
+  assert.equal(summary.loss, 'causal-lm:labels');
+  assert.ok(existsSync(out));
+});
+
+function noModelWithoutPath(): string {
+  // Logits from the ids alone: no float initializer reaches the output.
+  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
+  const ids = b.input('input_ids', 'int64', ['batch', 'sequence']);
+  const f = b.op('Cast', [ids], { to: DataType.FLOAT });
+  const x = b.op('Unsqueeze', [f, b.constant('axes', 'int64', [1], [2])]);
+  b.output(b.op('Expand', [x, b.constant('shape', 'int64', [3], [1, 1, 64])], {}, { outputs: ['logits'] }), 'float', ['batch', 'sequence', 64]);
+  const file = path.join(dir, 'no-path.onnx');
+  writeFileSync(file, encodeModel(b.build()));
+  return file;
+}
+
+test('train: bad input is a clear error with its exit code, and no output file is written', { timeout: 180_000 }, () => {
+  const write = (name: string, text: string) => { const f = path.join(dir, name); writeFileSync(f, text); return f; };
+  const other = path.join(dir, 'ckpt-other');
+  const okOther = runCli(['train', modelFile('wide.onnx', { vocab: 64, dim: 8 }), '--data', TOKENS, '-o', path.join(dir, 'wide-out.onnx'), '--steps', '1', '--max-len', '32', '--checkpoint-dir', other]);
+  assert.equal(okOther.code, 0, okOther.stderr);
+  const cases: Array<[string, string[], number, RegExp]> = [
+    ['malformed JSONL', ['--data', write('bad.jsonl', '{"input_ids":[1,2,3]}\n{"input_ids":[1,2,\n')], 2, /line 2/],
+    ['ids out of the vocabulary', ['--data', write('big.jsonl', '{"input_ids":[1,2,64]}\n')], 2, /input_ids\[2\] is 64, outside the model's vocabulary of 64/],
+    ['empty data', ['--data', write('empty.jsonl', '')], 2, /has no rows/],
+    ['Alpaca without tokenizer', ['--data', ALPACA], 2, /--tokenizer/],
+    ['tokenizer that does not fit', ['--data', ALPACA, '--tokenizer', TOKENIZER, '--model', modelFile('tiny32.onnx', { vocab: 32 })], 2, /ids up to 44.*32 rows/],
+    ['no trainable path', ['--model', noModelWithoutPath(), '--no-neftune'], 2, /parameter|trainable|initializer/i],
+    ['resume from another model', ['--resume', other, '--steps', '2'], 2, /another model/],
+    ['--steps with --epochs', ['--steps', '2', '--epochs', '1'], 2, /--steps or --epochs/],
+  ];
+  for (const [what, args, code, message] of cases) {
+    const i = args.indexOf('--model');
+    const model = i >= 0 ? args.splice(i, 2)[1]! : tiny();
+    const out = path.join(dir, `bad-${what.replace(/\W+/g, '-')}.onnx`);
+    const data = args.includes('--data') ? [] : ['--data', TOKENS];
+    const steps = args.includes('--steps') ? [] : ['--steps', '1'];
+    const r = runCli(['train', model, ...data, '-o', out, ...steps, '--max-len', '32', '--log', `${out}.csv`, ...args]);
+    assert.equal(r.code, code, `${what}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, message, what);
+    assert.doesNotMatch(r.stderr, /internal error/, what);
+    assert.ok(!existsSync(out) && !existsSync(`${out}.csv`), `${what}: no output file`);
+  }
+});
