@@ -82,7 +82,7 @@ export class Tensor {
   /** The payload as a typed array of the element type where JS has one (float16/bfloat16: raw Uint16 bits). */
   toArray(): TensorData {
     const bytes = this.rawBytes();
-    // An owned, aligned copy: Buffer.prototype.slice makes a view, so copy through Uint8Array's own slice.
+    // An owned, aligned copy: a Node buffer's slice() is a view, so copy through Uint8Array's own slice.
     const copy = Uint8Array.prototype.slice.call(bytes);
     const b = copy.buffer;
     switch (this.dataType) {
