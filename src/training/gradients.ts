@@ -378,8 +378,9 @@ const RULES: Record<string, Rule> = {
       } else {
         // Portable form before opset 16: OneHot(ids)^T @ g, O(N * V) memory.
         if (e.gatherForm === 'none') e.gatherForm = 'onehot-matmul';
-        const oneHot = oneHotAs(e, ids, rows, elem);
-        const flatOneHot = e.op('Flatten', [oneHot], { axis: attr.int(idRank) });
+        // OneHot needs indices of rank >= 1: a scalar id is a list of one.
+        const oneHot = oneHotAs(e, idRank ? ids : e.unsqueeze(ids, [0]), rows, elem);
+        const flatOneHot = e.op('Flatten', [oneHot], { axis: attr.int(Math.max(idRank, 1)) });
         const flatG = e.op('Flatten', [front], { axis: attr.int(idRank) });
         dense = e.op('MatMul', [e.op('Transpose', [flatOneHot], { perm: attr.ints([1, 0]) }), flatG]);
         if (td.length !== 2 || axis !== 0) dense = e.op('Reshape', [dense, frontShape]);

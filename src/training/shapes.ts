@@ -267,8 +267,9 @@ export function inferNode(node: Node, shapes: ShapeTable, opset: number): void {
         if (total !== undefined && rest.every((d) => typeof d === 'number')) dims[minus] = total / (rest as number[]).reduce((p, q) => p * q, 1);
         else if (xd) {
           // [batch, sequence, 16] -> [-1, 16]-style: cancel equal dims, keep one leftover symbol.
-          const left = [...xd];
-          for (const d of rest) { const k = left.indexOf(d); if (k >= 0 && d !== undefined) left.splice(k, 1); else { left.length = 0; left.push(undefined, undefined); break; } }
+          // Extents of 1 on either side change nothing ([batch, sequence, 16] -> [batch, -1, 16, 1]).
+          const left = xd.filter((d) => d !== 1);
+          for (const d of rest) { if (d === 1) continue; const k = left.indexOf(d); if (k >= 0 && d !== undefined) left.splice(k, 1); else { left.length = 0; left.push(undefined, undefined); break; } }
           if (left.length === 1) dims[minus] = left[0];
           else if (left.length === 0) dims[minus] = 1;
         }

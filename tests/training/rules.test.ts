@@ -35,7 +35,10 @@ const cases: Array<[string, (b: ModelBuilder, p: Param) => Value, number?]> = [
     const first = b.op('Gather', [x, ints(b, 'zero', [0], [])], { axis: 1 });
     return b.op('Add', [first, b.op('ReduceSum', [b.op('Gather', [x, ints(b, 'cols', [2, -1, 0], [3])], { axis: -1 }), ints(b, 'ax', [1])], { keepdims: 0 })]);
   }],
-  ['Gather axis 1 (one-hot MatMul, opset 11)', (b, p) => b.op('Gather', [p('x', [2, 4, 3]), ints(b, 'rows', [3, 1, 3], [3])], { axis: 1 }), 11],
+  ['Gather axis 1 (one-hot MatMul, opset 11), ids [3] and a scalar id', (b, p) => {
+    const x = p('x', [2, 4, 3]);
+    return b.op('Add', [b.op('Gather', [x, ints(b, 'rows', [3, 1, 3], [3])], { axis: 1 }), b.op('Unsqueeze', [b.op('Gather', [x, ints(b, 'row', [2], [])], { axis: 1 })], { axes: [1] })]);
+  }, 11],
   ['Softmax (axis -1) and Softmax (axis 1)', (b, p) => { const x = p('x', [2, 3, 4]); return b.op('Add', [b.op('Softmax', [x], { axis: -1 }), b.op('Softmax', [x], { axis: 1 })]); }],
   ['LogSoftmax (axis -1)', (b, p) => b.op('LogSoftmax', [p('x', [2, 5])], { axis: -1 })],
   ['ReduceMean (axes attr [-1], keepdims 0)', (b, p) => b.op('ReduceMean', [p('x', [2, 3, 4])], { axes: [-1], keepdims: 0 })],
