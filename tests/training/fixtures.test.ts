@@ -73,10 +73,6 @@ function sceModel(options: { reduction: 'mean' | 'sum' | 'none'; ignore?: number
   const attrs: Record<string, unknown> = { reduction: attr.string(options.reduction) };
   if (options.ignore !== undefined) attrs['ignore_index'] = options.ignore;
   const [loss, logProb] = b.node('SoftmaxCrossEntropyLoss', inputs, attrs as Record<string, number>, { outputCount: options.logProb ? 2 : 1 });
-  // value_info for the outputs: shape inference has no SoftmaxCrossEntropyLoss entry yet.
-  loss!.info = { name: loss!.name, type: tensorType('double', options.reduction === 'none' ? labelDims : []) };
-  if (logProb) logProb.info = { name: logProb.name, type: tensorType('double', dims) };
-  b.graph.valueInfo.push(loss!, ...(logProb ? [logProb] : []));
   let total = options.reduction === 'none' ? b.op('ReduceSum', [b.op('Mul', [loss!, loss!])], { keepdims: 0 }) : loss!;
   if (logProb) total = b.op('Add', [total, b.op('ReduceSum', [b.op('Mul', [logProb, logProb])], { keepdims: 0 })]);
   b.output(b.op('Identity', [total], {}, { outputs: ['loss'] }), 'double', []);
