@@ -49,7 +49,11 @@ test('causal-LM logits: the one rank-3 output ending in the vocabulary size is t
 });
 
 test('an unsupported opset is reported before any loss question', () => {
-  const e = refusal(lookupModel({ opset: 10 }));
+  // No input_ids and no scalar output: the loss could not be chosen either, but the opset is the first reason.
+  const b = new ModelBuilder({ opset: 10, irVersion: 8 });
+  const x = b.input('features', 'float', ['batch', 3]);
+  b.output(b.op('MatMul', [x, b.initializer('w', Tensor.fromArray('float', [3, 4], Float32Array.from(values(12, 9))))]), 'float', ['batch', 4]);
+  const e = refusal(b.build());
   assert.match(e.message, /opset 10; training steps need opset 11 or newer/);
 });
 
