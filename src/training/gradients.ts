@@ -735,8 +735,8 @@ export function planGradients(model: Model, lossName: string, options: GradientO
   if (options.params) {
     candidates = options.params.map((name) => {
       const v = byName.get(name);
-      if (!v) throw new TrainingOptionError(errorMessage`${optionName('params')}: "${name}" is neither an initializer nor a graph input of the model.`);
-      if (!shapes.isFloat(v)) throw new TrainingOptionError(errorMessage`${optionName('params')}: "${name}" is ${shapes.elem(v) === undefined ? 'of unknown type' : dataTypeName(shapes.elem(v)!)}, not a float tensor.`);
+      if (!v) throw new TrainingOptionError(errorMessage`Parameter "${name}" (${optionName('params')}) is neither an initializer nor a graph input of the model.`);
+      if (!shapes.isFloat(v)) throw new TrainingOptionError(errorMessage`Parameter "${name}" (${optionName('params')}) is ${shapes.elem(v) === undefined ? 'of unknown type' : dataTypeName(shapes.elem(v)!)}, not a float tensor.`);
       return v;
     });
   } else {

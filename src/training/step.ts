@@ -84,7 +84,7 @@ const INT64_MAX = 9223372036854775807n;
 
 /** Builds the step graph from a copy of `model` (the model itself is not changed). */
 export function buildTrainingStep(source: Model, options: TrainingStepOptions): TrainingStep {
-  if (options.optimizer !== 'sgd' && options.optimizer !== 'adamw') throw new TrainingOptionError(errorMessage`Unknown ${optionName('optimizer')} "${String(options.optimizer)}"; use "sgd" or "adamw".`);
+  if (options.optimizer !== 'sgd' && options.optimizer !== 'adamw') throw new TrainingOptionError(errorMessage`Unknown optimizer "${String(options.optimizer)}"; ${optionName('optimizer')} takes "sgd" or "adamw".`);
   const ignoreIndex = options.ignoreIndex ?? DEFAULT_IGNORE_INDEX;
   if (!Number.isInteger(ignoreIndex)) throw new TrainingOptionError(errorMessage`${optionName('ignoreIndex')} must be an integer, got ${ignoreIndex}.`);
   const adam = options.optimizer === 'adamw';
@@ -233,7 +233,7 @@ function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names:
     if (scalars.length === 1) return scalars[0]!.name;
     if (scalars.length > 1) throw new TrainingOptionError(errorMessage`The model has ${scalars.length} scalar float outputs (${scalars.map((o) => o.name).join(', ')}); choose the loss with ${optionName('loss')} "output:NAME".`);
   } else if (choice !== 'causal-lm') {
-    throw new TrainingOptionError(errorMessage`Unknown ${optionName('loss')} "${String(choice)}"; use "auto", "causal-lm", "causal-lm:NAME", "output:NAME" or "labels:NAME".`);
+    throw new TrainingOptionError(errorMessage`Unknown loss "${String(choice)}"; ${optionName('loss')} takes "auto", "causal-lm", "causal-lm:NAME", "output:NAME" or "labels:NAME".`);
   }
   return appendCausalLmLoss(model, shapes, names, opset);
 }

@@ -87,8 +87,8 @@ test('default parameters leave single-element initializers (eps, scales) frozen 
 test('library messages name options as options: the CLI can spell them as flags', () => {
   const m = lookupModel({ head: 16 });
   const unknown = refusal(m, { optimizer: 'sgd', params: ['nope'] });
-  assert.equal(unknown.message, 'params: "nope" is neither an initializer nor a graph input of the model.');
-  assert.equal(unknown.describe((o) => `--${o}`), '--params: "nope" is neither an initializer nor a graph input of the model.');
+  assert.equal(unknown.message, 'Parameter "nope" (params) is neither an initializer nor a graph input of the model.');
+  assert.equal(unknown.describe((o) => `--${o}`), 'Parameter "nope" (--params) is neither an initializer nor a graph input of the model.');
   const b = new ModelBuilder({ opset: 17, irVersion: 8 });
   const x = b.initializer('x', Tensor.fromArray('double', [2, 3], values(6, 1)));
   b.output(b.op('ReduceSum', [b.op('Sin', [x], {}, { name: 'sine' })], { keepdims: 0 }, { outputs: ['loss'] }), 'double', []);
