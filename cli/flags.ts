@@ -5,6 +5,8 @@
 import type { Options as YargsOption } from 'yargs';
 import type { OnnxNeftuneError } from '../src/graph/errors.js';
 import { NEFTUNE_OPTIONS, defaultText, flagNames, type OptionSchema, type OptionSpec } from '../src/passes/index.js';
+// A cycle (step.ts imports commands.ts, which imports this): safe, STEP_OPTIONS is a literal evaluated first.
+import { STEP_OPTIONS } from './step.js';
 
 /** The file options of patch and strip (the library's saveModelFile knows `inPlace` too). */
 export interface FileFlags { output?: string; inPlace?: boolean; dryRun?: boolean; json?: boolean }
@@ -54,7 +56,7 @@ export function optionsFromArgv<Options>(schema: OptionSchema<Options>, argv: Re
 }
 
 /** Option name -> flag, for every option the CLI has. */
-export const FLAG_OF: ReadonlyMap<string, string> = new Map([...flagNames(NEFTUNE_OPTIONS), ...flagNames(FILE_OPTIONS)]);
+export const FLAG_OF: ReadonlyMap<string, string> = new Map([...flagNames(NEFTUNE_OPTIONS), ...flagNames(FILE_OPTIONS), ...flagNames(STEP_OPTIONS)]);
 
 /** An error's message as the CLI prints it: options named as their flags (`tables` -> `--table`). */
 export function cliMessage(error: OnnxNeftuneError): string {

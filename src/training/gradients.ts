@@ -4,7 +4,7 @@
  * Runtime: gradient ops are ordinary ops (ReduceSum, MatMul, ScatterND, Pad, ...).
  */
 import { DataType, dataTypeName } from '../graph/dtype.js';
-import { OnnxModelError } from '../graph/errors.js';
+import { OnnxModelError, errorMessage, optionName } from '../graph/errors.js';
 import { attr, makeAttribute, tensorType, type AttributeInput } from '../graph/builder.js';
 import { Node, Value, type Dim, type Graph, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
@@ -23,7 +23,11 @@ export const SCATTER_ADD_OPSET = 16;
 export type GatherGradientForm = 'scatternd-add' | 'onehot-matmul' | 'none';
 
 export interface GradientOptions {
-  /** Parameters to differentiate (initializers or float graph inputs); default every float initializer that reaches the loss. */
+  /**
+   * Parameters to differentiate (initializers or float graph inputs); default every float
+   * initializer that reaches the loss, except single-element ones (exporters store eps, 1/sqrt(d)
+   * and 1.0 as initializers; a learned scalar can still be named here).
+   */
   params?: readonly string[];
   /**
    * Table rows whose lookups give no gradient (torch `nn.Embedding(padding_idx)`): table name ->
@@ -347,35 +351,41 @@ const RULES: Record<string, Rule> = {
   },
   Gather: {
     inputs: first,
-    check: (node, s) => {
-      const r = s.rank(node.input(0));
-      const axis = attrInt(node, 'axis', 0);
-      if (axis > 0 || (r !== undefined && normalizeAxis(axis, r) !== 0)) return 'axis is not 0 (only table lookups along axis 0 are supported)';
-      return r === undefined ? 'unknown rank' : undefined;
-    },
+    check: (node, s) => (s.rank(node.input(0)) === undefined || s.rank(node.input(1)) === undefined ? 'unknown rank' : undefined),
     grad: ({ node, g, e, s }) => {
       const table = node.input(0)!, ids = node.input(1)!;
       const elem = elemOf(s, table, node);
       const td = s.dims(table)!;
-      const rows: Value = typeof td[0] === 'number' ? e.ints([td[0]]) : e.op('Slice', [e.op('Shape', [table]), e.ints([0]), e.ints([1])]);
+      const idRank = s.rank(ids)!;
+      const axis = normalizeAxis(attrInt(node, 'axis', 0), td.length);
+      // Along another axis (DistilBERT's hidden[:, 0]): the same scatter on the table with that axis moved to the front.
+      const tablePerm = [axis, ...td.keys()].filter((a, i) => i === 0 || a !== axis);
+      const gradPerm = [...Array.from({ length: idRank }, (_, i) => axis + i), ...Array.from({ length: axis }, (_, i) => i), ...Array.from({ length: td.length - 1 - axis }, (_, i) => axis + idRank + i)];
+      const front = axis === 0 ? g[0]! : e.op('Transpose', [g[0]!], { perm: attr.ints(gradPerm) });
+      const frontDims = tablePerm.map((a) => td[a]);
+      const frontShape = axis === 0 ? e.shapeOf(table) : frontDims.every((d) => typeof d === 'number') ? e.ints(frontDims as number[]) : e.op('Gather', [e.op('Shape', [table]), e.ints(tablePerm)], { axis: attr.int(0) });
+      // A scalar row count: Mod by a [1] tensor would give a scalar id a dimension.
+      const axisDim = e.constant(Tensor.fromArray(DataType.INT64, [], BigInt64Array.from([BigInt(typeof td[axis] === 'number' ? td[axis] : axis)])));
+      const rows: Value = typeof td[axis] === 'number' ? axisDim : e.op('Gather', [e.op('Shape', [table]), axisDim], { axis: attr.int(0) });
       let dense: Value;
       if (e.opset >= SCATTER_ADD_OPSET) {
         e.gatherForm = 'scatternd-add';
         // Negative ids count from the end, as in Gather; Mod makes them row numbers for ScatterND.
         const ids64 = s.elem(ids) === DataType.INT64 ? ids : e.op('Cast', [ids], { to: attr.int(DataType.INT64) });
         const rowIds = e.op('Mod', [ids64, rows]);
-        const zeros = e.op('ConstantOfShape', [e.shapeOf(table)], { value: attr.tensor(Tensor.fromArray(elem, [1], [0])) });
-        dense = e.op('ScatterND', [zeros, e.unsqueeze(rowIds, [-1]), g[0]!], { reduction: attr.string('add') });
+        const zeros = e.op('ConstantOfShape', [frontShape], { value: attr.tensor(Tensor.fromArray(elem, [1], [0])) });
+        dense = e.op('ScatterND', [zeros, e.unsqueeze(rowIds, [-1]), front], { reduction: attr.string('add') });
       } else {
         // Portable form before opset 16: OneHot(ids)^T @ g, O(N * V) memory.
         if (e.gatherForm === 'none') e.gatherForm = 'onehot-matmul';
-        const idRank = s.rank(ids)!;
-        const oneHot = oneHotAs(e, ids, rows, elem);
-        const flatOneHot = e.op('Flatten', [oneHot], { axis: attr.int(idRank) });
-        const flatG = e.op('Flatten', [g[0]!], { axis: attr.int(idRank) });
+        // OneHot needs indices of rank >= 1: a scalar id is a list of one.
+        const oneHot = oneHotAs(e, idRank ? ids : e.unsqueeze(ids, [0]), rows, elem);
+        const flatOneHot = e.op('Flatten', [oneHot], { axis: attr.int(Math.max(idRank, 1)) });
+        const flatG = e.op('Flatten', [front], { axis: attr.int(idRank) });
         dense = e.op('MatMul', [e.op('Transpose', [flatOneHot], { perm: attr.ints([1, 0]) }), flatG]);
-        if (td.length !== 2) dense = e.op('Reshape', [dense, e.shapeOf(table)]);
+        if (td.length !== 2 || axis !== 0) dense = e.op('Reshape', [dense, frontShape]);
       }
+      if (axis !== 0) return [e.op('Transpose', [dense], { perm: attr.ints(tablePerm.map((_, i) => tablePerm.indexOf(i))) })];
       const padRow = e.paddingRows.get(table);
       if (padRow === undefined) return [dense];
       // paddingIdx: overwrite this lookup's gradient row with zeros (ScatterND without reduction, opset 11).
@@ -697,9 +707,18 @@ export interface GradientPlan {
  * rule; throws UnsupportedGradientError listing all that do not, before anything is changed.
  * The graph is topologically sorted in place (its node order only).
  */
-export function planGradients(model: Model, lossName: string, options: GradientOptions = {}): GradientPlan {
+/** Refuses a model whose opset the rules do not emit for; the opset number of the model otherwise. */
+export function checkTrainingOpset(model: Model): number {
   const opset = model.opsetVersion('') ?? 0;
   if (opset < MIN_TRAINING_OPSET) throw new TrainingOptionError(`The model imports ONNX opset ${opset}; training steps need opset ${MIN_TRAINING_OPSET} or newer. Convert the model to a newer opset first.`);
+  return opset;
+}
+
+/** A single-element float initializer: an exporter's constant (eps, a scale, 1.0), not a weight. */
+const isConstantLike = (v: Value): boolean => !!v.initializer && v.initializer.elementCount === 1;
+
+export function planGradients(model: Model, lossName: string, options: GradientOptions = {}): GradientPlan {
+  const opset = checkTrainingOpset(model);
   const graph = model.graph;
   topologicalSort(graph, { recursive: false });
   const shapes = inferShapes(graph, opset);
@@ -716,8 +735,8 @@ export function planGradients(model: Model, lossName: string, options: GradientO
   if (options.params) {
     candidates = options.params.map((name) => {
       const v = byName.get(name);
-      if (!v) throw new TrainingOptionError(`Parameter "${name}" is neither an initializer nor a graph input of the model.`);
-      if (!shapes.isFloat(v)) throw new TrainingOptionError(`Parameter "${name}" is ${shapes.elem(v) === undefined ? 'of unknown type' : dataTypeName(shapes.elem(v)!)}, not a float tensor.`);
+      if (!v) throw new TrainingOptionError(errorMessage`Parameter "${name}" (${optionName('params')}) is neither an initializer nor a graph input of the model.`);
+      if (!shapes.isFloat(v)) throw new TrainingOptionError(errorMessage`Parameter "${name}" (${optionName('params')}) is ${shapes.elem(v) === undefined ? 'of unknown type' : dataTypeName(shapes.elem(v)!)}, not a float tensor.`);
       return v;
     });
   } else {
@@ -738,29 +757,40 @@ export function planGradients(model: Model, lossName: string, options: GradientO
     for (const i of diff.get(n)!) backward.add(n.input(i)!);
   }
   const active = new Set([...forward].filter((v) => backward.has(v)));
-  const params = options.params ? candidates : candidates.filter((v) => active.has(v));
+  const params = options.params ? candidates : candidates.filter((v) => active.has(v) && !isConstantLike(v));
   if (options.params) {
     const cut = params.filter((p) => !active.has(p));
-    if (cut.length) throw new TrainingOptionError(`Parameter${cut.length > 1 ? 's' : ''} ${cut.map((p) => `"${p.name}"`).join(', ')} do${cut.length > 1 ? '' : 'es'} not reach loss "${lossName}" through differentiable ops; leave ${cut.length > 1 ? 'them' : 'it'} out of params.`);
+    if (cut.length) throw new TrainingOptionError(errorMessage`Parameter${cut.length > 1 ? 's' : ''} ${cut.map((p) => `"${p.name}"`).join(', ')} do${cut.length > 1 ? '' : 'es'} not reach loss "${lossName}" through differentiable ops; leave ${cut.length > 1 ? 'them' : 'it'} out of ${optionName('params')}.`);
   }
-  if (!params.length) throw new TrainingOptionError(`No float initializer reaches loss "${lossName}" through differentiable ops: nothing to train.`);
+  if (!params.length) {
+    const scalars = candidates.filter((v) => active.has(v));
+    const hint = scalars.length ? errorMessage` other than single-element constants (${scalars.map((v) => v.name).join(', ')}; name them in ${optionName('params')} to train them)` : '';
+    throw new TrainingOptionError(errorMessage`No float initializer reaches loss "${lossName}" through differentiable ops${hint}: nothing to train.`);
+  }
 
   const path = nodes.filter((n) => n.outputs.some((o) => o && active.has(o)));
-  let missing: { op: string; node: string; why: string }[] = [];
-  for (const n of path) {
-    const label = n.name ?? n.outputs[0]?.name ?? '';
-    const rule = n.domain === '' || n.domain === 'ai.onnx' ? RULES[n.opType] : undefined;
-    if (!rule) { missing.push({ op: `${n.domain ? n.domain + '::' : ''}${n.opType}`, node: label, why: 'no gradient rule' }); continue; }
-    const need = n.inputs.map((v, i) => !!v && active.has(v) && diff.get(n)!.includes(i));
-    const why = rule.check?.(n, shapes, need, opset);
-    if (why) missing.push({ op: n.opType, node: label, why });
-    if (n.opType === 'Pow' && n.input(1) && active.has(n.input(1)!)) missing.push({ op: 'Pow', node: label, why: 'the exponent depends on a parameter (only constant exponents have a rule)' });
+  const onPath = new Set(path);
+  const missing: { op: string; node: string; why: string }[] = [];
+  // Values whose unknown shape or type comes from a refused node upstream: a failure they cause downstream is a consequence, not listed.
+  const tainted = new Set<Value>();
+  for (const n of nodes) {
+    let refused = false;
+    if (onPath.has(n)) {
+      const label = n.name ?? n.outputs[0]?.name ?? '';
+      const rule = n.domain === '' || n.domain === 'ai.onnx' ? RULES[n.opType] : undefined;
+      const need = n.inputs.map((v, i) => !!v && active.has(v) && diff.get(n)!.includes(i));
+      const why = rule ? rule.check?.(n, shapes, need, opset) : 'no gradient rule';
+      const consequence = !!rule && n.inputs.some((v) => v && tainted.has(v) && (shapes.rank(v) === undefined || shapes.elem(v) === undefined));
+      if (why && !consequence) missing.push({ op: rule ? n.opType : `${n.domain ? n.domain + '::' : ''}${n.opType}`, node: label, why });
+      if (n.opType === 'Pow' && n.input(1) && active.has(n.input(1)!)) missing.push({ op: 'Pow', node: label, why: 'the exponent depends on a parameter (only constant exponents have a rule)' });
+      refused = !!why;
+    }
+    const fromTainted = n.inputs.some((v) => v && tainted.has(v));
+    for (const o of n.outputs) if (o && (refused || fromTainted) && (shapes.rank(o) === undefined || shapes.elem(o) === undefined)) tainted.add(o);
   }
-  // Unknown ranks downstream of an op without a rule are its consequence: name the cause only.
-  if (missing.some((m) => m.why === 'no gradient rule')) missing = missing.filter((m) => m.why !== 'unknown rank');
   if (missing.length) {
     const list = missing.map((m) => `${m.op} "${m.node}" (${m.why})`).join('; ');
-    throw new UnsupportedGradientError(`Cannot differentiate loss "${lossName}": ${missing.length} node${missing.length > 1 ? 's' : ''} on a parameter-to-loss path ha${missing.length > 1 ? 've' : 's'} no usable gradient rule: ${list}. Freeze the parameters behind them (params option) or rewrite those ops; nothing was built.`, missing);
+    throw new UnsupportedGradientError(errorMessage`Cannot differentiate loss "${lossName}": ${missing.length} node${missing.length > 1 ? 's' : ''} on a parameter-to-loss path ha${missing.length > 1 ? 've' : 's'} no usable gradient rule: ${list}. Freeze the parameters behind them (leave them out of ${optionName('params')}) or rewrite those ops; nothing was built.`, missing);
   }
   const paddingRows = resolvePaddingIdx(model, options.paddingIdx, params, path, shapes);
   return { graph, shapes, opset, loss, params, path, active, paddingRows };
@@ -773,18 +803,18 @@ function resolvePaddingIdx(model: Model, option: GradientOptions['paddingIdx'], 
   let entries: [string, number][];
   if (typeof option === 'number') {
     const target = findEmbeddings(model).defaultTarget[0];
-    if (!target) throw new TrainingOptionError(`paddingIdx ${option} is for the token-embedding table, but the model has none that can be told apart; give the table by name ({ "<table>": ${option} }).`);
+    if (!target) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} ${option} is for the token-embedding table, but the model has none that can be told apart; give the table by name ({ "<table>": ${option} }).`);
     entries = [[target.table.name, option]];
   } else {
     entries = Object.entries(option);
   }
   for (const [name, row] of entries) {
     const table = params.find((p) => p.name === name);
-    if (!table) throw new TrainingOptionError(`paddingIdx names "${name}", which is not a trained parameter of this step (parameters: ${params.map((p) => p.name).join(', ')}).`);
-    if (!path.some((n) => n.opType === 'Gather' && n.input(0) === table)) throw new TrainingOptionError(`paddingIdx names "${name}", but no Gather lookup on the way to the loss reads it.`);
+    if (!table) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} names "${name}", which is not a trained parameter of this step (parameters: ${params.map((p) => p.name).join(', ')}).`);
+    if (!path.some((n) => n.opType === 'Gather' && n.input(0) === table)) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} names "${name}", but no Gather lookup on the way to the loss reads it.`);
     const count = shapes.dims(table)?.[0];
     const bound = typeof count === 'number' ? count : Infinity;
-    if (!Number.isInteger(row) || row >= bound || row < (typeof count === 'number' ? -count : 0)) throw new TrainingOptionError(`paddingIdx row ${row} for "${name}" is not a row of the table (${typeof count === 'number' ? `${count} rows` : 'rows unknown: use a non-negative row'}).`);
+    if (!Number.isInteger(row) || row >= bound || row < (typeof count === 'number' ? -count : 0)) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} row ${row} for "${name}" is not a row of the table (${typeof count === 'number' ? `${count} rows` : 'rows unknown: use a non-negative row'}).`);
     rows.set(table, row < 0 ? row + bound : row);
   }
   return rows;

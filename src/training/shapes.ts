@@ -267,8 +267,9 @@ export function inferNode(node: Node, shapes: ShapeTable, opset: number): void {
         if (total !== undefined && rest.every((d) => typeof d === 'number')) dims[minus] = total / (rest as number[]).reduce((p, q) => p * q, 1);
         else if (xd) {
           // [batch, sequence, 16] -> [-1, 16]-style: cancel equal dims, keep one leftover symbol.
-          const left = [...xd];
-          for (const d of rest) { const k = left.indexOf(d); if (k >= 0 && d !== undefined) left.splice(k, 1); else { left.length = 0; left.push(undefined, undefined); break; } }
+          // Extents of 1 on either side change nothing ([batch, sequence, 16] -> [batch, -1, 16, 1]).
+          const left = xd.filter((d) => d !== 1);
+          for (const d of rest) { if (d === 1) continue; const k = left.indexOf(d); if (k >= 0 && d !== undefined) left.splice(k, 1); else { left.length = 0; left.push(undefined, undefined); break; } }
           if (left.length === 1) dims[minus] = left[0];
           else if (left.length === 0) dims[minus] = 1;
         }
@@ -338,7 +339,7 @@ export function inferNode(node: Node, shapes: ShapeTable, opset: number): void {
     }
     case 'Slice': {
       const spec = sliceSpec(node, shapes, opset);
-      if (!xd || !spec) { out(0, { elem: xe, dims: xd ? xd.map(() => undefined) : undefined }); return; }
+      if (!xd || !spec) { out(0, { elem: xe, dims: xd ? symbolicSlice(node, shapes, xd) : undefined }); return; }
       const dims = [...xd];
       for (const s of spec) {
         const axis = normalizeAxis(s.axis, xd.length);
@@ -368,6 +369,14 @@ export function inferNode(node: Node, shapes: ShapeTable, opset: number): void {
       }
       return;
     case 'NonZero': out(0, { elem: DataType.INT64, dims: [xd?.length, undefined] }); return;
+    case 'SoftmaxCrossEntropyLoss': {
+      // scores [N, C, d1...], labels [N, d1...]: the loss has the labels' shape (reduction none) or none; log_prob the scores'.
+      const reduction = node.attributeValue<Uint8Array | string>('reduction');
+      const mode = reduction === undefined ? 'mean' : typeof reduction === 'string' ? reduction : new TextDecoder().decode(reduction);
+      out(0, { elem: xe, dims: mode === 'none' ? shapes.dims(ins[1]) ?? (xd ? xd.filter((_, i) => i !== 1) : undefined) : [] });
+      out(1, { elem: xe, dims: xd });
+      return;
+    }
     default:
       node.outputs.forEach((_, i) => out(i, UNKNOWN));
   }
@@ -398,6 +407,27 @@ function product(dims: readonly Dim[]): Dim {
 }
 function sumDims(dims: readonly Dim[]): Dim {
   return dims.every((d) => typeof d === 'number') ? (dims as number[]).reduce((p, q) => p + q, 0) : undefined;
+}
+
+/**
+ * Slice dims when some bound is a run-time value whose content is known symbolically, as in
+ * optimum's `Slice(position_ids_buffer, 0, Shape(input_ids)[1])`: from 0 to a symbol `n` with step 1
+ * keeps `n` elements (a buffer shorter than the sequence would fail in the model itself).
+ */
+function symbolicSlice(node: Node, shapes: ShapeTable, xd: readonly Dim[]): Dim[] {
+  const unknown = xd.map(() => undefined);
+  const get = (i: number) => { const v = node.input(i); return v && v.name !== '' ? shapes.ints(v) ?? null : undefined; };
+  const starts = get(1), ends = get(2), axes = get(3), steps = get(4);
+  if (!starts || !ends || axes === null || steps === null) return unknown;
+  if ([...starts, ...(axes ?? []), ...(steps ?? [])].some((d) => typeof d !== 'number')) return unknown;
+  const dims = [...xd];
+  for (let i = 0; i < starts.length; i++) {
+    const axis = normalizeAxis((axes?.[i] as number | undefined) ?? i, xd.length);
+    const start = starts[i] as number, end = ends[i], step = (steps?.[i] as number | undefined) ?? 1;
+    const r = typeof end === 'number' ? sliceRange(start, end, step, xd[axis]) : undefined;
+    dims[axis] = r ? r.length : typeof end === 'string' && start === 0 && step === 1 ? end : undefined;
+  }
+  return dims;
 }
 
 export interface SliceAxis { axis: number; start: number; end: number; step: number }

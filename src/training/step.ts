@@ -7,11 +7,13 @@
 import { DataType, dataTypeName } from '../graph/dtype.js';
 import { attr, tensorType } from '../graph/builder.js';
 import { decodeModel, encodeModel } from '../graph/codec.js';
-import { Value, type Model } from '../graph/ir.js';
+import { errorMessage, optionName, type ErrorMessage } from '../graph/errors.js';
+import { Value, type Graph, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
 import { Tensor } from '../graph/tensor.js';
+import { findEmbeddings } from '../passes/embeddings.js';
 import { TrainingOptionError } from './errors.js';
-import { Emitter, emitGradients, oneHotAs, parameterToInput, planGradients, type GatherGradientForm, type GradientOptions } from './gradients.js';
+import { Emitter, checkTrainingOpset, emitGradients, oneHotAs, parameterToInput, planGradients, type GatherGradientForm, type GradientOptions } from './gradients.js';
 import { inferShapes, type ShapeTable } from './shapes.js';
 
 export const TRAINING_STEP_METADATA_KEY = 'onnx_neftune.training_step';
@@ -20,7 +22,8 @@ export const TRAINING_STEP_METADATA_KEY = 'onnx_neftune.training_step';
  * `auto`: a scalar float output if the graph has exactly one, else `causal-lm`.
  * `causal-lm`: logits at i against input_ids at i + 1, attention_mask padding left out.
  * `causal-lm:NAME`: logits at i against labels input NAME at i + 1 (Hugging Face causal-LM trainers).
- * `labels:NAME`: logits at i against labels input NAME at i (token classification).
+ * `labels:NAME`: logits at i against labels input NAME at i: token classification (logits [B, L, C],
+ * labels [B, L]) or sequence classification (logits [B, C], labels [B]).
  * Labels equal to `ignoreIndex` are left out; the mean is over the positions counted.
  */
 export type LossChoice = 'auto' | 'causal-lm' | `causal-lm:${string}` | `output:${string}` | `labels:${string}`;
@@ -59,7 +62,12 @@ export interface TrainingStepRecord {
   params: Array<StatePair & { grad?: string }>;
   /** Optimizer state, zero-initialized before the first step. */
   state: Array<StatePair & { param: string; kind: 'momentum' | 'exp_avg' | 'exp_avg_sq' }>;
+  /** Float initializers the step reads but does not train (single-element constants included). */
   frozen: string[];
+  /** Graph inputs of the data a runner feeds (everything but parameters, state, learning rate and step). */
+  inputs: string[];
+  /** The forward model's inputs the step no longer reads (its nodes were pruned), removed from the graph: do not feed them. */
+  droppedInputs: string[];
   runtimeShapeFallbacks: number;
   /** How Gather table gradients are computed: ScatterND add from opset 16, else the one-hot MatMul form. */
   gatherGradient: GatherGradientForm;
@@ -76,14 +84,22 @@ const INT64_MAX = 9223372036854775807n;
 
 /** Builds the step graph from a copy of `model` (the model itself is not changed). */
 export function buildTrainingStep(source: Model, options: TrainingStepOptions): TrainingStep {
-  if (options.optimizer !== 'sgd' && options.optimizer !== 'adamw') throw new TrainingOptionError(`Unknown optimizer "${String(options.optimizer)}"; use "sgd" or "adamw".`);
+  if (options.optimizer !== 'sgd' && options.optimizer !== 'adamw') throw new TrainingOptionError(errorMessage`Unknown optimizer "${String(options.optimizer)}"; ${optionName('optimizer')} takes "sgd" or "adamw".`);
+  const ignoreIndex = options.ignoreIndex ?? DEFAULT_IGNORE_INDEX;
+  if (!Number.isInteger(ignoreIndex)) throw new TrainingOptionError(errorMessage`${optionName('ignoreIndex')} must be an integer, got ${ignoreIndex}.`);
+  const adam = options.optimizer === 'adamw';
+  const momentum = options.momentum ?? 0;
+  const wd = options.weightDecay ?? (adam ? 0.01 : 0);
+  const b1 = options.beta1 ?? 0.9, b2 = options.beta2 ?? 0.999, eps = options.epsilon ?? 1e-8;
+  const hyperparameters: Record<string, number> = adam ? { beta1: b1, beta2: b2, epsilon: eps, weightDecay: wd } : { momentum, weightDecay: wd };
+  for (const [k, v] of Object.entries(hyperparameters)) if (!Number.isFinite(v) || v < 0) throw new TrainingOptionError(errorMessage`${optionName(k)} must be a finite non-negative number, got ${v}.`);
+  // Model-level refusals come before the loss is chosen, so the first error names the real reason.
+  const opset = checkTrainingOpset(source);
   const model = decodeModel(encodeModel(source));
   const graph = model.graph;
   const names = new NameAllocator(model);
-  const opset = model.opsetVersion('') ?? 0;
+  const forwardInputs = [...graph.inputs];
   const shapes0 = inferShapes(graph, opset);
-  const ignoreIndex = options.ignoreIndex ?? DEFAULT_IGNORE_INDEX;
-  if (!Number.isInteger(ignoreIndex)) throw new TrainingOptionError(`ignoreIndex must be an integer, got ${ignoreIndex}.`);
   const lossName = chooseLoss(model, shapes0, options.loss ?? 'auto', names, opset, ignoreIndex);
 
   const plan = planGradients(model, lossName, { ...(options.params ? { params: options.params } : {}), ...(options.paddingIdx !== undefined ? { paddingIdx: options.paddingIdx } : {}) });
@@ -97,13 +113,7 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
     return graph.addInput(v);
   };
   const lr = floatInput('learning_rate', DataType.FLOAT);
-  const adam = options.optimizer === 'adamw';
   const step = adam ? floatInput('step', DataType.INT64) : undefined;
-  const momentum = options.momentum ?? 0;
-  const wd = options.weightDecay ?? (adam ? 0.01 : 0);
-  const b1 = options.beta1 ?? 0.9, b2 = options.beta2 ?? 0.999, eps = options.epsilon ?? 1e-8;
-  const hyperparameters: Record<string, number> = adam ? { beta1: b1, beta2: b2, epsilon: eps, weightDecay: wd } : { momentum, weightDecay: wd };
-  for (const [k, v] of Object.entries(hyperparameters)) if (!Number.isFinite(v) || v < 0) throw new TrainingOptionError(`${k} must be a finite non-negative number, got ${v}.`);
 
   const perElem = new Map<DataType, { lr: Value; bc1?: Value; bc2?: Value }>();
   const scalars = (elem: DataType) => {
@@ -133,7 +143,7 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
 
   const record: TrainingStepRecord = {
     version: 1, loss: lossName, optimizer: options.optimizer, hyperparameters, learningRate: lr.name,
-    ...(step ? { step: step.name } : {}), params: [], state: [], frozen: [], runtimeShapeFallbacks: result.runtimeShapeFallbacks,
+    ...(step ? { step: step.name } : {}), params: [], state: [], frozen: [], inputs: [], droppedInputs: [], runtimeShapeFallbacks: result.runtimeShapeFallbacks,
     gatherGradient: result.gatherGradient,
     ...(plan.paddingRows.size ? { paddingRows: Object.fromEntries([...plan.paddingRows].map(([t, row]) => [t.name, row])) } : {}),
   };
@@ -181,13 +191,32 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   if (options.gradients) for (const p of result.params) record.params.find((r) => r.input === p.name)!.grad = output(result.gradients.get(p)!, `${p.name}.grad`, p);
   for (const name of options.extraOutputs ?? []) {
     const v = graph.lookup(name);
-    if (!v) throw new TrainingOptionError(`extraOutputs: the model has no value named "${name}".`);
+    if (!v) throw new TrainingOptionError(errorMessage`${optionName('extraOutputs')}: the model has no value named "${name}".`);
     output(v, `${name}.out`, v);
   }
   for (const o of outputs) graph.addOutput(o);
-  record.frozen = graph.initializers.filter((v) => shapes.isFloat(v) && v.initializer!.dims.length > 0 && !result.params.includes(v) && v.uses.length > 0).map((v) => v.name);
+  const stepInputs = new Set([lr.name, ...(step ? [step.name] : []), ...record.params.map((p) => p.input), ...record.state.map((s) => s.input)]);
+  record.droppedInputs = pruneUnreadNodes(graph, forwardInputs);
+  record.inputs = graph.inputs.filter((v) => !stepInputs.has(v.name)).map((v) => v.name);
+  record.frozen = graph.initializers.filter((v) => shapes.isFloat(v) && !result.params.includes(v) && v.uses.length > 0).map((v) => v.name);
   model.metadata.set(TRAINING_STEP_METADATA_KEY, JSON.stringify(record));
   return { model, record };
+}
+
+/**
+ * Removes nodes no graph output needs (a training artifact's own gradient ops, the forward outputs
+ * the step dropped), then initializers nothing reads and those of `forwardInputs` nothing reads.
+ * Returns the removed inputs' names: a runner feeds `record.inputs`, ORT refuses unknown feeds.
+ */
+function pruneUnreadNodes(graph: Graph, forwardInputs: readonly Value[]): string[] {
+  const read = (v: Value) => v.uses.length > 0 || v.outputOf().length > 0;
+  const nodes = [...graph.nodes];
+  // Nodes are in topological order (planned, then appended): one reverse sweep frees whole chains.
+  for (let k = nodes.length - 1; k >= 0; k--) if (!nodes[k]!.outputs.some((o) => o && read(o))) graph.remove(nodes[k]!);
+  for (const v of [...graph.initializers]) if (!read(v) && !graph.inputs.includes(v)) graph.removeInitializer(v);
+  const dropped = forwardInputs.filter((v) => graph.inputs.includes(v) && !read(v));
+  for (const v of dropped) graph.removeInput(v);
+  return dropped.map((v) => v.name);
 }
 
 function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names: NameAllocator, opset: number, ignoreIndex: number): string {
@@ -196,27 +225,48 @@ function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names:
   for (const [prefix, shift] of [['labels:', false], ['causal-lm:', true]] as const) {
     if (!choice.startsWith(prefix)) continue;
     const name = choice.slice(prefix.length);
-    if (!name) throw new TrainingOptionError(`Loss "${choice}" names no labels input; write "${prefix}labels".`);
+    if (!name) throw new TrainingOptionError(errorMessage`${optionName('loss')} "${choice}" names no labels input; write "${prefix}labels".`);
     return appendLabelsLoss(model, shapes, names, opset, { labels: name, shift, ignoreIndex });
   }
   if (choice === 'auto') {
     const scalars = graph.outputs.filter((o) => shapes.isFloat(o) && shapes.dims(o) !== undefined && shapes.dims(o)!.every((d) => d === 1));
     if (scalars.length === 1) return scalars[0]!.name;
-    if (scalars.length > 1) throw new TrainingOptionError(`The model has ${scalars.length} scalar float outputs (${scalars.map((o) => o.name).join(', ')}); choose the loss with "output:NAME".`);
+    if (scalars.length > 1) throw new TrainingOptionError(errorMessage`The model has ${scalars.length} scalar float outputs (${scalars.map((o) => o.name).join(', ')}); choose the loss with ${optionName('loss')} "output:NAME".`);
   } else if (choice !== 'causal-lm') {
-    throw new TrainingOptionError(`Unknown loss "${String(choice)}"; use "auto", "causal-lm", "causal-lm:NAME", "output:NAME" or "labels:NAME".`);
+    throw new TrainingOptionError(errorMessage`Unknown loss "${String(choice)}"; ${optionName('loss')} takes "auto", "causal-lm", "causal-lm:NAME", "output:NAME" or "labels:NAME".`);
   }
   return appendCausalLmLoss(model, shapes, names, opset);
 }
 
-/** The [batch, sequence, vocab] float output a cross-entropy loss reads: `logits`, or the only rank-3 float output. */
-function findLogits(model: Model, shapes: ShapeTable, needs: string): Value {
-  const threeD = model.graph.outputs.filter((o) => shapes.isFloat(o) && shapes.rank(o) === 3);
-  const logits = threeD.find((o) => o.name === 'logits') ?? (threeD.length === 1 ? threeD[0] : undefined);
-  if (!logits) {
-    throw new TrainingOptionError(`No loss to train: the model has no scalar float output, and ${needs} needs a float output "logits" of rank 3 [batch, sequence, vocab]${threeD.length > 1 ? ` (it has ${threeD.length} rank-3 outputs: ${threeD.map((o) => o.name).join(', ')})` : ''}. Name a scalar output with "output:NAME".`);
+const dimsText = (shapes: ShapeTable, v: Value) => `[${(shapes.dims(v) ?? []).map((d) => d ?? '?').join(', ')}]`;
+const otherLosses = (): ErrorMessage => errorMessage`Choose the loss with ${optionName('loss')}: "output:NAME" for a scalar output, "labels:NAME" against a labels input`;
+
+/**
+ * The logits a cross-entropy loss reads. Next-token losses (`vocab`): the float output `logits` of
+ * rank 3, else the one rank-3 float output whose last dim is the token-embedding table's row count,
+ * so an output of hidden states or embeddings is never taken for logits. Classification: `logits`
+ * of rank 2 or 3, else the one float output of rank 2 or 3.
+ */
+function findLogits(model: Model, shapes: ShapeTable, needs: string, vocab: boolean): Value {
+  const ranks = vocab ? [3] : [2, 3];
+  const candidates = model.graph.outputs.filter((o) => shapes.isFloat(o) && ranks.includes(shapes.rank(o) ?? -1));
+  const named = candidates.find((o) => o.name === 'logits');
+  if (named) return named;
+  const shape = vocab ? '[batch, sequence, vocab]' : '[batch, classes] or [batch, sequence, classes]';
+  const listed = candidates.map((o) => `${o.name} ${dimsText(shapes, o)}`).join(', ');
+  if (!vocab) {
+    if (candidates.length === 1) return candidates[0]!;
+    throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and ${needs} needs a float output "logits" ${shape}${candidates.length ? `; it has several candidates (${listed})` : ''}. ${otherLosses()}.`);
   }
-  return logits;
+  const report = findEmbeddings(model);
+  const rows = new Set((report.defaultTarget.length ? report.defaultTarget : report.candidates).map((c) => c.table.rows).filter((r): r is number => r !== undefined));
+  const matching = candidates.filter((o) => rows.has(shapes.dims(o)![2] as number));
+  if (matching.length === 1) return matching[0]!;
+  const why = !candidates.length ? 'it has no rank-3 float output'
+    : !rows.size ? `the vocabulary size is unknown (no token-embedding table to compare with), so none of ${listed} can be told to be logits`
+    : matching.length ? `several rank-3 outputs end in the vocabulary size ${[...rows].join(' or ')} (${matching.map((o) => o.name).join(', ')})`
+    : `no rank-3 output ends in the vocabulary size (the token-embedding table has ${[...rows].join(' or ')} rows; candidates: ${listed})`;
+  throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and ${needs} needs logits ${shape}: an output named "logits", or the one rank-3 float output whose last dim is the vocabulary size; ${why}. ${otherLosses()}.`);
 }
 
 const next = (e: Emitter, x: Value) => e.op('Slice', [x, e.ints([1]), e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([INT64_MAX]))), e.ints([1])]);
@@ -227,18 +277,21 @@ const next = (e: Emitter, x: Value) => e.op('Slice', [x, e.ints([1]), e.constant
  */
 function crossEntropy(e: Emitter, model: { logits: Value; shifted: boolean }, targets: Value, weight: Value | undefined, names: NameAllocator): string {
   const elem = e.s.elem(model.logits)!;
-  const vocab = e.s.dims(model.logits)![2];
-  const depth = typeof vocab === 'number' ? e.ints([vocab]) : e.op('Slice', [e.op('Shape', [model.logits]), e.ints([2]), e.ints([3])]);
+  const rank = e.s.rank(model.logits)!;
+  const vocab = e.s.dims(model.logits)![rank - 1];
+  const depth = typeof vocab === 'number' ? e.ints([vocab]) : e.op('Slice', [e.op('Shape', [model.logits]), e.ints([rank - 1]), e.ints([rank])]);
+  // Mean over every position: [batch] or [batch, sequence].
+  const positions = Array.from({ length: rank - 1 }, (_, i) => i);
   const logits = model.shifted ? e.op('Slice', [model.logits, e.ints([0]), e.ints([-1]), e.ints([1])], {}, 'shifted_logits') : model.logits;
   const logp = e.op('LogSoftmax', [logits], { axis: attr.int(-1) });
   const nll = e.op('Neg', [e.reduce('ReduceSum', e.op('Mul', [logp, oneHotAs(e, targets, depth, elem)]), [-1], false)]);
   let lossValue: Value;
   if (weight) {
-    const total = e.reduce('ReduceSum', e.op('Mul', [nll, weight]), [0, 1], false);
-    const count = e.op('Max', [e.reduce('ReduceSum', weight, [0, 1], false), e.scalar(1, elem)]);
+    const total = e.reduce('ReduceSum', e.op('Mul', [nll, weight]), positions, false);
+    const count = e.op('Max', [e.reduce('ReduceSum', weight, positions, false), e.scalar(1, elem)]);
     lossValue = e.op('Div', [total, count]);
   } else {
-    lossValue = e.reduce('ReduceMean', nll, [0, 1], false);
+    lossValue = e.reduce('ReduceMean', nll, positions, false);
   }
   const out = e.op('Identity', [lossValue]);
   out.name = names.has('loss') ? names.fresh('loss') : (names.add('loss'), 'loss');
@@ -253,8 +306,8 @@ function crossEntropy(e: Emitter, model: { logits: Value; shifted: boolean }, ta
 function appendCausalLmLoss(model: Model, shapes: ShapeTable, names: NameAllocator, opset: number): string {
   const graph = model.graph;
   const ids = graph.inputs.find((v) => v.name === 'input_ids');
-  if (!ids) throw new TrainingOptionError('No loss to train: the model has no scalar float output, and causal-LM loss needs an "input_ids" graph input (or a labels input: "causal-lm:NAME"). Name a scalar output with "output:NAME".');
-  const logits = findLogits(model, shapes, 'causal-LM loss');
+  if (!ids) throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and causal-LM loss needs an "input_ids" graph input (or a labels input: "causal-lm:NAME"). ${otherLosses()}.`);
+  const logits = findLogits(model, shapes, 'causal-LM loss', true);
   const mask = graph.inputs.find((v) => v.name === 'attention_mask');
   const e = new Emitter(graph, names, opset, shapes);
   const weight = mask ? e.op('Cast', [next(e, mask)], { to: attr.int(shapes.elem(logits)!) }) : undefined;
@@ -268,19 +321,21 @@ function appendCausalLmLoss(model: Model, shapes: ShapeTable, names: NameAllocat
 function appendLabelsLoss(model: Model, shapes: ShapeTable, names: NameAllocator, opset: number, o: { labels: string; shift: boolean; ignoreIndex: number }): string {
   const graph = model.graph;
   const kind = `${o.shift ? 'causal-lm' : 'labels'}:${o.labels} loss`;
-  const logits = findLogits(model, shapes, kind);
+  const logits = findLogits(model, shapes, kind, o.shift);
+  const labelDims = shapes.dims(logits)!.slice(0, -1);
+  const labelShape = labelDims.length === 1 ? '[batch]' : '[batch, sequence]';
   let labels = graph.inputs.find((v) => v.name === o.labels);
   if (!labels) {
-    if (names.has(o.labels)) throw new TrainingOptionError(`${kind}: "${o.labels}" already names a value of the model that is not a graph input; choose another labels name.`);
+    if (names.has(o.labels)) throw new TrainingOptionError(errorMessage`${kind}: "${o.labels}" already names a value of the model that is not a graph input; choose another labels name in ${optionName('loss')}.`);
     names.add(o.labels);
     labels = new Value(o.labels);
-    labels.info = { name: o.labels, type: tensorType(DataType.INT64, shapes.dims(logits)!.slice(0, 2)) };
+    labels.info = { name: o.labels, type: tensorType(DataType.INT64, labelDims) };
     graph.addInput(labels);
-    shapes.set(labels, { elem: DataType.INT64, dims: shapes.dims(logits)!.slice(0, 2) });
+    shapes.set(labels, { elem: DataType.INT64, dims: labelDims });
   }
   const le = shapes.elem(labels), lr = shapes.rank(labels);
-  if ((le !== DataType.INT64 && le !== DataType.INT32) || (lr !== undefined && lr !== 2)) {
-    throw new TrainingOptionError(`${kind}: input "${o.labels}" must be int64 (or int32) of shape [batch, sequence]; it is ${le === undefined ? 'of unknown type' : dataTypeName(le)}${lr === undefined ? '' : ` of rank ${lr}`}.`);
+  if ((le !== DataType.INT64 && le !== DataType.INT32) || (lr !== undefined && lr !== labelDims.length)) {
+    throw new TrainingOptionError(`${kind}: input "${o.labels}" must be int64 (or int32) of shape ${labelShape} (logits ${logits.name} are ${dimsText(shapes, logits)}); it is ${le === undefined ? 'of unknown type' : dataTypeName(le)}${lr === undefined ? '' : ` of rank ${lr}`}.`);
   }
   const e = new Emitter(graph, names, opset, shapes);
   const labels64 = le === DataType.INT64 ? labels : e.op('Cast', [labels], { to: attr.int(DataType.INT64) });

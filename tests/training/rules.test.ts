@@ -30,6 +30,15 @@ const cases: Array<[string, (b: ModelBuilder, p: Param) => Value, number?]> = [
   ['Gather axis 0, repeated and negative ids (ScatterND, opset 17)', (b, p) => b.op('Gather', [p('t', [6, 3]), ints(b, 'ids', [1, 4, 1, -1, 1, 0], [2, 3])], { axis: 0 })],
   ['Gather axis 0, repeated ids (one-hot MatMul, opset 13)', (b, p) => b.op('Gather', [p('t', [6, 3]), ints(b, 'ids', [1, 4, 1, 5, 1, 0], [2, 3])], { axis: 0 }), 13],
   ['Gather of a rank-3 table (one-hot, opset 14)', (b, p) => b.op('Gather', [p('t', [5, 2, 3]), ints(b, 'ids', [4, 4, 0], [3])], { axis: 0 }), 14],
+  ['Gather axis 1, scalar index (hidden[:, 0]), and axis -1 with repeated ids (ScatterND, opset 17)', (b, p) => {
+    const x = p('x', [2, 4, 3]);
+    const first = b.op('Gather', [x, ints(b, 'zero', [0], [])], { axis: 1 });
+    return b.op('Add', [first, b.op('ReduceSum', [b.op('Gather', [x, ints(b, 'cols', [2, -1, 0], [3])], { axis: -1 }), ints(b, 'ax', [1])], { keepdims: 0 })]);
+  }],
+  ['Gather axis 1 (one-hot MatMul, opset 11), ids [3] and a scalar id', (b, p) => {
+    const x = p('x', [2, 4, 3]);
+    return b.op('Add', [b.op('Gather', [x, ints(b, 'rows', [3, 1, 3], [3])], { axis: 1 }), b.op('Unsqueeze', [b.op('Gather', [x, ints(b, 'row', [2], [])], { axis: 1 })], { axes: [1] })]);
+  }, 11],
   ['Softmax (axis -1) and Softmax (axis 1)', (b, p) => { const x = p('x', [2, 3, 4]); return b.op('Add', [b.op('Softmax', [x], { axis: -1 }), b.op('Softmax', [x], { axis: 1 })]); }],
   ['LogSoftmax (axis -1)', (b, p) => b.op('LogSoftmax', [p('x', [2, 5])], { axis: -1 })],
   ['ReduceMean (axes attr [-1], keepdims 0)', (b, p) => b.op('ReduceMean', [p('x', [2, 3, 4])], { axes: [-1], keepdims: 0 })],
@@ -179,17 +188,20 @@ test('ops without a rule on a parameter path are listed together, before anythin
   const x = b.initializer('x', Tensor.fromArray('double', [2, 3], values(6, 1)));
   const frozen = b.initializer('frozen', Tensor.fromArray('double', [2, 3], values(6, 2)));
   const a = b.op('Sin', [x], {}, { name: 'sine' });
-  const g = b.op('Gather', [a, ints(b, 'i', [0])], { axis: 1 }, { name: 'column' });
+  // Downstream of Sin (whose shape is unknown): a consequence of it, not listed.
+  const g = b.op('MatMul', [a, b.constant('w', 'double', [3, 1], [1, 2, 3])], {}, { name: 'after_sine' });
+  // Its own operands are known: a cause of its own.
+  const vec = b.op('MatMul', [x, b.constant('v', 'double', [3], [1, 2, 3])], {}, { name: 'matvec' });
   const off = b.op('Cos', [frozen], {}, { name: 'cos_off_path' });
-  const y = b.op('Add', [b.op('Mul', [g, b.constant('k', 'double', [2, 1], [1, 2])]), b.op('ReduceSum', [off, ints(b, 'ax', [1])], { keepdims: 1 })]);
+  const y = b.op('Add', [b.op('Add', [b.op('Mul', [g, b.constant('k', 'double', [2, 1], [1, 2])]), b.op('Unsqueeze', [vec, ints(b, 'u1', [1])])]), b.op('ReduceSum', [off, ints(b, 'ax', [1])], { keepdims: 1 })]);
   b.output(b.op('ReduceSum', [y], { keepdims: 0 }, { outputs: ['loss'] }), 'double', []);
   const m = b.build();
   const before = m.graph.nodeCount;
   assert.throws(() => buildTrainingStep(m, { optimizer: 'sgd', params: ['x'] }), (err: unknown) => {
     assert.ok(err instanceof UnsupportedGradientError);
     assert.equal(err.code, 'BAD_OPTION');
-    assert.deepEqual(err.ops.map((o) => `${o.op} ${o.node}`), ['Sin sine', 'Gather column']);
-    assert.match(err.message, /Sin "sine" \(no gradient rule\); Gather "column" \(axis is not 0/);
+    assert.deepEqual(err.ops.map((o) => `${o.op} ${o.node}`), ['Sin sine', 'MatMul matvec']);
+    assert.match(err.message, /Sin "sine" \(no gradient rule\); MatMul "matvec" \(an operand is 1-D/);
     return true;
   });
   assert.equal(m.graph.nodeCount, before, 'the source model is untouched');
