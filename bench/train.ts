@@ -23,7 +23,7 @@ export interface TrainBenchModel extends LmShape { name: string; batch: number; 
 export const TRAIN_BENCH = {
   models: [
     { name: 'tiny (builder GPT, vocab 64, d 16)', vocab: 64, dim: 16, layers: 0, heads: 1, maxPositions: 32, batch: 8, seq: 32, steps: 100, rounds: 5 },
-    { name: 'small GPT (vocab 8000, d 256, 4 layers, 4 heads)', vocab: 8000, dim: 256, layers: 4, heads: 4, maxPositions: 128, batch: 8, seq: 128, steps: 3, rounds: 2 },
+    { name: 'small GPT (vocab 8000, d 256, 4 layers, 4 heads)', vocab: 8000, dim: 256, layers: 4, heads: 4, maxPositions: 128, batch: 8, seq: 128, steps: 2, rounds: 2 },
   ] as TrainBenchModel[],
   // PyTorch on Debian's reference BLAS takes about 16 s per step of the small GPT: few steps and rounds keep the section to minutes.
   lr: 1e-3, alpha: 5, warmup: 1,
