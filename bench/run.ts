@@ -1,6 +1,6 @@
 /**
  * Benchmarks. Every target is printed as a ratio against a baseline measured in the same run,
- * because these machines are noisy. Usage: npm run bench [-- --only=large,graph,startup,runtime,step]
+ * because these machines are noisy. Usage: npm run bench [-- --only=large,graph,startup,runtime,step,train]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -13,12 +13,13 @@ import { buildTinyGpt } from '../examples/models.js';
 import { buildLargeGpt, buildManyNodes } from './models.js';
 import { runtimeBench } from './runtime.js';
 import { stepBench } from './step.js';
+import { trainBench } from './train.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cli = path.join(root, 'dist', 'cli', 'bin.cjs'); // the installed `neftune` (bundle + code cache)
 const pythonScript = path.join(root, 'bench', 'python_patch.py');
 const work = mkdtempSync(path.join(tmpdir(), 'onnx-neftune-bench-'));
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'large,graph,startup,runtime,step').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'large,graph,startup,runtime,step,train').split(','));
 const results: Array<{ name: string; value: number; target: string; ok: boolean | null; note: string }> = [];
 
 function report(name: string, value: number, target: string, ok: boolean | null, note = ''): void {
@@ -166,6 +167,7 @@ try {
   if (only.has('graph')) graphSize();
   if (only.has('runtime')) for (const r of await runtimeBench()) report(r.name, r.value, r.target, r.ok, r.note);
   if (only.has('step')) for (const r of stepBench(work)) report(r.name, r.value, r.target, r.ok, r.note);
+  if (only.has('train')) for (const r of trainBench(work)) report(r.name, r.value, r.target, r.ok, r.note);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

@@ -13,22 +13,22 @@ import { decodeModel, encodeModel } from '../src/graph/index.js';
 import { loadRuntime } from '../src/runtime/node.js';
 import { buildTrainingStep, type TrainingStepRecord } from '../src/training/index.js';
 import { buildTinyGpt } from '../examples/models.js';
+import { writeTorchWeights } from './lm-model.js';
 
 export const STEP_BENCH = { vocab: 2560, dim: 64, maxPositions: 128, batch: 8, seq: 64, lr: 1e-3, steps: 20, rounds: 5 } as const;
 const PARAMS = ['transformer.wte.weight', 'transformer.wpe.weight', 'ln_f.weight', 'ln_f.bias'];
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ids = () => BigInt64Array.from({ length: STEP_BENCH.batch * STEP_BENCH.seq }, (_, i) => BigInt((i * 7919 + 13) % STEP_BENCH.vocab));
 
-/** Writes the forward model, the step graph, the weights (float32, in PARAMS order) and the ids into `dir`. */
+/** Writes the forward model, the step graph, the weights (bench/torch_common.py's format) and the ids into `dir`. */
 export function prepareStepBench(dir: string): { forwardNodes: number; stepNodes: number } {
   const forward = buildTinyGpt({ vocab: STEP_BENCH.vocab, dim: STEP_BENCH.dim, maxPositions: STEP_BENCH.maxPositions });
   const step = buildTrainingStep(forward, { optimizer: 'adamw' });
   writeFileSync(path.join(dir, 'forward.onnx'), encodeModel(forward));
   writeFileSync(path.join(dir, 'step.onnx'), encodeModel(step.model));
-  const weights = PARAMS.map((p) => forward.graph.initializer(p)!.initializer!.toArray() as Float32Array);
-  writeFileSync(path.join(dir, 'weights.bin'), Buffer.concat(weights.map((w) => Buffer.from(w.buffer, w.byteOffset, w.byteLength))));
+  writeTorchWeights(forward, PARAMS, dir);
   const batch = ids();
   writeFileSync(path.join(dir, 'ids.bin'), Buffer.from(batch.buffer));
   return { forwardNodes: forward.graph.nodeCount, stepNodes: step.model.graph.nodeCount };
@@ -70,16 +70,16 @@ async function worker(ep: 'cpu' | 'wasm', dir: string, steps: number): Promise<v
 
 export interface StepRun { ms: number; firstLoss: number; lastLoss: number; rssBytes: number | null }
 
-function runWorker(cmd: string, args: string[]): StepRun {
+export function runWorker<T = Omit<StepRun, 'rssBytes'>>(cmd: string, args: string[]): T & { rssBytes: number | null } {
   const gnuTime = existsSync('/usr/bin/time');
   const r = gnuTime ? spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8' }) : spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
   const kb = gnuTime ? Number(r.stderr.trim().split('\n').at(-1)) : NaN;
-  return { ...JSON.parse(r.stdout) as Omit<StepRun, 'rssBytes'>, rssBytes: Number.isFinite(kb) ? kb * 1024 : null };
+  return { ...JSON.parse(r.stdout) as T, rssBytes: Number.isFinite(kb) ? kb * 1024 : null };
 }
 
 /** python3 with torch importable, or undefined (the bench says so). */
-function torchPython(): string | undefined {
+export function torchPython(): string | undefined {
   for (const exe of ['/usr/bin/python3', 'python3']) {
     if (spawnSync(exe, ['-c', 'import torch, numpy'], { encoding: 'utf8' }).status === 0) return exe;
   }

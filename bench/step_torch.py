@@ -3,23 +3,18 @@ causal-LM loss, AdamW, same weights and batch; prints {ms, firstLoss, lastLoss} 
 import json, sys, time
 import numpy as np
 import torch
+from torch_common import adamw, causal_lm_loss, lm_logits, load_weights
 
 d, steps, cfg = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 torch.set_num_threads(2)
-V, D, P, B, L = cfg['vocab'], cfg['dim'], cfg['maxPositions'], cfg['batch'], cfg['seq']
-w = np.fromfile(f'{d}/weights.bin', dtype=np.float32)
-sizes = [V * D, P * D, D, D]
-parts = np.split(w, np.cumsum(sizes)[:-1])
-wte, wpe, ln_w, ln_b = (torch.nn.Parameter(torch.from_numpy(p.copy()).reshape(s)) for p, s in zip(parts, [(V, D), (P, D), (D,), (D,)]))
+B, L = cfg['batch'], cfg['seq']
+p = load_weights(d)
 ids = torch.from_numpy(np.fromfile(f'{d}/ids.bin', dtype=np.int64).reshape(B, L))
-opt = torch.optim.AdamW([wte, wpe, ln_w, ln_b], lr=cfg['lr'], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-pos = torch.arange(L)
+opt = adamw(list(p.values()), cfg['lr'])
 
 def step():
     opt.zero_grad(set_to_none=True)
-    h = torch.nn.functional.layer_norm(wte[ids] + wpe[pos], (D,), ln_w, ln_b, eps=1e-5)
-    logits = h @ wte.t()
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+    loss = causal_lm_loss(lm_logits(p, ids), ids)
     loss.backward()
     opt.step()
     return loss.item()
