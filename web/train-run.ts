@@ -65,7 +65,15 @@ export async function runTraining(options: RunOptions): Promise<RunResult> {
   }
 }
 
-/** The run's losses as CSV, one row per update. */
-export function lossCsv(events: readonly StepEvent[]): string {
-  return `step,loss,lr,alpha,tokens,seconds\n${events.map((e) => [e.step, e.loss, e.lr, e.alpha, e.tokens, e.seconds.toFixed(6)].join(',')).join('\n')}\n`;
+/** The runs' NEFTune alphas: the settings' own, and no NEFTune beside it when comparing. */
+export function runAlphas(settings: TrainSettings): Array<number | null> {
+  return settings.compare && settings.alpha !== null ? [settings.alpha, null] : [settings.alpha];
+}
+
+export const runName = (alpha: number | null): string => (alpha === null ? 'no NEFTune' : `NEFTune alpha ${alpha}`);
+
+/** The runs' losses as CSV, one row per update. */
+export function lossCsv(runs: ReadonlyArray<{ name: string; events: readonly StepEvent[] }>): string {
+  const rows = runs.flatMap((r) => r.events.map((e) => [r.name, e.step, e.loss, e.lr, e.alpha, e.tokens, e.seconds.toFixed(6)].join(',')));
+  return `run,step,loss,lr,alpha,tokens,seconds\n${rows.map((r) => `${r}\n`).join('')}`;
 }

@@ -13,9 +13,11 @@ export interface TrainSettings {
   /** NEFTune alpha; null: no NEFTune (the model is not patched). */
   alpha: number | null;
   seed: number;
+  /** Also train without NEFTune (same seed, same batches) and draw both curves. */
+  compare: boolean;
 }
 
-export const DEFAULT_SETTINGS: TrainSettings = { steps: 80, batchSize: 8, lr: 0.02, schedule: 'cosine', optimizer: 'adamw', alpha: 5, seed: 0 };
+export const DEFAULT_SETTINGS: TrainSettings = { steps: 80, batchSize: 8, lr: 0.02, schedule: 'cosine', optimizer: 'adamw', alpha: 5, seed: 0, compare: false };
 
 /** The numeric fields' bounds, for the page's form: what a value must be, in words. */
 export const NUMBER_FIELDS: Record<'steps' | 'batchSize' | 'lr' | 'alpha' | 'seed', { label: string; integer: boolean; min: number; max: number; above?: boolean }> = {

@@ -9,7 +9,7 @@ import { encodeModel } from '../src/graph/index.js';
 import { exportFineTuned } from '../src/training/export.js';
 import type { TrainerOrt } from '../src/training/trainer.js';
 import type { TrainReply, TrainRequest } from './protocol.js';
-import { BUNDLED_DATA, lossCsv, parseTrainingData, runTraining } from './train-run.js';
+import { BUNDLED_DATA, lossCsv, parseTrainingData, runAlphas, runName, runTraining, type RunResult } from './train-run.js';
 import { loadRuntime, workerError } from './worker-shared.js';
 
 protobuf.util.Long = Long as unknown as typeof protobuf.util.Long;
@@ -45,19 +45,26 @@ async function train(request: Extract<TrainRequest, { type: 'start' }>): Promise
   const dataset = parseTrainingData(bytes, dataName);
   doing = 'training the tiny model on';
   const runtime = await loadRuntime();
-  scope.postMessage({ type: 'started', provider: runtime.provider, rows: dataset.rows.length, tokens: dataset.tokens, skipped: dataset.skipped, dataName });
+  const alphas = runAlphas(request.settings);
+  scope.postMessage({ type: 'started', provider: runtime.provider, rows: dataset.rows.length, tokens: dataset.tokens, skipped: dataset.skipped, dataName, runs: alphas.map(runName) });
   const started = performance.now();
-  const result = await runTraining({
-    ort: runtime.ort as unknown as TrainerOrt, settings: request.settings, dataset,
-    sessionOptions: { executionProviders: runtime.providers },
-    ...(runtime.provider === 'webgpu' ? { keepOnDevice: 'gpu-buffer' as const } : {}),
-    onStep: (event) => scope.postMessage({ type: 'step', event }),
-    shouldStop: yieldToMessages,
-  });
-  const exported = exportFineTuned(result.forward, result.params);
+  const results: RunResult[] = [];
+  for (const [run, alpha] of alphas.entries()) {
+    const result = await runTraining({
+      ort: runtime.ort as unknown as TrainerOrt, settings: { ...request.settings, alpha }, dataset,
+      sessionOptions: { executionProviders: runtime.providers },
+      ...(runtime.provider === 'webgpu' ? { keepOnDevice: 'gpu-buffer' as const } : {}),
+      onStep: (event) => scope.postMessage({ type: 'step', run, event }),
+      shouldStop: yieldToMessages,
+    });
+    results.push(result);
+    if (result.stopped) break;
+  }
+  const first = results[0]!;
+  const exported = exportFineTuned(first.forward, first.params);
   scope.postMessage({
     type: 'trained', model: new Blob([encodeModel(exported.model) as Uint8Array<ArrayBuffer>], { type: 'application/octet-stream' }),
-    csv: lossCsv(result.events), steps: result.events.length, stopped: result.stopped, provider: runtime.provider,
+    csv: lossCsv(results.map((r, i) => ({ name: runName(alphas[i]!), events: r.events }))), steps: first.events.length, stopped: results.some((r) => r.stopped), provider: runtime.provider,
     seconds: (performance.now() - started) / 1000,
   });
 }

@@ -16,7 +16,8 @@ let ownData: File | null = null;
 let dataName = BUNDLED_DATA;
 let provider = '';
 let total = 0;
-let events: StepEvent[] = [];
+let runs: Array<{ name: string; events: StepEvent[] }> = [];
+let neftuneOn = false;
 let drawPending = false;
 const urls: string[] = [];
 
@@ -100,6 +101,7 @@ function readSettings(): { settings?: TrainSettings; problems: string[] } {
     problems,
     settings: {
       steps: numbers.steps!, batchSize: numbers.batchSize!, lr: numbers.lr!, seed: numbers.seed!, alpha: neftune ? numbers.alpha! : null,
+      compare: ($('train-compare') as HTMLInputElement).checked,
       schedule: ($('train-schedule') as HTMLSelectElement).value as TrainSettings['schedule'],
       optimizer: ($('train-optimizer') as HTMLSelectElement).value as TrainSettings['optimizer'],
     },
@@ -134,7 +136,8 @@ function start(): void {
   for (const url of urls.splice(0)) URL.revokeObjectURL(url);
   for (const id of ['download-trained', 'download-loss']) $(id).removeAttribute('href');
   $('train-error').hidden = true;
-  events = [];
+  runs = [];
+  neftuneOn = settings.alpha !== null;
   total = settings.steps;
   dataName = own ? ownData!.name : BUNDLED_DATA;
   setRunning(true);
@@ -153,21 +156,23 @@ function onReply(reply: TrainReply): void {
   switch (reply.type) {
     case 'started':
       provider = reply.provider;
+      runs = reply.runs.map((name) => ({ name, events: [] }));
       $('train-figure').hidden = false;
       draw();
       showStatus(`Training on ${provider}: ${reply.rows} rows, ${reply.tokens} tokens of ${reply.dataName}${reply.skipped ? ` (${reply.skipped} rows without a target left out)` : ''}…`);
       return;
     case 'step': {
-      events.push(reply.event);
+      runs[reply.run]!.events.push(reply.event);
       const e = reply.event;
-      showStatus(`Training on ${provider}: step ${e.step} of ${total}, loss ${e.loss.toFixed(4)}, ${Math.round(tokensPerSecond())} tokens/s.`);
+      const which = runs.length > 1 ? ` (${runs[reply.run]!.name}, run ${reply.run + 1} of ${runs.length})` : '';
+      showStatus(`Training on ${provider}${which}: step ${e.step} of ${total}, loss ${e.loss.toFixed(4)}, ${Math.round(tokensPerSecond())} tokens/s.`);
       if (!drawPending) { drawPending = true; requestAnimationFrame(() => { drawPending = false; draw(); }); }
       return;
     }
     case 'trained':
       setRunning(false);
       draw();
-      download('download-trained', reply.model, `tiny-gpt.fine-tuned${events.some((e) => e.alpha > 0) ? '.neftune' : ''}.onnx`);
+      download('download-trained', reply.model, `tiny-gpt.fine-tuned${neftuneOn ? '.neftune' : ''}.onnx`);
       download('download-loss', new Blob([reply.csv], { type: 'text/csv' }), 'tiny-gpt.losses.csv');
       showStatus(`${reply.stopped ? `Stopped after ${reply.steps} of ${total} steps` : `Trained ${reply.steps} steps`} on ${reply.provider} in ${reply.seconds.toFixed(1)} s${lossChange()}, ${Math.round(tokensPerSecond())} tokens/s. Download the fine-tuned model${reply.stopped ? ' (as trained so far)' : ''} or the losses below.`);
       return;
@@ -187,25 +192,31 @@ function showError(error: WorkerError): void {
 }
 
 const tokensPerSecond = (): number => {
+  const events = runs.flatMap((r) => r.events);
   const seconds = events.reduce((a, e) => a + e.seconds, 0);
   return seconds > 0 ? events.reduce((a, e) => a + e.tokens, 0) / seconds : 0;
 };
 
-/** First and last losses, each the mean of up to five updates (one update's loss is noisy). */
+/** First and last losses of each run, each the mean of up to five updates (one update's loss is noisy). */
 function lossChange(): string {
-  if (!events.length) return '';
-  const n = Math.min(5, Math.ceil(events.length / 2));
+  const done = runs.filter((r) => r.events.length);
+  if (!done.length) return '';
+  const n = Math.min(5, Math.ceil(done[0]!.events.length / 2));
   const mean = (list: StepEvent[]) => list.reduce((a, e) => a + e.loss, 0) / list.length;
-  return `: loss ${mean(events.slice(0, n)).toFixed(3)} to ${mean(events.slice(-n)).toFixed(3)} (means of the first and last ${n} steps)`;
+  const change = (r: (typeof runs)[number]) => `${mean(r.events.slice(0, n)).toFixed(3)} to ${mean(r.events.slice(-n)).toFixed(3)}`;
+  return done.length === 1
+    ? `: loss ${change(done[0]!)} (means of the first and last ${n} steps)`
+    : `: loss ${done.map((r) => `${change(r)} with ${r.name}`).join(', ')} (means of the first and last ${n} steps)`;
 }
 
 function draw(): void {
-  const points: LossPoint[] = events.map((e) => ({ step: e.step, loss: e.loss }));
-  const svg = new DOMParser().parseFromString(lossPlotSvg([{ name: `train loss (${dataName})`, points }], { width: 720, height: 360, title: 'Training loss per step' }), 'image/svg+xml').documentElement;
+  const series = runs.map((r) => ({ name: r.name, points: r.events.map((e): LossPoint => ({ step: e.step, loss: e.loss })) }));
+  const svg = new DOMParser().parseFromString(lossPlotSvg(series, { width: 720, height: 360, title: `Training loss per step (${dataName})` }), 'image/svg+xml').documentElement;
+  const said = series.filter((s) => s.points.length).map((s) => `${s.name}: ${s.points.length} steps, from ${s.points[0]!.loss.toFixed(3)} to ${s.points.at(-1)!.loss.toFixed(3)}`);
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', points.length ? `Loss per step, ${points.length} steps: from ${points[0]!.loss.toFixed(3)} at step 1 to ${points.at(-1)!.loss.toFixed(3)} at step ${points.at(-1)!.step}` : 'Loss per step: no steps yet');
+  svg.setAttribute('aria-label', said.length ? `Loss per step. ${said.join('; ')}` : 'Loss per step: no steps yet');
   $('train-plot').replaceChildren(document.importNode(svg, true));
-  $('train-caption').textContent = points.length ? `Training loss over ${points.length} step(s); NEFTune ${events[0]!.alpha > 0 ? `alpha ${events[0]!.alpha}` : 'off'}.` : 'Waiting for the first step.';
+  $('train-caption').textContent = said.length ? `Training loss per step: ${said.join('; ')}.` : 'Waiting for the first step.';
 }
 
 function download(id: string, blob: Blob, name: string): void {

@@ -13,12 +13,13 @@ import { decodeModel, encodeModel, isPatched, Tensor, type Model } from '../../s
 import type { TrainerOrt } from '../../src/training/trainer.js';
 import { loadRuntime } from '../../src/runtime/node.js';
 import { projectRoot } from '../helpers.js';
-import { DEFAULT_SETTINGS, parseTrainingData, runTraining, tinyForward } from '../../web/train-run.js';
+import { DEFAULT_SETTINGS, parseTrainingData, runTraining, tinyForward, type RunResult, type TrainSettings } from '../../web/train-run.js';
 import { downloadBytes, openApp, pageText, screenshot, skipWithoutChromium, tabTo, waitTrainStatus, type App } from './helpers.js';
 
 const STEPS = 60;
 
-const losses = (csv: string): number[] => csv.trim().split('\n').slice(1).map((row) => Number(row.split(',')[1]));
+/** The loss column of the CSV's rows for `run`. */
+const losses = (csv: string, run = /^NEFTune alpha 5$/): number[] => csv.trim().split('\n').slice(1).map((row) => row.split(',')).filter((r) => run.test(r[0]!)).map((r) => Number(r[2]));
 const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 async function logits(model: Model | Uint8Array, ids: BigInt64Array, rows: number): Promise<Float32Array> {
@@ -26,6 +27,13 @@ async function logits(model: Model | Uint8Array, ids: BigInt64Array, rows: numbe
   const out = await session.run({ input_ids: new ort.Tensor('int64', ids, [rows, ids.length / rows]) });
   await session.release();
   return out['logits']!.data as Float32Array;
+}
+
+/** The page's run in Node, on onnxruntime-web's wasm, with the bundled data. */
+async function nodeRun(settings: Partial<TrainSettings>): Promise<RunResult> {
+  const wasm = await loadRuntime('wasm');
+  const dataset = parseTrainingData(readFileSync(path.join(projectRoot, 'examples', 'data', 'tiny-tokens.jsonl')), 'tiny-tokens.jsonl');
+  return runTraining({ ort: wasm.ort as unknown as TrainerOrt, settings: { ...DEFAULT_SETTINGS, ...settings }, dataset, sessionOptions: wasm.sessionOptions });
 }
 
 async function showTrainTab(page: Page): Promise<void> {
@@ -70,9 +78,7 @@ await trainTest('Train tab: keyboard-only start; the plot grows per step and the
   assert.ok(last < first - 1, `loss falls: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
 
   // The same run in Node, on onnxruntime-web's wasm: the same losses, and the same parameters.
-  const wasm = await loadRuntime('wasm');
-  const dataset = parseTrainingData(readFileSync(path.join(projectRoot, 'examples', 'data', 'tiny-tokens.jsonl')), 'tiny-tokens.jsonl');
-  const node = await runTraining({ ort: wasm.ort as unknown as TrainerOrt, settings: { ...DEFAULT_SETTINGS, steps: STEPS }, dataset, sessionOptions: wasm.sessionOptions });
+  const node = await nodeRun({ steps: STEPS });
   let worstLoss = 0;
   node.events.forEach((e, i) => { worstLoss = Math.max(worstLoss, Math.abs(e.loss - browserLosses[i]!) / Math.max(1, e.loss)); });
   assert.ok(worstLoss < 1e-5, `losses: browser vs Node differ by ${worstLoss}`);
@@ -116,6 +122,25 @@ await trainTest('Train tab: Stop ends the run between steps; its model downloads
   await page.click('#tab-patch');
   assert.match(await page.locator('#status').innerText(), /^Ready/);
   assert.equal(await page.locator('#file').isEnabled(), true);
+});
+
+await trainTest('Train tab: compare trains with and without NEFTune on the same seed and draws both curves', async ({ page }) => {
+  await showTrainTab(page);
+  await page.fill('#train-steps', '20');
+  await page.fill('#train-seed', '4');
+  await page.check('#train-compare');
+  await page.click('#train-start');
+  assert.match(await waitTrainStatus(page, /^Trained|^Not trained/), /^Trained 20 steps .* with NEFTune alpha 5, .* with no NEFTune/);
+  assert.equal(await page.locator('#train-plot polyline.curve').count(), 2, 'two curves');
+  assert.match(await page.locator('#train-plot svg').getAttribute('aria-label') ?? '', /NEFTune alpha 5: 20 steps.*no NEFTune: 20 steps/);
+  await screenshot(page, 'train-compare');
+  const csv = Buffer.from((await downloadBytes(page, '#download-loss')).bytes).toString('utf8');
+  const [noisy, plain] = [losses(csv), losses(csv, /^no NEFTune$/)];
+  assert.equal(noisy.length, 20);
+  assert.notDeepEqual(noisy, plain, 'the noise changes the losses');
+  // The plain curve is the run without NEFTune on the same seed (same batches), as Node computes it.
+  const node = await nodeRun({ steps: 20, seed: 4, alpha: null });
+  node.events.forEach((e, i) => assert.ok(Math.abs(e.loss - plain[i]!) < 1e-5, `step ${i + 1}: Node ${e.loss}, browser ${plain[i]}`));
 });
 
 await trainTest('Train tab: bad token data and bad options are refused in words, naming the line and the field', async ({ page }) => {
