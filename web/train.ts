@@ -50,13 +50,14 @@ export const trainTabShown = (): boolean => !$('panel-train').hidden;
 /** Files dropped while the Train tab is shown are training data. */
 export function dropOnTrain(files: FileList | File[]): void {
   const file = [...files][0];
-  if (file && !running) useOwnData(file);
+  if (file) useOwnData(file);
 }
 
 function useOwnData(file: File): void {
   ownData = file;
   ($('data-own') as HTMLInputElement).checked = true;
-  showStatus(`Training data: ${file.name} (${file.size} bytes). Start training when ready.`);
+  // During a run the status is the run's; the file is taken for the next one.
+  if (!running) showStatus(`Training data: ${file.name} (${file.size} bytes). Start training when ready.`);
 }
 
 export function setupTrain(): void {
