@@ -29,13 +29,13 @@ await build({
   logLevel: 'warning',
 });
 
-// The browser app (web/): the page and its worker as two ES modules, beside index.html and
-// style.css in dist/web/static, which `npm run web` (web/serve.ts) serves.
+// The browser app (web/): the page and its workers as ES modules, beside index.html, style.css and
+// the bundled training data in dist/web/static, which `npm run web` (web/serve.ts) serves.
 const webOut = path.join(root, 'dist', 'web', 'static');
 rmSync(webOut, { recursive: true, force: true });
 mkdirSync(webOut, { recursive: true });
 await build({
-  entryPoints: ['app', 'worker'].map((name) => path.join(root, 'dist', 'web', `${name}.js`)),
+  entryPoints: ['app', 'worker', 'train-worker'].map((name) => path.join(root, 'dist', 'web', `${name}.js`)),
   outdir: webOut,
   bundle: true,
   platform: 'browser',
@@ -47,6 +47,8 @@ await build({
   logOverride: { 'direct-eval': 'silent' },
 });
 for (const file of ['index.html', 'style.css']) copyFileSync(path.join(root, 'web', file), path.join(webOut, file));
+mkdirSync(path.join(webOut, 'data'));
+copyFileSync(path.join(root, 'examples', 'data', 'tiny-tokens.jsonl'), path.join(webOut, 'data', 'tiny-tokens.jsonl'));
 
 // Warm-up: patch a small model built with the library, so the cache covers what a command runs.
 const { encodeModel } = await import(path.join(root, 'dist', 'src', 'index.js'));

@@ -7,6 +7,7 @@ import { optionProblem, defaultText, type OptionSpec } from '../src/passes/schem
 import type { SiteReport, VerifyReport } from '../src/verify/index.js';
 import type { ModelSummary, Reply, Request, WorkerError } from './protocol.js';
 import { errorWords, labelOf } from './words.js';
+import { dropOnTrain, setupTabs, setupTrain, trainTabShown } from './train.js';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 const el = <K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<HTMLElementTagNameMap[K]> = {}, ...children: Array<Node | string>): HTMLElementTagNameMap[K] => {
@@ -299,6 +300,8 @@ function table(head: string[], rows: string[][], caption?: string): HTMLTableEle
 const megabytes = (n: number): string => (n < 1 << 20 ? `${(n / 1024).toFixed(1)} KB` : `${(n / (1 << 20)).toFixed(1)} MB`);
 
 function main(): void {
+  setupTabs();
+  setupTrain();
   startWorker();
   const input = $('file') as HTMLInputElement;
   input.disabled = false;
@@ -309,7 +312,9 @@ function main(): void {
   window.addEventListener('drop', (e) => {
     e.preventDefault();
     document.body.classList.remove('dragging');
-    if (e.dataTransfer?.files.length) openFiles(e.dataTransfer.files);
+    if (!e.dataTransfer?.files.length) return;
+    if (trainTabShown()) dropOnTrain(e.dataTransfer.files);
+    else openFiles(e.dataTransfer.files);
   });
   $('options-form').addEventListener('submit', onPatch);
   const strip = () => { if (!busyWith) send({ type: 'strip' }, `Stripping ${modelName()}…`); };

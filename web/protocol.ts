@@ -2,6 +2,8 @@
 import type { ErrorCode } from '../src/graph/errors.js';
 import type { NeftuneOptions } from '../src/passes/index.js';
 import type { VerifyReport } from '../src/verify/index.js';
+import type { StepEvent } from '../src/training/trainer.js';
+import type { TrainSettings } from './train-settings.js';
 
 /** An error as the worker saw it: the library's code and message parts (option mentions kept apart), or an unexpected failure. */
 export interface WorkerError {
@@ -10,6 +12,8 @@ export interface WorkerError {
   parts: Array<string | { option: string }>;
   /** What the worker was doing: opening, patching, verifying, stripping. */
   step: string;
+  /** The line of a data file the problem is on. */
+  line?: number;
 }
 
 export interface CandidateRow {
@@ -58,4 +62,16 @@ export type Reply =
   | { type: 'opened'; summary: ModelSummary }
   | { type: 'patched'; model: Blob; warnings: string[]; sites: string[]; report: VerifyReport | null; verifyError: WorkerError | null; provider: string; verifiedWhole: boolean }
   | { type: 'stripped'; model: Blob; message: string }
+  | { type: 'error'; error: WorkerError };
+
+/** The Train tab and its worker (train-worker.ts). `data` null: the bundled tiny token data. */
+export type TrainRequest =
+  | { type: 'start'; settings: TrainSettings; data: File | null }
+  | { type: 'stop' };
+
+export type TrainReply =
+  | { type: 'started'; provider: string; rows: number; tokens: number; skipped: number; dataName: string; runs: string[] }
+  /** `run`: index into the started runs (the first is the one whose model is downloaded). */
+  | { type: 'step'; run: number; event: StepEvent }
+  | { type: 'trained'; model: Blob; csv: string; steps: number; stopped: boolean; provider: string; seconds: number }
   | { type: 'error'; error: WorkerError };

@@ -15,7 +15,7 @@ const MOUNTS: Array<[string, string]> = [
 ];
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
-  '.wasm': 'application/wasm', '.json': 'application/json', '.map': 'application/json',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.jsonl': 'application/jsonl', '.map': 'application/json',
 };
 
 /** The file a URL path names, or undefined when it leaves the served folders or is not a file. */

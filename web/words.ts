@@ -38,3 +38,15 @@ export function errorWords(error: WorkerError, file: string): { what: string; wh
   const detail = error.parts.map((p) => (typeof p === 'string' ? p : `"${labelOf(p.option)}"`)).join('');
   return { what: `${words.what} (while ${error.step} ${file}).`, where: detail, todo: words.todo };
 }
+
+/** A Train tab error in words: a data problem names its line and says how to fix it. */
+export function trainErrorWords(error: WorkerError, dataName: string): { what: string; where: string; todo: string } {
+  const where = error.parts.map((p) => (typeof p === 'string' ? p : `"${labelOf(p.option)}"`)).join('');
+  if (error.step === 'reading the training data' && error.code !== 'UNEXPECTED') {
+    return {
+      what: `The training data cannot be used (${dataName}${error.line ? `, line ${error.line}` : ''}).`, where,
+      todo: `${error.line ? `Correct line ${error.line} of ${dataName}` : `Correct ${dataName}`}: each line is one JSON object like {"input_ids": [1, 5, 6, 7, 2]} with token ids from 0 to 63, or choose the bundled tiny data.`,
+    };
+  }
+  return errorWords(error, dataName);
+}

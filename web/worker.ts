@@ -11,8 +11,9 @@ import { dataTypeName } from '../src/graph/dtype.js';
 import { encodeModelPieces } from '../src/graph/codec.js';
 import { placeholderFor, type EncodedPiece } from '../src/graph/deferred.js';
 import { applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune, type NeftuneOptions } from '../src/passes/index.js';
-import { verifyNeftune, type OrtLike, type VerifyReport } from '../src/verify/index.js';
+import { verifyNeftune, type VerifyReport } from '../src/verify/index.js';
 import type { CandidateRow, DataFileRow, ModelSummary, Reply, Request, WorkerError } from './protocol.js';
+import { loadRuntime, workerError } from './worker-shared.js';
 
 // 64-bit integers stay exact, as in Node (where protobufjs finds long by itself).
 protobuf.util.Long = Long as unknown as typeof protobuf.util.Long;
@@ -45,15 +46,6 @@ async function handle(request: Request): Promise<Reply> {
 
 function progress(step: number, steps: number, text: string): void {
   scope.postMessage({ type: 'progress', step, steps, text });
-}
-
-export function workerError(error: unknown, step: string): WorkerError {
-  if (error instanceof OnnxNeftuneError) {
-    return { code: error.code, step, parts: error.text.parts.map((p) => (typeof p === 'string' ? p : { option: p.option })) };
-  }
-  // Not one of the library's errors (out of memory, a runtime failure): its first line only, no stack.
-  const text = String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 300);
-  return { code: 'UNEXPECTED', step, parts: [text] };
 }
 
 async function open(files: File[]): Promise<Reply> {
@@ -223,21 +215,4 @@ async function strip(): Promise<Reply> {
   const result = stripNeftune(model);
   if (!result.modified) throw new OnnxNeftuneError('REFUSED', `${file.name} carries no NEFTune patch: there is nothing to strip`);
   return { type: 'stripped', model: modelBlob(model, blob, source), message: result.message };
-}
-
-interface Runtime { ort: OrtLike; provider: string; providers: string[] }
-let runtime: Promise<Runtime> | undefined;
-
-/** onnxruntime-web, served beside the page under ort/: the WebGPU build when the browser has an adapter, wasm otherwise. */
-function loadRuntime(): Promise<Runtime> {
-  return runtime ??= (async () => {
-    const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
-    const adapter = gpu ? await gpu.requestAdapter().catch(() => null) : null;
-    const base = new URL('ort/', location.href).href;
-    // A computed URL, so the bundler leaves the runtime to be fetched at run time.
-    const ort = (await import(/* @vite-ignore */ `${base}${adapter ? 'ort.webgpu.min.mjs' : 'ort.wasm.min.mjs'}`)) as OrtLike & { env: { wasm: { numThreads: number; wasmPaths: string } } };
-    ort.env.wasm.numThreads = 1; // threads need cross-origin isolation, which a plain server does not give
-    ort.env.wasm.wasmPaths = base;
-    return adapter ? { ort, provider: 'webgpu', providers: ['webgpu', 'wasm'] } : { ort, provider: 'wasm', providers: ['wasm'] };
-  })();
 }

@@ -4,6 +4,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import assert from 'node:assert/strict';
 import type { Browser, Page } from 'playwright-core';
 import { projectRoot } from '../helpers.js';
 import { startServer } from '../../web/serve.js';
@@ -62,3 +63,18 @@ export async function screenshot(page: Page, name: string): Promise<void> {
 
 /** The page's visible text, for checks that no stack trace or command-line flag reaches the user. */
 export const pageText = (page: Page): Promise<string> => page.locator('body').innerText();
+
+/** Presses Tab until the element with `id` has focus (bounded). */
+export async function tabTo(page: Page, id: string): Promise<void> {
+  for (let i = 0; i < 80; i++) {
+    if (await page.evaluate(() => document.activeElement?.id) === id) return;
+    await page.keyboard.press('Tab');
+  }
+  assert.fail(`#${id} is not reachable with Tab`);
+}
+
+/** Waits until the Train tab's live status matches `pattern` (bounded). */
+export async function waitTrainStatus(page: Page, pattern: RegExp, timeout = 60_000): Promise<string> {
+  await page.waitForFunction(([source, flags]) => new RegExp(source!, flags).test(document.getElementById('train-status')!.textContent ?? ''), [pattern.source, pattern.flags], { timeout, polling: 50 });
+  return page.locator('#train-status').innerText();
+}

@@ -2,19 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import type { Page } from 'playwright-core';
 import { fixturesDir, skipWithoutFixtures } from '../helpers.js';
 import { resolveRequest, startServer } from '../../web/serve.js';
-import { openApp, screenshot, skipWithoutChromium, waitStatus } from './helpers.js';
-
-/** Presses Tab until the element with `id` has focus (bounded). */
-async function tabTo(page: Page, id: string): Promise<void> {
-  for (let i = 0; i < 80; i++) {
-    if (await page.evaluate(() => document.activeElement?.id) === id) return;
-    await page.keyboard.press('Tab');
-  }
-  assert.fail(`#${id} is not reachable with Tab`);
-}
+import { openApp, screenshot, skipWithoutChromium, tabTo, waitStatus } from './helpers.js';
 
 test('browser app: keyboard only, from choosing the file to downloading the result; every control labelled', { skip: skipWithoutChromium || skipWithoutFixtures, timeout: 180_000 }, async () => {
   const app = await openApp();
