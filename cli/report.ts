@@ -106,6 +106,8 @@ function printStep(s: StepSummary, out: (line: string) => void): void {
   out(`  nodes: ${s.nodes.step} (forward ${s.nodes.forward})`);
   const gather = s.record.gatherGradient;
   if (gather && gather !== 'none') out(`  embedding gradients: ${gather === 'scatternd-add' ? 'ScatterND with reduction=add (opset 16+)' : 'one-hot MatMul (the model\'s opset is below 16; memory grows with rows x vocab)'}`);
+  const dropped = s.record.droppedInputs ?? [];
+  if (dropped.length) out(`  inputs of the forward model the step no longer reads (removed; do not feed them): ${dropped.join(', ')}`);
   const padding = Object.entries(s.record.paddingRows ?? {});
   if (padding.length) out(`  padding rows (no gradient from their lookups): ${padding.map(([t, r]) => `${t}[${r}]`).join(', ')}`);
   out(`  parameters: ${s.params.count} (${s.params.elements} elements), each fed as <name> and returned as <name>.new; initial values are the source model's initializers`);
