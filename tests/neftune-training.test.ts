@@ -84,3 +84,12 @@ test('an inference graph is patched with a warning that NEFTune is for training'
   assert.match(result.warnings[1]!, /eval or inference graph.*training-time method/);
   assert.deepEqual(applyNeftune(buildTinyGpt(), { seed: 1 }).warnings.length, 1, 'a seeded patch is not warned about sessions');
 });
+
+test('a training-step graph built by this project counts as a training graph: patching it does not warn about inference', async () => {
+  const { buildTrainingStep, TRAINING_STEP_METADATA_KEY } = await import('../src/training/index.js');
+  const step = buildTrainingStep(buildTinyGpt(), { optimizer: 'sgd' }).model;
+  assert.ok(step.metadata.get(TRAINING_STEP_METADATA_KEY));
+  assert.equal(looksLikeTrainingGraph(step), true);
+  const result = applyNeftune(step, { seed: 1 });
+  assert.deepEqual(result.warnings, []);
+});

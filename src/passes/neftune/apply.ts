@@ -117,8 +117,12 @@ function patchNeftune(model: Model, options: NeftunePassOptions): PatchResult {
   return { model, modified: true, record, report, warnings };
 }
 
-/** Backward ops or gradient outputs mark a training graph. */
+/** Metadata key of the step graphs src/training builds (TRAINING_STEP_METADATA_KEY there; passes do not import training). */
+const TRAINING_STEP_KEY = 'onnx_neftune.training_step';
+
+/** Backward ops, gradient outputs or our own training-step record mark a training graph. */
 export function looksLikeTrainingGraph(model: Model): boolean {
+  if (model.metadata.get(TRAINING_STEP_KEY) !== undefined) return true;
   for (const g of model.allGraphs()) {
     for (const n of g) {
       if (/Grad$|Grad_|Gradient|InPlaceAccumulator|SoftmaxCrossEntropyLossInternal|Optimizer$/.test(n.opType)) return true;
