@@ -13,6 +13,20 @@ const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 // The bin runs directly when linked (npm link, npx); npm sets the same mode when it installs.
 chmodSync(path.join(root, 'dist', 'cli', 'bin.cjs'), 0o755);
 const outfile = path.join(root, 'dist', 'cli', 'neftune.cjs');
+// yargs imports node:assert for two internal sanity checks; loading it (with its error formatting
+// and colour support) costs about 3 ms of every start. These two functions do the same checks.
+const assertShim = {
+  name: 'assert-shim',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?assert$/ }, (args) => (args.importer.includes(`${path.sep}yargs${path.sep}`) ? { path: 'assert', namespace: 'assert-shim' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'assert-shim' }, () => ({
+      contents: `const fail = (m, d) => { throw new Error(m ?? d); };
+export const strictEqual = (a, b, m) => { if (!Object.is(a, b)) fail(m, 'Expected values to be strictly equal: ' + a + ' !== ' + b); };
+export const notStrictEqual = (a, b, m) => { if (Object.is(a, b)) fail(m, 'Expected "actual" to be strictly unequal to: ' + b); };`,
+      loader: 'js',
+    }));
+  },
+};
 const cache = `${outfile}.cache`;
 rmSync(cache, { force: true });
 await build({
@@ -27,6 +41,7 @@ await build({
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
+  plugins: [assertShim],
 });
 
 // Warm-up: patch a small model built with the library, so the cache covers what a command runs.

@@ -5,18 +5,23 @@
  */
 import { closeSync, constants, copyFileSync, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
-import { open, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import type { FileHandle } from 'node:fs/promises';
 import { OnnxNeftuneError } from '../graph/errors.js';
 import { OutputWriteError } from './errors.js';
 import { ModelSource } from './model-source.js';
 import { errnoOf } from './fs-facts.js';
 
+// Loaded when first needed: a command that writes nothing (inspect, --version) does not pay for them.
+const requireBuiltin = createRequire(import.meta.url);
+const crypto = () => requireBuiltin('node:crypto') as typeof import('node:crypto');
+const childProcess = () => requireBuiltin('node:child_process') as typeof import('node:child_process');
+const fsPromises = () => requireBuiltin('node:fs/promises') as typeof import('node:fs/promises');
+
 /** A hidden temp file name in `dest`'s folder (the rename into place then stays on one file system). */
 function tempPathBeside(dest: string): string {
   const full = path.resolve(dest);
-  return path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  return path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${crypto().randomBytes(4).toString('hex')}.tmp`);
 }
 
 /** tempPathBeside's names: `.<name>.<pid>.<8 hex>.tmp`. */
@@ -172,7 +177,7 @@ export async function writeAtomic(dest: string, chunks: Iterable<Uint8Array>, op
     const replacing = existsSync(target);
     hookSignals();
     liveTempFiles.add(temp);
-    const file = handle = await open(temp, 'wx', 0o644);
+    const file = handle = await fsPromises().open(temp, 'wx', 0o644);
     const writeAll = async (slice: Uint8Array, position: number) => {
       for (let off = 0; off < slice.length;) off += (await file.write(slice, off, slice.length - off, position + off)).bytesWritten;
       written += slice.length;
@@ -272,7 +277,7 @@ let gnuCp = process.platform === 'linux';
  */
 function copyWithCp(fd: number | undefined, temp: string, what: string): boolean {
   if (!gnuCp || fd === undefined) return false;
-  const run = spawnSync('cp', ['--sparse=auto', '--reflink=auto', '--remove-destination', '-T', '--', '/proc/self/fd/0', temp], {
+  const run = childProcess().spawnSync('cp', ['--sparse=auto', '--reflink=auto', '--remove-destination', '-T', '--', '/proc/self/fd/0', temp], {
     stdio: [fd, 'ignore', 'pipe'], encoding: 'utf8',
   });
   if (run.error || /unrecognized option|invalid option|unknown option/.test(run.stderr ?? '')) {
