@@ -5,6 +5,7 @@
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +30,20 @@ export const notStrictEqual = (a, b, m) => { if (Object.is(a, b)) fail(m, 'Expec
 };
 const cache = `${outfile}.cache`;
 rmSync(cache, { force: true });
+// string-width makes an Intl.Segmenter when it loads (about 7 ms: ICU data), though yargs' help
+// text, which is ASCII, takes its fast path and never uses it: make it on first use.
+const lazySegmenter = {
+  name: 'lazy-segmenter',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]string-width[\\/]index\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const eager = 'const segmenter = new Intl.Segmenter();';
+      if (!source.includes(eager)) return undefined; // another version: bundled as it is
+      return { contents: source.replace(eager, 'let made;\nconst segmenter = { segment: (text) => (made ??= new Intl.Segmenter()).segment(text) };'), loader: 'js' };
+    });
+  },
+};
+
 await build({
   entryPoints: [path.join(root, 'dist', 'cli', 'main.js')],
   outfile,
@@ -41,7 +56,7 @@ await build({
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
-  plugins: [assertShim],
+  plugins: [assertShim, lazySegmenter],
 });
 
 // Warm-up: patch a small model built with the library, so the cache covers what a command runs.
