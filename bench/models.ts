@@ -70,3 +70,82 @@ export function buildBertBase(options: { layers?: number; dim?: number; heads?: 
   b.output(h, 'float', ['batch', 'sequence', dim]);
   return b.build();
 }
+
+/**
+ * Llama-2-7B shaped (32 layers, d 4096, MLP 11008, vocab 32000, fp32) with every weight in one
+ * external data file `location` (about 27 GB; the bench makes it sparse), or each in a file of its
+ * own (`filePerTensor`). `files` gives each data file's size. Optimum's export has
+ * 9,878 nodes, most of them shape bookkeeping; each layer here has its attention, RoPE, RMSNorm
+ * and SwiGLU ops plus shape chains, padded so the graph has exactly `nodes` nodes.
+ */
+export function buildLlamaShaped(options: { location?: string; filePerTensor?: boolean; layers?: number; dim?: number; ff?: number; vocab?: number; nodes?: number } = {}): { model: Model; dataBytes: number; files: Map<string, number> } {
+  const { location = 'model.onnx_data', layers = 32, dim = 4096, ff = 11008, vocab = 32000, nodes = 9878 } = options;
+  const files = new Map<string, number>();
+  const b = new ModelBuilder({ opset: 17, irVersion: 8, graphName: 'llama_shaped' });
+  let offset = 0;
+  const weight = (name: string, dims: number[]) => {
+    const length = dims.reduce((a, c) => a * c, 4);
+    // torch.onnx.export writes one file per tensor; onnx.save(all_tensors_to_one_file=True) one file.
+    const file = options.filePerTensor ? name : location;
+    const at = files.get(file) ?? 0;
+    files.set(file, at + length);
+    offset += length;
+    return b.initializer(name, Tensor.external('float', dims, { location: file, offset: at, length }));
+  };
+  const ids = b.input('input_ids', 'int64', ['batch', 'sequence']);
+  const mask = b.input('attention_mask', 'int64', ['batch', 'total_sequence']);
+  const embed = weight('model.embed_tokens.weight', [vocab, dim]);
+  let h = b.op('Gather', [embed, ids], { axis: 0 }, { name: '/model/embed_tokens/Gather' });
+  const c = (name: string, dims: number[], data: number[], type = 'int64') => b.constant(name, type, dims, data);
+  const [zero, one, two, eps] = [c('c0', [1], [0]), c('c1', [1], [1]), c('c2', [], [2], 'float'), c('eps', [], [1e-5], 'float')];
+  const maskF = b.op('Cast', [mask], { to: 1 });
+  const heads = 32, headDim = dim / heads;
+  const cos = b.constant('cos_cache', 'float', [64, headDim / 2], new Float32Array(64 * headDim / 2));
+  const sin = b.constant('sin_cache', 'float', [64, headDim / 2], new Float32Array(64 * headDim / 2));
+  const rmsNorm = (x: Value, name: string) => {
+    const variance = b.op('ReduceMean', [b.op('Pow', [x, two])], { axes: [-1], keepdims: 1 });
+    const normed = b.op('Mul', [x, b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [variance, eps])])])]);
+    return b.op('Mul', [normed, weight(name, [dim])]);
+  };
+  // A shape chain as the export writes it for every reshape: Shape, Gather, Unsqueeze, Concat.
+  const shapeOf = (x: Value, tail: number[]) => {
+    const s = b.op('Shape', [x]);
+    const batch = b.op('Unsqueeze', [b.op('Gather', [s, zero], { axis: 0 }), zero]);
+    const seq = b.op('Unsqueeze', [b.op('Gather', [s, one], { axis: 0 }), zero]);
+    return b.op('Concat', [batch, seq, c(`tail_${b.graph.nodeCount}`, [tail.length], tail)], { axis: 0 });
+  };
+  const rope = (x: Value) => {
+    const half = c(`half_${b.graph.nodeCount}`, [1], [headDim / 2]);
+    const end = c(`end_${b.graph.nodeCount}`, [1], [headDim]);
+    const x1 = b.op('Slice', [x, zero, half, c(`ax_${b.graph.nodeCount}`, [1], [-1])]);
+    const x2 = b.op('Slice', [x, half, end, c(`ax_${b.graph.nodeCount}`, [1], [-1])]);
+    const rotated = b.op('Concat', [b.op('Neg', [x2]), x1], { axis: -1 });
+    const cosT = b.op('Unsqueeze', [b.op('Gather', [cos, ids], { axis: 0 }), one]);
+    const sinT = b.op('Unsqueeze', [b.op('Gather', [sin, ids], { axis: 0 }), one]);
+    return b.op('Add', [b.op('Mul', [x, b.op('Concat', [cosT, cosT], { axis: -1 })]), b.op('Mul', [rotated, b.op('Concat', [sinT, sinT], { axis: -1 })])]);
+  };
+  const padding: Value[] = [];
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}`;
+    const x = rmsNorm(h, `${p}.input_layernorm.weight`);
+    const split = (w: string) => b.op('Transpose', [b.op('Reshape', [b.op('MatMul', [x, weight(`${p}.self_attn.${w}_proj.weight`, [dim, dim])]), shapeOf(x, [heads, headDim])])], { perm: [0, 2, 1, 3] });
+    const q = rope(split('q')), k = rope(split('k')), v = split('v');
+    const scores = b.op('Add', [b.op('Div', [b.op('MatMul', [q, b.op('Transpose', [k], { perm: [0, 1, 3, 2] })]), c(`scale_${l}`, [], [Math.sqrt(headDim)], 'float')]), maskF]);
+    const attn = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), v]);
+    const merged = b.op('Reshape', [b.op('Transpose', [attn], { perm: [0, 2, 1, 3] }), shapeOf(x, [dim])]);
+    h = b.op('Add', [h, b.op('MatMul', [merged, weight(`${p}.self_attn.o_proj.weight`, [dim, dim])])]);
+    const y = rmsNorm(h, `${p}.post_attention_layernorm.weight`);
+    const gate = b.op('MatMul', [y, weight(`${p}.mlp.gate_proj.weight`, [dim, ff])]);
+    const up = b.op('MatMul', [y, weight(`${p}.mlp.up_proj.weight`, [dim, ff])]);
+    const act = b.op('Mul', [b.op('Mul', [gate, b.op('Sigmoid', [gate])]), up]);
+    h = b.op('Add', [h, b.op('MatMul', [act, weight(`${p}.mlp.down_proj.weight`, [ff, dim])])]);
+    padding.push(b.op('Shape', [h]));
+  }
+  const logits = b.op('MatMul', [rmsNorm(h, 'model.norm.weight'), weight('lm_head.weight', [dim, vocab])]);
+  // Shape bookkeeping up to the export's node count (chains of Identity on per-layer shapes).
+  const left = nodes - b.graph.nodeCount;
+  for (let i = 0; i < left; i++) padding[i % layers] = b.op('Identity', [padding[i % layers]!]);
+  b.output(logits, 'float', ['batch', 'sequence', vocab]);
+  for (const s of padding) b.output(s, 'int64', [3]);
+  return { model: b.build(), dataBytes: offset, files };
+}

@@ -1,6 +1,9 @@
 """Python onnx doing the same job as `neftune patch` (hf mode): onnx.load, the same edits, onnx.save.
 
-Usage: python3 bench/python_patch.py <in.onnx> <out.onnx>
+Usage: python3 bench/python_patch.py <in.onnx> <out.onnx> [--no-external-data]
+       python3 bench/python_patch.py <in.onnx> --inspect [--no-external-data]
+--no-external-data loads with load_external_data=False (the weights stay in their files, as neftune
+leaves them); --inspect loads, finds the token lookup and prints a summary, as `neftune inspect`.
 """
 import json
 import sys
@@ -8,14 +11,18 @@ import sys
 import onnx
 from onnx import TensorProto, helper
 
-model = onnx.load(sys.argv[1])
+model = onnx.load(sys.argv[1], load_external_data='--no-external-data' not in sys.argv)
 graph = model.graph
 table = None
+inputs = {i.name for i in graph.input}
 for node in graph.node:  # the token lookup: Gather on the largest 2-D initializer, fed by a graph input
-    if node.op_type == 'Gather' and node.input[1] in {i.name for i in graph.input}:
+    if node.op_type == 'Gather' and node.input[1] in inputs:
         table = node
         break
 assert table is not None, 'no token lookup'
+if sys.argv[2] == '--inspect':
+    print(json.dumps({'nodes': len(graph.node), 'initializers': len(graph.initializer), 'lookup': table.name}))
+    sys.exit(0)
 orig = table.output[0]
 clean = 'neftune__%s__clean' % orig
 table.output[0] = clean

@@ -1,6 +1,6 @@
 /**
  * Benchmarks. Every target is printed as a ratio against a baseline measured in the same run,
- * because these machines are noisy. Usage: npm run bench [-- --only=large,graph,startup,runtime,step,train]
+ * because these machines are noisy. Usage: npm run bench [-- --only=startup,llama,sparse,encode,large,graph,runtime,step,train]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -11,6 +11,8 @@ import { encodeModel } from '../src/graph/index.js';
 import { writeFileAtomic } from '../src/io/index.js';
 import { buildTinyGpt } from '../examples/models.js';
 import { buildLargeGpt, buildManyNodes } from './models.js';
+import { writeLlamaShaped } from './make-llama.js';
+import { encodeBench } from './encode.js';
 import { runtimeBench } from './runtime.js';
 import { stepBench } from './step.js';
 import { trainBench } from './train.js';
@@ -19,7 +21,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const cli = path.join(root, 'dist', 'cli', 'bin.cjs'); // the installed `neftune` (bundle + code cache)
 const pythonScript = path.join(root, 'bench', 'python_patch.py');
 const work = mkdtempSync(path.join(tmpdir(), 'onnx-neftune-bench-'));
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'large,graph,startup,runtime,step,train').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'startup,llama,sparse,encode,large,graph,runtime,step,train').split(','));
 const results: Array<{ name: string; value: number; target: string; ok: boolean | null; note: string }> = [];
 
 function report(name: string, value: number, target: string, ok: boolean | null, note = ''): void {
@@ -147,6 +149,9 @@ async function startup(py: string | undefined): Promise<void> {
   }
   const bare = repeat(9, () => measure(process.execPath, ['-e', '0'])).seconds;
   report('Node start-up alone (node -e 0): milliseconds', bare * 1000, 'reference', null);
+  // Loading the CLI before any work: bundle evaluation and yargs, nothing read.
+  const version = repeat(9, () => measure(process.execPath, [cli, '--version'])).seconds;
+  report('neftune --version minus node -e 0: milliseconds', (version - bare) * 1000, 'reported', null, `--version ${(version * 1000).toFixed(0)} ms`);
   // NODE_EXTRA_CA_CERTS makes Node 20 load a certificate file at start-up, before any of our code
   // runs (about 70 ms on these machines); show what the same command costs without it.
   if (process.env['NODE_EXTRA_CA_CERTS']) {
@@ -154,15 +159,87 @@ async function startup(py: string | undefined): Promise<void> {
     delete env['NODE_EXTRA_CA_CERTS'];
     const clean = repeat(9, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out, env)).seconds;
     const bareClean = repeat(9, () => measure(process.execPath, ['-e', '0'], undefined, env)).seconds;
+    const versionClean = repeat(9, () => measure(process.execPath, [cli, '--version'], undefined, env)).seconds;
     report('patch small model without NODE_EXTRA_CA_CERTS: ms', clean * 1000, 'reference', null,
-      `node -e 0 without it: ${(bareClean * 1000).toFixed(0)} ms${theirs ? `; / Python ${(clean / theirs).toFixed(2)}` : ''}`);
+      `node -e 0 without it: ${(bareClean * 1000).toFixed(0)} ms; --version ${(versionClean * 1000).toFixed(0)} ms${theirs ? `; / Python ${(clean / theirs).toFixed(2)}` : ''}`);
   }
 }
 
+/** Median seconds of each command, run in interleaved rounds so drift weighs on all alike. */
+function interleaved(rounds: number, commands: Record<string, { cmd: string; args: string[]; clean?: string; env?: NodeJS.ProcessEnv }>): Record<string, Run> {
+  const runs: Record<string, Run[]> = Object.fromEntries(Object.keys(commands).map((k) => [k, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, c] of Object.entries(commands)) runs[name]!.push(measure(c.cmd, c.args, c.clean, c.env));
+  }
+  return Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, summarize(v)]));
+}
+
+const ms = (run: Run | undefined) => `${((run?.seconds ?? 0) * 1000).toFixed(0)} ms`;
+
+function llama(py: string | undefined): void {
+  console.log('\n# Llama-2-7B shaped graph (9,878 nodes, 27 GB of weights in one external file, sparse here)');
+  const dir = path.join(work, 'llama');
+  const { model } = writeLlamaShaped(dir);
+  const out = path.join(dir, 'out.onnx');
+  const commands: Parameters<typeof interleaved>[1] = {
+    patch: { cmd: process.execPath, args: [cli, 'patch', model, '-o', out, '--json'], clean: out },
+    inspect: { cmd: process.execPath, args: [cli, 'inspect', model, '--json'] },
+  };
+  if (py) {
+    commands['python patch'] = { cmd: py, args: [pythonScript, model, out, '--no-external-data'], clean: out };
+    commands['python inspect'] = { cmd: py, args: [pythonScript, model, '--inspect', '--no-external-data'] };
+  }
+  const r = interleaved(7, commands);
+  console.log(Object.entries(r).map(([k, v]) => `${k} ${ms(v)}`).join(', '));
+  if (!py) return;
+  const patch = r['python patch']!.seconds / r['patch']!.seconds, inspect = r['python inspect']!.seconds / r['inspect']!.seconds;
+  report('Llama-7B shaped patch: Python onnx time / neftune time', patch, '>= 2', patch >= 2, `python ${ms(r['python patch'])} with load_external_data=False, neftune ${ms(r['patch'])}`);
+  report('Llama-7B shaped inspect: Python onnx time / neftune time', inspect, '>= 3', inspect >= 3, `python ${ms(r['python inspect'])}, neftune ${ms(r['inspect'])}`);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Disk space a file or folder takes (allocated blocks, not length). */
+function allocated(file: string): number {
+  const r = spawnSync('du', ['-s', '-B1', file], { encoding: 'utf8' });
+  return Number(r.stdout.split(/\s/)[0]);
+}
+
+function sparse(): void {
+  console.log('\n# patch into another folder: Llama-7B shaped model, 27 GB sparse external data (4 MiB written)');
+  const dir = path.join(work, 'sparse');
+  const { model } = writeLlamaShaped(dir);
+  // Some real data in the hole-filled file, so the copy has extents to copy too.
+  spawnSync('dd', ['if=/dev/urandom', `of=${path.join(dir, 'model.onnx_data')}`, 'bs=1M', 'count=4', 'seek=100', 'conv=notrunc', 'status=none']);
+  const [ours, theirs] = [path.join(work, 'sparse-out'), path.join(work, 'sparse-cp')];
+  const fresh = (p: string) => { rmSync(p, { recursive: true, force: true }); return undefined; };
+  const runs: Record<string, Run[]> = { patch: [], cp: [] };
+  for (let i = 0; i < 5; i++) {
+    fresh(ours); runs['patch']!.push(measure(process.execPath, [cli, 'patch', model, '-o', path.join(ours, 'model.onnx')]));
+    fresh(theirs); runs['cp']!.push(measure('cp', ['-r', '--reflink=auto', dir, theirs]));
+  }
+  const [patch, cp] = [summarize(runs['patch']!), summarize(runs['cp']!)];
+  const [inSpace, outSpace] = [allocated(dir), allocated(ours)];
+  console.log(`patch -o other folder ${ms(patch)}, cp -r --reflink=auto ${ms(cp)}; disk space: input folder ${(inSpace / 2 ** 20).toFixed(1)} MiB, output folder ${(outSpace / 2 ** 20).toFixed(1)} MiB`);
+  report('sparse patch to another folder: time / cp -r --reflink=auto', patch.seconds / cp.seconds, '<= 1.2', patch.seconds / cp.seconds <= 1.2, `${ms(patch)} vs ${ms(cp)}; includes the patch itself`);
+  report('sparse patch to another folder: output space / input space', outSpace / inSpace, '<= 1 (holes kept)', outSpace <= inSpace * 1.01);
+  for (const p of [dir, ours, theirs]) rmSync(p, { recursive: true, force: true });
+}
+
+function encode(): void {
+  console.log('\n# encodeModel in process: 600 MB single-file model, 5 interleaved rounds');
+  const r = encodeBench(5);
+  const ratio = r.ms['encodeModel']! / r.ms['protobufjs reflection']!;
+  console.log(`${(r.bytes / 2 ** 20).toFixed(0)} MB: ${Object.entries(r.ms).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(', ')}`);
+  report('encodeModel 600 MB: time / protobufjs reflection encode', ratio, '<= 1.2', ratio <= 1.2);
+}
+
 console.log(`onnx-neftune benchmarks on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`);
-const py = only.has('large') || only.has('startup') ? python() : undefined;
+const py = only.has('large') || only.has('startup') || only.has('llama') ? python() : undefined;
 try {
   if (only.has('startup')) await startup(py);
+  if (only.has('llama')) llama(py);
+  if (only.has('sparse')) sparse();
+  if (only.has('encode')) encode();
   if (only.has('large')) await large(py);
   if (only.has('graph')) graphSize();
   if (only.has('runtime')) for (const r of await runtimeBench()) report(r.name, r.value, r.target, r.ok, r.note);

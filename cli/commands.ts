@@ -48,6 +48,8 @@ export interface FileResult {
   step?: StepSummary | null;
   /** step: every node on a parameter-to-loss path without a usable gradient rule (when that is why it failed). */
   unsupportedOps?: Array<{ op: string; node: string; why: string }>;
+  /** patch and strip to another folder: the external data copied beside the output (lengths, and disk space taken). */
+  dataCopied?: { files: number; bytes: number; allocated: number };
 }
 
 export interface ModelSummary {
@@ -306,6 +308,7 @@ export async function runFileCommand(command: string, inputs: string[], options:
       loaded = await loadPlanned(job);
       const outcome = work(loaded, job);
       let folderCopies: string[] = options.dryRun ? (job.companions ?? []).map((c) => c.rel).sort() : [];
+      let dataCopied: FileResult['dataCopied'];
       if (outcome.write && job.output !== undefined) {
         if (job.output === '-') {
           const bytes = encodeCheckedBytes(loaded.model);
@@ -326,6 +329,7 @@ export async function runFileCommand(command: string, inputs: string[], options:
               throw isErrno(error) ? new OutputWriteError(`Cannot write ${job.output}: ${describeErrno(error)}`, { cause: error }) : error;
             });
           for (const file of saved.copiedData) copied.add(entryKey(file));
+          if (saved.copiedData.length) dataCopied = { files: saved.copiedData.length, bytes: saved.copiedDataBytes, allocated: saved.copiedDataAllocated };
           if (folder && outDir !== undefined) {
             for (const file of folder.made) copied.add(entryKey(file));
             // The model's own external data was carried by the save: it is part of the folder too.
@@ -340,7 +344,8 @@ export async function runFileCommand(command: string, inputs: string[], options:
         : job.companions.length || options.inPlace ? '' : '; the folder has no other files';
       files.push({
         input: job.input, output: outcome.write ? job.output ?? null : null, status: outcome.status, note: job.note ?? null,
-        message: outcome.message + copyNote, error: null, warnings: outcome.warnings, sites: outcome.sites, model: null, copied: folderCopies,
+        message: outcome.message + copyNote + (dataCopied ? `; copied ${dataCopied.files} external data file${dataCopied.files === 1 ? '' : 's'}: ${dataCopied.bytes} bytes, ${dataCopied.allocated} on disk` : ''),
+        error: null, warnings: outcome.warnings, sites: outcome.sites, model: null, copied: folderCopies, ...(dataCopied ? { dataCopied } : {}),
         ...(outcome.step ? { step: outcome.step } : {}),
       });
     } catch (error) {
@@ -422,7 +427,7 @@ function copyOne(c: FolderFile, dest: string, job: Job, made: string[], present:
       if (existing.isFile() && sameContent(source, dest)) { present.push(c.rel); return; }
       throw new RefusedError(`Refusing to overwrite ${dest} with a copy of ${c.from}: a different ${existing.isSymbolicLink() ? 'entry (a symbolic link)' : 'file'} is already there. Nothing of the folder was kept; choose another output folder, or remove it.`);
     }
-    copyFileAtomic(source, dest, `copy ${c.from} to ${dest}`);
+    copyFileAtomic(source, dest, `copy ${c.from} to ${dest}`, fd);
     made.push(dest);
     present.push(c.rel);
   } finally {

@@ -5,6 +5,7 @@
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,8 +14,36 @@ const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 // The bin runs directly when linked (npm link, npx); npm sets the same mode when it installs.
 chmodSync(path.join(root, 'dist', 'cli', 'bin.cjs'), 0o755);
 const outfile = path.join(root, 'dist', 'cli', 'neftune.cjs');
+// yargs imports node:assert for two internal sanity checks; loading it (with its error formatting
+// and colour support) costs about 3 ms of every start. These two functions do the same checks.
+const assertShim = {
+  name: 'assert-shim',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?assert$/ }, (args) => (args.importer.includes(`${path.sep}yargs${path.sep}`) ? { path: 'assert', namespace: 'assert-shim' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'assert-shim' }, () => ({
+      contents: `const fail = (m, d) => { throw new Error(m ?? d); };
+export const strictEqual = (a, b, m) => { if (!Object.is(a, b)) fail(m, 'Expected values to be strictly equal: ' + a + ' !== ' + b); };
+export const notStrictEqual = (a, b, m) => { if (Object.is(a, b)) fail(m, 'Expected "actual" to be strictly unequal to: ' + b); };`,
+      loader: 'js',
+    }));
+  },
+};
 const cache = `${outfile}.cache`;
 rmSync(cache, { force: true });
+// string-width makes an Intl.Segmenter when it loads (about 7 ms: ICU data), though yargs' help
+// text, which is ASCII, takes its fast path and never uses it: make it on first use.
+const lazySegmenter = {
+  name: 'lazy-segmenter',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]string-width[\\/]index\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const eager = 'const segmenter = new Intl.Segmenter();';
+      if (!source.includes(eager)) return undefined; // another version: bundled as it is
+      return { contents: source.replace(eager, 'let made;\nconst segmenter = { segment: (text) => (made ??= new Intl.Segmenter()).segment(text) };'), loader: 'js' };
+    });
+  },
+};
+
 await build({
   entryPoints: [path.join(root, 'dist', 'cli', 'main.js')],
   outfile,
@@ -27,6 +56,7 @@ await build({
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
+  plugins: [assertShim, lazySegmenter],
 });
 
 // The browser app (web/): the page and its workers as ES modules, beside index.html, style.css and

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { decodeModel, encodeModel, type Model } from '../src/graph/index.js';
+import { decodeModel, encodeModel, encodeModelChunks, encodeModelProto, encodeModelTo, modelToProto, type Model } from '../src/graph/index.js';
 import { deferredPayloadOf } from '../src/graph/deferred.js';
 import { applyNeftune, stripNeftune, type NeftuneOptions } from '../src/passes/index.js';
 import { readCompact, readModelFile, saveModelFile } from '../src/io/index.js';
@@ -112,4 +112,62 @@ test('after an in-place save, a lazily loaded model still reads its payloads fro
   stripNeftune(loaded.model);
   await saveModelFile(loaded, file, { inPlace: true });
   assert.ok(sameBytes(read(file), original));
+});
+
+/** Concatenated chunks. */
+function joined(chunks: Iterable<Uint8Array>): Uint8Array {
+  const list = [...chunks];
+  const out = new Uint8Array(list.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of list) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+/** Whether some chunk is the very memory of a payload (a view, not a copy). */
+const sharesMemory = (chunks: Uint8Array[], payload: Uint8Array) =>
+  chunks.some((c) => c.buffer === payload.buffer && c.byteOffset === payload.byteOffset && c.length === payload.length);
+
+test('encodeModelChunks, encodeModelTo and encodeModel write the same bytes as protobufjs encoding of the model, payloads handed out as views', async () => {
+  const built = buildTinyGpt({ vocab: 4096, dim: 64 });
+  const decoded = decodeModel(encodeModel(buildTinyBert({ vocab: 2048, dim: 32 })));
+  const patched = decodeModel(encodeModel(built));
+  applyNeftune(patched, { seed: 1 });
+  for (const [name, model] of Object.entries({ built, decoded, patched })) {
+    const reference = encodeModelProto(modelToProto(model, { verbatim: true }));
+    const table = [...model.graph.initializers].map((v) => v.initializer!.proto.raw_data!).reduce((a, b) => (a.length >= b.length ? a : b));
+    const chunks = [...encodeModelChunks(model)];
+    assert.ok(sameBytes(joined(chunks), reference), `${name}: chunks differ at byte ${firstDifference(joined(chunks), reference)}`);
+    assert.ok(sharesMemory(chunks, table), `${name}: the largest payload (${table.length} bytes) is handed out as a view of the model's memory`);
+    const inMemory = encodeModel(model);
+    assert.ok(sameBytes(inMemory, reference), `${name}: encodeModel differs at byte ${firstDifference(inMemory, reference)}`);
+    assert.ok(!sharesMemory([inMemory], table) && inMemory.buffer !== table.buffer, `${name}: encodeModel returns its own bytes`);
+    // A slow asynchronous sink that keeps what it is given.
+    const kept: Uint8Array[] = [];
+    const written = await encodeModelTo(model, async (chunk) => { await new Promise((r) => setImmediate(r)); kept.push(chunk); });
+    assert.equal(written, reference.length);
+    assert.ok(sameBytes(joined(kept), reference), `${name}: encodeModelTo differs`);
+    // Encoding lends payloads to the encoder only while it runs: the model holds its own bytes again.
+    const after = [...model.graph.initializers].map((v) => v.initializer!.proto.raw_data!).reduce((a, b) => (a.length >= b.length ? a : b));
+    assert.equal(after, table);
+  }
+});
+
+test('encodeModelChunks reads payloads left on disk piece by piece, and equals the in-memory encoding', () => {
+  const bytes = encodeModel(buildTinyGpt({ vocab: 50_000, dim: 64 })); // a 12.8 MB table: several 4 MiB pieces
+  const file = path.join(dir, 'chunks.onnx');
+  writeFileSync(file, bytes);
+  const loaded = readModelFile(file, { deferThreshold: 1024 });
+  try {
+    assert.ok(deferredCount(loaded.model) >= 2);
+    applyNeftune(loaded.model, { seed: 1 });
+    const inMemory = decodeModel(bytes);
+    applyNeftune(inMemory, { seed: 1 });
+    const chunks = [...encodeModelChunks(loaded.model)];
+    assert.ok(Math.max(...chunks.map((c) => c.length)) <= 4 << 20, 'no chunk larger than 4 MiB');
+    const expected = encodeModel(inMemory);
+    assert.ok(sameBytes(joined(chunks), expected), `differs at byte ${firstDifference(joined(chunks), expected)}`);
+    assert.ok(sameBytes(encodeModel(loaded.model), expected));
+  } finally {
+    loaded.close();
+  }
 });

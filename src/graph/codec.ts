@@ -2,11 +2,11 @@
 import protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError, OnnxModelError, OnnxNeftuneError } from './errors.js';
 import type { Graph, Model } from './ir.js';
-import { GraphProtoType, ModelProtoType, cloneShallow, decodeKeepingUnknowns, type GraphProto, type ModelProto } from './proto.js';
+import { GraphProtoType, ModelProtoType, cloneShallow, decodeKeepingUnknowns, type GraphProto, type ModelProto, type TensorProto } from './proto.js';
 import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './serde.js';
 import { unchangedFromBytes } from './node-bytes.js';
 import { checkWireStructure } from './wire.js';
-import { coalesce, encodeProtoPieces, fieldsAsPieces, joinPieces, type EncodedPiece } from './deferred.js';
+import { coalesce, encodeProtoPieces, fieldsAsPieces, joinPieces, withLentPayloads, type EncodedPiece } from './deferred.js';
 import { encodeVarint, skipValue, varintAt } from './varint.js';
 
 /**
@@ -120,7 +120,10 @@ export function decodeModel(bytes: Uint8Array): Model {
   return modelFromProto(shell.proto, shell.nodes);
 }
 
-/** Encodes the IR. An unedited model encodes to the bytes it was decoded from. Deferred payloads are read. */
+/**
+ * Encodes the IR. An unedited model encodes to the bytes it was decoded from. Deferred payloads are
+ * read. Each tensor payload is copied once, into the result.
+ */
 export function encodeModel(model: Model): Uint8Array {
   const { pieces, length } = encodeModelPieces(model);
   const bytes = joinPieces(pieces, length);
@@ -132,7 +135,39 @@ export function encodeModel(model: Model): Uint8Array {
  * payloads from where they are instead of holding them.
  */
 export function encodeModelPieces(model: Model): { pieces: EncodedPiece[]; length: number } {
-  return protobufEncoding(() => encodePieces(model));
+  return protobufEncoding(() => withLentPayloads(initializerProtos(model), () => encodePieces(model)));
+}
+
+function* initializerProtos(model: Model): Iterable<TensorProto> {
+  for (const graph of model.allGraphs()) for (const v of graph.initializers) yield v.initializer!.proto;
+}
+
+/**
+ * The model's encoding as chunks in file order, for writing to a file, a socket or a stream without
+ * holding it whole: the message bytes, and the tensor payloads as they are held (views of the
+ * model's buffers, not copies; payloads still in a file are read a piece at a time). Concatenated,
+ * the chunks are encodeModel's bytes. The model must not be edited until the chunks are consumed.
+ */
+export function* encodeModelChunks(model: Model): Iterable<Uint8Array> {
+  for (const piece of encodeModelPieces(model).pieces) {
+    if (piece instanceof Uint8Array) yield piece;
+    else if (piece.chunks) yield* piece.chunks();
+    else yield piece.read();
+  }
+}
+
+/**
+ * Streams the model's encoding to `sink` chunk by chunk (see encodeModelChunks), awaiting each call
+ * (back-pressure for an async writer); resolves to the number of bytes written. A chunk may be a
+ * view of the model's own buffers: a sink that keeps chunks must not change them.
+ */
+export async function encodeModelTo(model: Model, sink: (chunk: Uint8Array) => unknown): Promise<number> {
+  let written = 0;
+  for (const chunk of encodeModelChunks(model)) {
+    await sink(chunk);
+    written += chunk.length;
+  }
+  return written;
 }
 
 /** protobufjs refuses messages nested deeper than 100 levels with a plain Error; that is the model's shape, so say so. */
@@ -160,11 +195,11 @@ function encodePieces(model: Model): { pieces: EncodedPiece[]; length: number } 
   delete shell.graph;
   const modelBytes = ModelProtoType.encode(shell as unknown as protobuf.Message).finish();
   const at = insertionPoint(modelBytes, 7);
-  const head = fieldsAsPieces(modelBytes, ModelProtoType, 0, at);
-  const tail = fieldsAsPieces(modelBytes, ModelProtoType, at, modelBytes.length);
+  const head = fieldsAsPieces(modelBytes, ModelProtoType, 0, at, true);
+  const tail = fieldsAsPieces(modelBytes, ModelProtoType, at, modelBytes.length, true);
   const nodes = nodeEntries(model.graph);
   const restBytes = GraphProtoType.encode(graph as unknown as protobuf.Message).finish();
-  const rest = fieldsAsPieces(restBytes, GraphProtoType, 0, restBytes.length);
+  const rest = fieldsAsPieces(restBytes, GraphProtoType, 0, restBytes.length, true);
   const graphSize = nodes.size + rest.size;
   const graphTag = Uint8Array.of(7 * 8 + 2, ...encodeVarint(graphSize));
   const pieces = coalesce([...head.pieces, graphTag, ...nodes.pieces, ...rest.pieces, ...tail.pieces]);
@@ -195,12 +230,12 @@ function nodeEntries(graph: Graph): { pieces: EncodedPiece[]; size: number } {
   const pieces: EncodedPiece[] = [];
   let size = 0;
   let run: Uint8Array | undefined, runStart = 0, runEnd = 0;
-  const add = (buf: Uint8Array, start: number, end: number) => {
-    const part = fieldsAsPieces(buf, GraphProtoType, start, end);
+  const add = (buf: Uint8Array, start: number, end: number, encoded: boolean) => {
+    const part = fieldsAsPieces(buf, GraphProtoType, start, end, encoded);
     for (const p of part.pieces) pieces.push(p);
     size += part.size;
   };
-  const flush = () => { if (run) add(run, runStart, runEnd); run = undefined; };
+  const flush = () => { if (run) add(run, runStart, runEnd, false); run = undefined; };
   for (const node of graph) {
     const src = node._srcBytes;
     if (src && unchangedFromBytes(node, src, node._srcStart, node._srcEnd, node._srcAttributes)) {
@@ -214,7 +249,7 @@ function nodeEntries(graph: Graph): { pieces: EncodedPiece[]; size: number } {
     }
     flush();
     const entry = GraphProtoType.encode({ node: [nodeToProto(node, { verbatim: true })] } as unknown as protobuf.Message).finish();
-    add(entry, 0, entry.length);
+    add(entry, 0, entry.length, true);
   }
   flush();
   return { pieces, size };

@@ -6,7 +6,7 @@
  * stream payloads from their source without ever holding them.
  */
 import type protobuf from 'protobufjs/light.js';
-import { ModelProtoType, type ModelProto } from './proto.js';
+import { ModelProtoType, type ModelProto, type TensorProto } from './proto.js';
 import { encodeVarint, skipValue, varintAt } from './varint.js';
 
 export interface DeferredPayload {
@@ -18,6 +18,8 @@ export interface DeferredPayload {
    * source file (an in-place save) points this at the payload's place in the new file.
    */
   source: { path: string; offset: number };
+  /** The payload in pieces, each a fresh buffer (for streaming writers); read() in one piece when absent. */
+  chunks?(): Iterable<Uint8Array>;
 }
 
 export const PLACEHOLDER_LENGTH = 16;
@@ -51,6 +53,46 @@ export function deferredPayloadOf(bytes: Uint8Array | undefined): DeferredPayloa
   return payload;
 }
 
+/**
+ * Payloads lent for one encode: large raw_data fields are swapped for placeholders (index with the
+ * top bit set) while protobufjs encodes the rest, so their bytes are never copied into its buffer;
+ * the pieces then hold views of them, and joining copies each payload exactly once.
+ */
+const LENT = 0x80000000;
+let lent: Uint8Array[] = [];
+/** raw_data of at least this many bytes is lent (smaller ones cost less to copy than to splice). */
+const LEND_FROM = 4096;
+
+export function withLentPayloads<T>(tensors: Iterable<TensorProto>, encode: () => T): T {
+  if (lent.length) return encode(); // already lending (a nested encode): its placeholders are spliced by the outer one
+  const swapped: [TensorProto, Uint8Array][] = [];
+  try {
+    for (const t of tensors) {
+      const raw = t.raw_data;
+      if (!raw || raw.length < LEND_FROM || !Object.hasOwn(t, 'raw_data')) continue;
+      const bytes = new Uint8Array(PLACEHOLDER_LENGTH);
+      bytes.set(nonce);
+      new DataView(bytes.buffer).setUint32(12, LENT + lent.length, true);
+      lent.push(raw);
+      swapped.push([t, raw]);
+      t.raw_data = bytes;
+    }
+    return encode();
+  } finally {
+    for (const [t, raw] of swapped) t.raw_data = raw;
+    lent = [];
+  }
+}
+
+/** The piece a placeholder at buf[at] stands for: a lent payload's bytes, or a deferred payload. */
+function payloadAt(buf: Uint8Array, at: number): EncodedPiece | undefined {
+  const index = placeholderIndex(buf, at);
+  if (index === undefined) return undefined;
+  return index >= LENT ? lent[index - LENT] : payloads[index];
+}
+
+const anyPlaceholders = () => payloads.length > 0 || lent.length > 0;
+
 function placeholderIndex(buf: Uint8Array, at: number): number | undefined {
   for (let i = 0; i < nonce.length; i++) if (buf[at + i] !== nonce[i]) return undefined;
   return (buf[at + 12]! | (buf[at + 13]! << 8) | (buf[at + 14]! << 16) | (buf[at + 15]! << 24)) >>> 0;
@@ -66,7 +108,7 @@ export type EncodedPiece = Uint8Array | DeferredPayload;
  */
 export function encodeProtoPieces(proto: ModelProto): { pieces: EncodedPiece[]; length: number } {
   const compact = ModelProtoType.encode(proto as unknown as protobuf.Message).finish();
-  const markers = payloads.length ? findMarkers(compact) : [];
+  const markers = anyPlaceholders() ? findMarkers(compact) : [];
   if (!markers.length) return { pieces: [compact], length: compact.length };
   const out = spliceMessage(compact, ModelProtoType, 0, compact.length, markers);
   return { pieces: coalesce(out.pieces), length: out.size };
@@ -75,9 +117,10 @@ export function encodeProtoPieces(proto: ModelProto): { pieces: EncodedPiece[]; 
 /**
  * The fields in buf[start, end) of a `type` message as pieces, placeholders replaced by their
  * payloads (enclosing length prefixes recomputed). Placeholder positions are found once per buffer.
+ * `encoded`: buf was just encoded, so it may hold lent placeholders (source bytes never do).
  */
-export function fieldsAsPieces(buf: Uint8Array, type: protobuf.Type, start: number, end: number): { pieces: EncodedPiece[]; size: number } {
-  if (!payloads.length) return { pieces: [buf.subarray(start, end)], size: end - start };
+export function fieldsAsPieces(buf: Uint8Array, type: protobuf.Type, start: number, end: number, encoded = false): { pieces: EncodedPiece[]; size: number } {
+  if (!payloads.length && !(encoded && lent.length)) return { pieces: [buf.subarray(start, end)], size: end - start };
   let markers = markersByBuffer.get(buf);
   if (!markers) markersByBuffer.set(buf, markers = findMarkers(buf));
   return spliceMessage(buf, type, start, end, markers);
@@ -125,8 +168,8 @@ function spliceMessage(buf: Uint8Array, type: protobuf.Type, start: number, end:
     const field = type.fieldsById[(tag - wire) / 8];
     const resolved = field?.resolve().resolvedType;
     const tagBytes = buf.subarray(fieldStart, afterTag);
-    if (len === PLACEHOLDER_LENGTH && field?.type === 'bytes') {
-      const payload = payloads[placeholderIndex(buf, body)!]!;
+    const payload = len === PLACEHOLDER_LENGTH && field?.type === 'bytes' ? payloadAt(buf, body) : undefined;
+    if (payload) {
       const prefix = encodeVarint(payload.length);
       pieces.push(tagBytes, prefix, payload);
       size += tagBytes.length + prefix.length + payload.length;
@@ -158,7 +201,7 @@ export function coalesce(pieces: EncodedPiece[]): EncodedPiece[] {
   return out;
 }
 
-/** Concatenates pieces, reading deferred payloads (the in-memory path). */
+/** Concatenates pieces, reading deferred payloads (the in-memory path): each payload is copied once. */
 export function joinPieces(pieces: EncodedPiece[], length: number): Uint8Array {
   if (pieces.length === 1 && pieces[0] instanceof Uint8Array) return pieces[0];
   const out = new Uint8Array(length);

@@ -13,7 +13,7 @@ export {
   Model, Graph, Node, Value, Attribute, AttributeType, OnnxFunction, TrainingInfo, Metadata,
   type AttributeKind, type Use, type Dim, type ValueList, type GraphScope,
 } from './ir.js';
-export { decodeModel, encodeModel, decodeModelProto, encodeModelProto } from './codec.js';
+export { decodeModel, encodeModel, encodeModelChunks, encodeModelTo, decodeModelProto, encodeModelProto } from './codec.js';
 export { modelFromProto, modelToProto } from './serde.js';
 export {
   int64ToNumber,

@@ -5,17 +5,23 @@
  */
 import { closeSync, constants, copyFileSync, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, realpathSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import type { FileHandle } from 'node:fs/promises';
 import { OnnxNeftuneError } from '../graph/errors.js';
 import { OutputWriteError } from './errors.js';
 import { ModelSource } from './model-source.js';
 import { errnoOf } from './fs-facts.js';
 
+// Loaded when first needed: a command that writes nothing (inspect, --version) does not pay for them.
+const requireBuiltin = createRequire(import.meta.url);
+const crypto = () => requireBuiltin('node:crypto') as typeof import('node:crypto');
+const childProcess = () => requireBuiltin('node:child_process') as typeof import('node:child_process');
+const fsPromises = () => requireBuiltin('node:fs/promises') as typeof import('node:fs/promises');
+
 /** A hidden temp file name in `dest`'s folder (the rename into place then stays on one file system). */
 function tempPathBeside(dest: string): string {
   const full = path.resolve(dest);
-  return path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  return path.join(path.dirname(full), `.${path.basename(full)}.${process.pid}.${crypto().randomBytes(4).toString('hex')}.tmp`);
 }
 
 /** tempPathBeside's names: `.<name>.<pid>.<8 hex>.tmp`. */
@@ -171,7 +177,7 @@ export async function writeAtomic(dest: string, chunks: Iterable<Uint8Array>, op
     const replacing = existsSync(target);
     hookSignals();
     liveTempFiles.add(temp);
-    const file = handle = await open(temp, 'wx', 0o644);
+    const file = handle = await fsPromises().open(temp, 'wx', 0o644);
     const writeAll = async (slice: Uint8Array, position: number) => {
       for (let off = 0; off < slice.length;) off += (await file.write(slice, off, slice.length - off, position + off)).bytesWritten;
       written += slice.length;
@@ -227,19 +233,62 @@ function* slices(chunks: Iterable<Uint8Array>): Iterable<Uint8Array> {
 
 const WRITE_SLICE = 8 << 20;
 
-/** Copies `from` to `to` through a temp file beside `to` (a copy-on-write clone where the file system offers one). */
-export function copyFileAtomic(from: string, to: string, what: string): void {
+/** What a copy wrote: the file's length, and the space it takes on disk (less when holes stayed holes or blocks are shared). */
+export interface CopiedFile { bytes: number; allocated: number }
+
+/**
+ * Copies `from` to `to` through a temp file beside `to`. `fd`, when given, is the source opened and
+ * checked by the caller: the copy reads that file (through /proc/self/fd), never the path again.
+ * On Linux GNU cp does the copy (`--sparse=auto --reflink=auto`): a copy-on-write clone where the
+ * file system offers one, else the data extents only (SEEK_DATA/SEEK_HOLE, which Node's fs lacks)
+ * copied in the kernel, so holes stay holes. Elsewhere, or without GNU cp, fs.copyFile with
+ * COPYFILE_FICLONE (a clone, else a full copy).
+ */
+export function copyFileAtomic(from: string, to: string, what: string, fd?: number): CopiedFile {
   sweepStaleTempFiles(path.dirname(to));
   const temp = tempPathBeside(to);
   hookSignals();
   liveTempFiles.add(temp);
   try {
-    copyFileSync(from, temp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+    if (!copyWithCp(fd, temp, what)) copyFileSync(fd === undefined ? from : descriptorSource(fd, from), temp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+    const st = lstatSync(temp);
+    if (fd !== undefined && st.size !== fstatSync(fd).size) {
+      throw new OutputWriteError(`Cannot ${what}: the copy has ${st.size} bytes, the source ${fstatSync(fd).size}; the source changed during the copy. Nothing was written; run again.`);
+    }
     renameSync(temp, to);
+    return { bytes: st.size, allocated: st.blocks * 512 };
   } catch (error) {
     try { unlinkSync(temp); } catch { /* ignore */ }
     throw writeError(what, error);
   } finally {
     liveTempFiles.delete(temp);
   }
+}
+
+const descriptorSource = (fd: number, fallback: string) => existsSync(`/proc/self/fd/${fd}`) ? `/proc/self/fd/${fd}` : fallback;
+
+let gnuCp = process.platform === 'linux';
+
+/**
+ * Copies the file open as `fd` to `temp` with GNU cp, which gets the descriptor as its stdin and
+ * opens it as /proc/self/fd/0 (the same file, whatever the path now names). False when cp is not
+ * there or not GNU cp: the caller copies instead. `--remove-destination`: never write through
+ * something put at the temp name.
+ */
+function copyWithCp(fd: number | undefined, temp: string, what: string): boolean {
+  if (!gnuCp || fd === undefined) return false;
+  const run = childProcess().spawnSync('cp', ['--sparse=auto', '--reflink=auto', '--remove-destination', '-T', '--', '/proc/self/fd/0', temp], {
+    stdio: [fd, 'ignore', 'pipe'], encoding: 'utf8',
+  });
+  if (run.error || /unrecognized option|invalid option|unknown option/.test(run.stderr ?? '')) {
+    gnuCp = false;
+    try { unlinkSync(temp); } catch { /* not made */ }
+    return false;
+  }
+  if (run.status !== 0) {
+    const message = (run.stderr ?? '').trim() || `cp ended with ${run.signal ?? `status ${run.status}`}`;
+    const advice = /No space left/.test(message) ? ' The disk is full; free some space or write elsewhere.' : /Permission denied/.test(message) ? ' Choose a folder you can write to.' : '';
+    throw new OutputWriteError(`Cannot ${what}: ${message}.${advice}`);
+  }
+  return true;
 }

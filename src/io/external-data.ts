@@ -12,7 +12,9 @@
  *   3. the real path (symlinks resolved) stays inside the model's real folder;
  *   4. the file is a regular file with exactly one hard link;
  *   5. offset + length lies within the file.
- * Checks 2 and 5 run per tensor; 3 and 4 once per distinct file (one lstat, realpath and stat).
+ * Checks 2 and 5 run per tensor; 3 and 4 once per distinct file: one lstat when the file is a
+ * regular file in the model's real folder (or in a subfolder whose real path, resolved once per
+ * subfolder, is where it should be); a link is resolved with realpath and stat.
  * A missing file is not an error here (inspect, patch and strip need no payloads); it is reported.
  *
  * The check records what it saw (real path, device and inode, size). A file is later read only
@@ -92,11 +94,10 @@ function* graphSites(graph: Graph, scope: string): Iterable<ExternalTensorSite> 
   for (const v of graph.sparseInitializers) yield* sparseSites(v.sparseInitializer, v.name, 'sparse initializer', scope);
   for (const node of graph) {
     if (!node.attributes.length) continue;
-    const owner = node.describe();
     for (const a of node.attributes) {
-      if (holdsTensors(a.proto)) yield* attributeSites(a.proto, `attribute "${a.name}" of ${owner}`, scope);
+      if (holdsTensors(a.proto)) yield* attributeSites(a.proto, `attribute "${a.name}" of ${node.describe()}`, scope);
       for (const [i, g] of a.graphs.entries()) {
-        yield* graphSites(g, `${scope} > ${owner}.${a.name}${a.holdsOneGraph ? '' : `[${i}]`}`);
+        yield* graphSites(g, `${scope} > ${node.describe()}.${a.name}${a.holdsOneGraph ? '' : `[${i}]`}`);
       }
     }
   }
@@ -139,37 +140,40 @@ export function checkExternalData(model: Model, modelDir: string): ExternalDataF
   const files = new Map<string, ExternalDataFile>();
   let folder: string;
   try { folder = realpathSync(modelDir); } catch { folder = path.resolve(modelDir); }
-  for (const { tensor, name, where } of externalTensorSites(model)) {
-    const what = `Tensor "${name}" (${where})`;
+  const realFolders = new Map<string, boolean>();
+  for (const site of externalTensorSites(model)) {
+    const { tensor, name } = site;
+    // Built only for a message: the site's description walks the node's names.
+    const what = () => `Tensor "${name}" (${site.where})`;
     const ref = (() => {
-      try { return tensor.external!; } catch (e) { throw new ExternalDataError(`${what}: ${(e as OnnxModelError).message}`); }
+      try { return tensor.external!; } catch (e) { throw new ExternalDataError(`${what()}: ${(e as OnnxModelError).message}`); }
     })();
     for (const { key } of ref.entries) {
-      if (!KNOWN_KEYS.has(key)) throw new ExternalDataError(`${what}: unknown external_data key "${key}" (allowed: location, offset, length, checksum). The model may have been tampered with; re-export it.`);
+      if (!KNOWN_KEYS.has(key)) throw new ExternalDataError(`${what()}: unknown external_data key "${key}" (allowed: location, offset, length, checksum). The model may have been tampered with; re-export it.`);
     }
     const location = ref.location;
-    if (!location) throw new ExternalDataError(`${what}: external_data location is empty. Re-export the model with its data file.`);
-    if (location.includes('\0')) throw new ExternalDataError(`${what}: external_data location ${JSON.stringify(location)} contains a NUL character. The model may have been tampered with; re-export it.`);
+    if (!location) throw new ExternalDataError(`${what()}: external_data location is empty. Re-export the model with its data file.`);
+    if (location.includes('\0')) throw new ExternalDataError(`${what()}: external_data location ${JSON.stringify(location)} contains a NUL character. The model may have been tampered with; re-export it.`);
     if (path.isAbsolute(location) || path.win32.isAbsolute(location) || location.startsWith('/') || location.startsWith('\\')) {
-      throw new ExternalDataError(`${what}: external_data location "${location}" is absolute; only paths relative to the model's folder are allowed.`);
+      throw new ExternalDataError(`${what()}: external_data location "${location}" is absolute; only paths relative to the model's folder are allowed.`);
     }
     // `..` anywhere, even where normalising would cancel it (`link/../w.bin`): the file system resolves
     // `link` first, so a loader reading the path as written may land elsewhere.
     const slashed = location.replace(/\\/g, '/');
     const normalized = path.posix.normalize(slashed);
     if (slashed.split('/').includes('..')) {
-      throw new ExternalDataError(`${what}: external_data location "${location}" leaves the model's folder ("..").`);
+      throw new ExternalDataError(`${what()}: external_data location "${location}" leaves the model's folder ("..").`);
     }
     let entry = files.get(normalized);
     if (!entry) {
-      entry = checkDataFile(normalized, path.join(modelDir, normalized), folder, what);
+      entry = checkDataFile(normalized, path.join(modelDir, normalized), folder, what, realFolders);
       files.set(normalized, entry);
     }
     entry.tensors.push(name);
     if (entry.present) {
       const end = ref.offset + (ref.length ?? 0);
       if (ref.offset > entry.size! || end > entry.size!) {
-        throw new ExternalDataError(`${what}: external data "${location}" offset ${ref.offset} + length ${ref.length ?? 0} = ${end} is beyond the file's ${entry.size} bytes. The data file is truncated or belongs to another model.`);
+        throw new ExternalDataError(`${what()}: external data "${location}" offset ${ref.offset} + length ${ref.length ?? 0} = ${end} is beyond the file's ${entry.size} bytes. The data file is truncated or belongs to another model.`);
       }
     }
   }
@@ -177,20 +181,38 @@ export function checkExternalData(model: Model, modelDir: string): ExternalDataF
 }
 
 /** Checks 3 and 4 for one data file, recording what was seen for openExternalDataFile. */
-function checkDataFile(location: string, full: string, folder: string, what: string): ExternalDataFile {
+function checkDataFile(location: string, full: string, folder: string, what: () => string, realFolders: Map<string, boolean>): ExternalDataFile {
   const entry: ExternalDataFile = { location, path: full, present: false, size: undefined, tensors: [], folder, realPath: undefined, dev: undefined, ino: undefined };
-  try { lstatSync(full); } catch { return entry; }
-  let real: string;
-  try { real = realpathSync(full); } catch { throw new ExternalDataError(`${what}: external data "${location}" is a broken link.`); }
-  if (!isInside(real, folder)) {
-    throw new ExternalDataError(`${what}: external data "${location}" resolves to ${real}, outside the model's folder ${folder}.`);
+  let st;
+  try { st = lstatSync(full, { bigint: true }); } catch { return entry; }
+  let real = path.join(folder, location);
+  // A regular file (not a link) in a folder whose real path is where it should be: its lstat is
+  // its stat and its path is its real path. Anything else is resolved.
+  if (!st.isFile() || !parentIsReal(folder, location, realFolders)) {
+    try { real = realpathSync(full); } catch { throw new ExternalDataError(`${what()}: external data "${location}" is a broken link.`); }
+    if (!isInside(real, folder)) {
+      throw new ExternalDataError(`${what()}: external data "${location}" resolves to ${real}, outside the model's folder ${folder}.`);
+    }
+    st = statSync(real, { bigint: true });
   }
-  const st = statSync(real, { bigint: true });
-  if (!st.isFile()) throw new ExternalDataError(`${what}: external data "${location}" is not a regular file.`);
+  if (!st.isFile()) throw new ExternalDataError(`${what()}: external data "${location}" is not a regular file.`);
   if (st.nlink > 1n) {
-    throw new ExternalDataError(`${what}: external data "${location}" has ${st.nlink} hard links; loaders reject multiply-linked data files. Copy it to a file of its own.`);
+    throw new ExternalDataError(`${what()}: external data "${location}" has ${st.nlink} hard links; loaders reject multiply-linked data files. Copy it to a file of its own.`);
   }
   return { ...entry, present: true, size: Number(st.size), realPath: real, dev: st.dev, ino: st.ino };
+}
+
+/** Whether the folder of `location` (normalized, inside the real `folder`) has no link on the way; resolved once per subfolder. */
+function parentIsReal(folder: string, location: string, known: Map<string, boolean>): boolean {
+  const sub = path.posix.dirname(location);
+  if (sub === '.') return true;
+  let real = known.get(sub);
+  if (real === undefined) {
+    const expected = path.join(folder, sub);
+    try { real = realpathSync(expected) === expected; } catch { real = false; }
+    known.set(sub, real);
+  }
+  return real;
 }
 
 // O_NOFOLLOW: a final symlink put in place after the check fails to open (ELOOP) instead of being

@@ -104,6 +104,9 @@ export interface SaveResult {
   copiedData: string[];
   /** External data files already present at the destination with identical content. */
   reusedData: string[];
+  /** Bytes of the external data copied (the files' lengths), and the disk space the copies take (holes stay holes). */
+  copiedDataBytes: number;
+  copiedDataAllocated: number;
 }
 
 /** Same file on disk (after resolving links); false if either does not exist. */
@@ -160,7 +163,7 @@ async function save(loaded: LoadedModel, dest: string, options: SaveOptions): Pr
     held.close();
     loaded.source = kept;
   }
-  return { path: target, bytes: length, copiedData: carried.copiedData, reusedData: carried.reusedData };
+  return { path: target, bytes: length, copiedData: carried.copiedData, reusedData: carried.reusedData, copiedDataBytes: carried.bytes, copiedDataAllocated: carried.allocated };
 }
 
 /**
@@ -233,7 +236,7 @@ export async function saveWithExternalData(model: Model, dest: string, options: 
   await writeFileAtomic(path.join(path.dirname(target), location), data.chunks);
   const { pieces, length } = encodeChecked(model);
   await writeFileAtomic(target, streamPieces(pieces));
-  return { path: target, bytes: length, copiedData: [], reusedData: [] };
+  return { path: target, bytes: length, copiedData: [], reusedData: [], copiedDataBytes: 0, copiedDataAllocated: 0 };
 }
 
 /** Encodes as pieces (payloads stay deferred), refusing models over protobuf's 2 GiB limit first. */
@@ -261,18 +264,21 @@ export function encodeCheckedBytes(model: Model): Uint8Array {
 /**
  * Makes the external data reachable from `destDir`: nothing to do in the same folder; otherwise
  * each data file is copied under the same relative name (a copy-on-write clone where the file
- * system offers one), never over a different file. Missing data files are skipped (reported by inspect).
+ * system offers one; holes stay holes, see copyFileAtomic), never over a different file. Missing data files are skipped (reported by inspect).
  * Destinations are checked like sources: inside `destDir`'s real path, no symbolic link on the
  * way or at the file. A refused or failed copy removes what this call copied.
  */
-export function carryExternalData(loaded: LoadedModel, destDir: string): { copiedData: string[]; reusedData: string[] } {
-  const { copiedData, reusedData } = carry(loaded, destDir);
-  return { copiedData, reusedData };
+export function carryExternalData(loaded: LoadedModel, destDir: string): { copiedData: string[]; reusedData: string[]; bytes: number; allocated: number } {
+  const { copiedData, reusedData, bytes, allocated } = carry(loaded, destDir);
+  return { copiedData, reusedData, bytes, allocated };
 }
 
 interface Carried {
   copiedData: string[];
   reusedData: string[];
+  /** Lengths of the copies, and the disk space they take. */
+  bytes: number;
+  allocated: number;
   /** Removes the copies made (and the folders created for them), never files that were there before. */
   undo(): void;
 }
@@ -285,7 +291,8 @@ function carry(loaded: LoadedModel, destDir: string): Carried {
     for (const file of copiedData.splice(0)) { try { unlinkSync(file); } catch { /* already gone */ } }
     for (const dir of createdFolders.splice(0).reverse()) { try { rmdirSync(dir); } catch { /* not empty: keep */ } }
   };
-  if (!loaded.externalData.length || sameFile(loaded.dir, destDir)) return { copiedData, reusedData, undo };
+  const carried: Carried = { copiedData, reusedData, bytes: 0, allocated: 0, undo };
+  if (!loaded.externalData.length || sameFile(loaded.dir, destDir)) return carried;
   try {
     const full = path.resolve(destDir);
     createdFolders.push(...makeFolders(full));
@@ -307,13 +314,15 @@ function carry(loaded: LoadedModel, destDir: string): Carried {
           if (existing.isFile() && sameContent(source, target)) { reusedData.push(target); continue; }
           throw new RefusedError(`Refusing to overwrite ${target}: a different file of that name is already there. Write the model to another folder, or next to its data.`);
         }
-        copyFileAtomic(source, target, `copy external data ${file.path} to ${target}`);
+        const copy = copyFileAtomic(source, target, `copy external data ${file.path} to ${target}`, fd);
         copiedData.push(target);
+        carried.bytes += copy.bytes;
+        carried.allocated += copy.allocated;
       } finally {
         closeSync(fd);
       }
     }
-    return { copiedData, reusedData, undo };
+    return carried;
   } catch (error) {
     undo();
     throw writeError(`copy external data to ${destDir}`, error);

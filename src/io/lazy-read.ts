@@ -183,4 +183,18 @@ export class FilePayload implements DeferredPayload {
     this.file.checkUnchanged();
     return bytes;
   }
+
+  /** The payload in fresh 4 MiB buffers (a consumer may keep them), the file checked before and after. */
+  *chunks(): Iterable<Uint8Array> {
+    this.file.checkUnchanged();
+    for (let done = 0; done < this.length;) {
+      const bytes = new Uint8Array(Math.min(CHUNK, this.length - done));
+      this.file.readInto(bytes, 0, bytes.length, this.offset + done);
+      done += bytes.length;
+      if (done === this.length) this.file.checkUnchanged();
+      yield bytes;
+    }
+  }
 }
+
+const CHUNK = 4 << 20;
