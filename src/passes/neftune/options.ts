@@ -58,7 +58,7 @@ export const NEFTUNE_OPTIONS: OptionSchema<NeftuneOptions> = {
   nodes: { type: 'strings', flag: 'node', placeholder: 'NAME', description: 'Patch this lookup node (repeatable)' },
   allCandidates: { type: 'boolean', flag: 'all-candidates', description: 'Patch every patchable lookup' },
   seed: {
-    type: 'number', flag: 'seed', placeholder: 'N', description: 'RandomUniformLike seed (integer): reproducible noise per session within one ONNX Runtime build (onnxruntime-node and onnxruntime-web draw different sequences for the same seed)',
+    type: 'number', flag: 'seed', placeholder: 'N', description: 'RandomUniformLike seed (integer): reproducible noise per session within one ONNX Runtime build (its Node and web builds draw different sequences for the same seed)',
     check: (s) => (Number.isInteger(s) && Math.abs(s) <= MAX_SEED ? undefined : 'be an integer with |seed| <= 2^24 (it is stored as a float)'),
   },
   alphaInput: {
