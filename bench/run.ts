@@ -1,6 +1,6 @@
 /**
  * Benchmarks. Every target is printed as a ratio against a baseline measured in the same run,
- * because these machines are noisy. Usage: npm run bench [-- --only=startup,llama,sparse,encode,large,graph,runtime,step,train]
+ * because these machines are noisy. Usage: npm run bench [-- --only=startup,llama,sparse,encode,large,graph,runtime,step,train,ort119]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -16,12 +16,13 @@ import { encodeBench } from './encode.js';
 import { runtimeBench } from './runtime.js';
 import { stepBench } from './step.js';
 import { trainBench } from './train.js';
+import { ort119Bench } from './train-ort119.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cli = path.join(root, 'dist', 'cli', 'bin.cjs'); // the installed `neftune` (bundle + code cache)
 const pythonScript = path.join(root, 'bench', 'python_patch.py');
 const work = mkdtempSync(path.join(tmpdir(), 'onnx-neftune-bench-'));
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'startup,llama,sparse,encode,large,graph,runtime,step,train').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'startup,llama,sparse,encode,large,graph,runtime,step,train,ort119').split(','));
 const results: Array<{ name: string; value: number; target: string; ok: boolean | null; note: string }> = [];
 
 function report(name: string, value: number, target: string, ok: boolean | null, note = ''): void {
@@ -245,6 +246,7 @@ try {
   if (only.has('runtime')) for (const r of await runtimeBench()) report(r.name, r.value, r.target, r.ok, r.note);
   if (only.has('step')) for (const r of stepBench(work)) report(r.name, r.value, r.target, r.ok, r.note);
   if (only.has('train')) for (const r of trainBench(work)) report(r.name, r.value, r.target, r.ok, r.note);
+  if (only.has('ort119')) for (const r of ort119Bench(work)) report(r.name, r.value, r.target, r.ok, r.note);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
