@@ -6,10 +6,10 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import type { Browser, Page } from 'playwright-core';
-import { encodeModel, type Model } from '../../src/index.js';
+import { encodeModel, Tensor, type Model } from '../../src/index.js';
 import type { TrainerOrt } from '../../src/training/trainer.js';
 import { projectRoot } from '../helpers.js';
-import { DEFAULT_SETTINGS, parseTrainingData, runTraining, type RunResult, type TrainSettings } from '../../web/train-run.js';
+import { DEFAULT_SETTINGS, parseTrainingData, runTraining, tinyForward, type RunResult, type TrainSettings } from '../../web/train-run.js';
 import { startServer } from '../../web/serve.js';
 
 export const CHROMIUM = [process.env['CHROMIUM'], '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
@@ -92,6 +92,8 @@ export async function waitTrainStatus(page: Page, pattern: RegExp, timeout = 60_
   return page.locator('#train-status').innerText();
 }
 
+export const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
 /** The loss column of a Train tab CSV's rows for `run`. */
 export const lossColumn = (csv: string, run = /^NEFTune alpha 5$/): number[] => csv.trim().split('\n').slice(1).map((row) => row.split(',')).filter((r) => run.test(r[0]!)).map((r) => Number(r[2]));
 
@@ -104,10 +106,24 @@ export async function nodeTrainingRun(settings: Partial<TrainSettings>): Promise
 }
 
 /** The tiny model's logits for `rows` rows of `ids`, on onnxruntime-node. */
-export async function tinyLogits(model: Model | Uint8Array, ids: BigInt64Array, rows: number): Promise<Float32Array> {
+async function tinyLogits(model: Model | Uint8Array, ids: BigInt64Array, rows: number): Promise<Float32Array> {
   const { default: ort } = await import('onnxruntime-node');
   const session = await ort.InferenceSession.create(model instanceof Uint8Array ? model : encodeModel(model));
   const out = await session.run({ input_ids: new ort.Tensor('int64', ids, [rows, ids.length / rows]) });
   await session.release();
   return out['logits']!.data as Float32Array;
+}
+
+/**
+ * A downloaded fine-tuned model against the Node run's parameters set into the builder's model,
+ * on onnxruntime-node: the largest logit difference, and how far training moved the logits.
+ */
+export async function logitsAgainst(downloaded: Uint8Array, node: RunResult): Promise<{ worst: number; moved: number }> {
+  const reference = tinyForward(false);
+  for (const p of node.params) reference.graph.initializer(p.name!)!.initializer = Tensor.fromArray('float', p.dims, p.toArray(), p.name);
+  const ids = BigInt64Array.from({ length: 2 * 12 }, (_, i) => BigInt(1 + ((i * 7) % 63)));
+  const [got, want, untrained] = await Promise.all([tinyLogits(downloaded, ids, 2), tinyLogits(reference, ids, 2), tinyLogits(tinyForward(false), ids, 2)]);
+  let worst = 0, moved = 0;
+  want.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - got[i]!)); moved = Math.max(moved, Math.abs(v - untrained[i]!)); });
+  return { worst, moved };
 }

@@ -7,12 +7,11 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Page } from 'playwright-core';
-import { decodeModel, encodeModel, isPatched, Tensor, type VerifyReport } from '../../src/index.js';
+import { decodeModel, encodeModel, isPatched, type VerifyReport } from '../../src/index.js';
 import { buildTinyGpt } from '../../examples/models.js';
 import { readFixture, sameBytes, skipWithoutFixtures } from '../helpers.js';
 import { WEBGPU_ARGS } from '../training/browser-runner.js';
-import { tinyForward } from '../../web/train-run.js';
-import { downloadBytes, dropFiles, lossColumn, webGpuAdapter, nodeTrainingRun, openApp, pageText, screenshot, skipWithoutChromium, tinyLogits, waitStatus, waitTrainStatus, type App } from './helpers.js';
+import { downloadBytes, dropFiles, lossColumn, mean, webGpuAdapter, nodeTrainingRun, openApp, pageText, screenshot, skipWithoutChromium, logitsAgainst, waitStatus, waitTrainStatus, type App } from './helpers.js';
 
 const FIXTURES = ['ort_bert_toy_optimized.onnx', 'optimum_tiny_distilbert.onnx', 'ort_gpt2_past.onnx'];
 const STEPS = 30;
@@ -101,7 +100,6 @@ test('WebGPU: the Train tab trains the bundled model on webgpu; the loss falls; 
     await screenshot(page, 'webgpu-train-done');
     const browserLosses = lossColumn(Buffer.from((await downloadBytes(page, '#download-loss')).bytes).toString('utf8'));
     assert.equal(browserLosses.length, STEPS);
-    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
     const [first, last] = [mean(browserLosses.slice(0, 5)), mean(browserLosses.slice(-5))];
     assert.ok(last < first - 0.5, `loss falls: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
 
@@ -113,12 +111,7 @@ test('WebGPU: the Train tab trains the bundled model on webgpu; the loss falls; 
     assert.ok(worstLoss < 1e-3, `losses: WebGPU vs Node wasm differ by ${worstLoss}`);
     const model = await downloadBytes(page, '#download-trained');
     assert.equal(isPatched(decodeModel(model.bytes)), false, 'NEFTune stripped');
-    const reference = tinyForward(false);
-    for (const p of node.params) reference.graph.initializer(p.name!)!.initializer = Tensor.fromArray('float', p.dims, p.toArray(), p.name);
-    const ids = BigInt64Array.from({ length: 2 * 12 }, (_, i) => BigInt(1 + ((i * 7) % 63)));
-    const [got, want, untrained] = await Promise.all([tinyLogits(model.bytes, ids, 2), tinyLogits(reference, ids, 2), tinyLogits(tinyForward(false), ids, 2)]);
-    let worst = 0, moved = 0;
-    want.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - got[i]!)); moved = Math.max(moved, Math.abs(v - untrained[i]!)); });
+    const { worst, moved } = await logitsAgainst(model.bytes, node);
     assert.ok(moved > 0.1, `training moved the logits (by up to ${moved})`);
     assert.ok(worst < 1e-2, `logits: WebGPU-trained vs Node-trained differ by ${worst} (training moved them by up to ${moved})`);
     t.diagnostic(`WebGPU run: loss ${first.toFixed(3)} -> ${last.toFixed(3)}; vs Node wasm: losses ${worstLoss.toExponential(1)}, logits ${worst.toExponential(1)} (moved ${moved.toFixed(2)}); ${done}`);
