@@ -104,16 +104,16 @@ test('WebGPU: the Train tab trains the bundled model on webgpu; the loss falls; 
     assert.ok(last < first - 0.5, `loss falls: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
 
     // The same run in Node on wasm: WebGPU sums in another order, so the runs agree to float
-    // tolerance, not bit for bit; differences grow a little with each of the 30 updates.
+    // tolerance, not bit for bit (measured: losses 4e-6, logits 4e-5 after 30 updates).
     const node = await nodeTrainingRun({ steps: STEPS });
     let worstLoss = 0;
     node.events.forEach((e, i) => { worstLoss = Math.max(worstLoss, Math.abs(e.loss - browserLosses[i]!) / Math.max(1, e.loss)); });
-    assert.ok(worstLoss < 1e-3, `losses: WebGPU vs Node wasm differ by ${worstLoss}`);
+    assert.ok(worstLoss < 1e-4, `losses: WebGPU vs Node wasm differ by ${worstLoss}`);
     const model = await downloadBytes(page, '#download-trained');
     assert.equal(isPatched(decodeModel(model.bytes)), false, 'NEFTune stripped');
     const { worst, moved } = await logitsAgainst(model.bytes, node);
     assert.ok(moved > 0.1, `training moved the logits (by up to ${moved})`);
-    assert.ok(worst < 1e-2, `logits: WebGPU-trained vs Node-trained differ by ${worst} (training moved them by up to ${moved})`);
+    assert.ok(worst < 1e-3, `logits: WebGPU-trained vs Node-trained differ by ${worst} (training moved them by up to ${moved})`);
     t.diagnostic(`WebGPU run: loss ${first.toFixed(3)} -> ${last.toFixed(3)}; vs Node wasm: losses ${worstLoss.toExponential(1)}, logits ${worst.toExponential(1)} (moved ${moved.toFixed(2)}); ${done}`);
   } finally {
     await app.close();
