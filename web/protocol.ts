@@ -70,7 +70,8 @@ export type TrainRequest =
   | { type: 'stop' };
 
 export type TrainReply =
-  | { type: 'started'; provider: string; rows: number; tokens: number; skipped: number; dataName: string; runs: string[] }
+  /** Posted again, with `note`, when the run moves to another provider before its first step. */
+  | { type: 'started'; provider: string; rows: number; tokens: number; skipped: number; dataName: string; runs: string[]; note?: string }
   /** `run`: index into the started runs (the first is the one whose model is downloaded). */
   | { type: 'step'; run: number; event: StepEvent }
   | { type: 'trained'; model: Blob; csv: string; steps: number; stopped: boolean; provider: string; seconds: number }

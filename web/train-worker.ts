@@ -5,7 +5,7 @@
  */
 import protobuf from 'protobufjs/light.js';
 import Long from 'long';
-import { encodeModel } from '../src/graph/index.js';
+import { encodeModel, OnnxNeftuneError } from '../src/graph/index.js';
 import { exportFineTuned } from '../src/training/export.js';
 import type { TrainerOrt } from '../src/training/trainer.js';
 import type { TrainReply, TrainRequest } from './protocol.js';
@@ -46,17 +46,31 @@ async function train(request: Extract<TrainRequest, { type: 'start' }>): Promise
   doing = 'training the tiny model on';
   const runtime = await loadRuntime();
   const alphas = runAlphas(request.settings);
-  scope.postMessage({ type: 'started', provider: runtime.provider, rows: dataset.rows.length, tokens: dataset.tokens, skipped: dataset.skipped, dataName, runs: alphas.map(runName) });
-  const started = performance.now();
+  let provider = runtime.provider;
+  const started = (note?: string) => scope.postMessage({ type: 'started', provider, rows: dataset.rows.length, tokens: dataset.tokens, skipped: dataset.skipped, dataName, runs: alphas.map(runName), ...(note ? { note } : {}) });
+  started();
+  const t0 = performance.now();
   const results: RunResult[] = [];
   for (const [run, alpha] of alphas.entries()) {
-    const result = await runTraining({
+    let stepped = false;
+    const trainOn = (on: string) => runTraining({
       ort: runtime.ort as unknown as TrainerOrt, settings: { ...request.settings, alpha }, dataset,
-      sessionOptions: { executionProviders: runtime.providers },
-      ...(runtime.provider === 'webgpu' ? { keepOnDevice: 'gpu-buffer' as const } : {}),
-      onStep: (event) => scope.postMessage({ type: 'step', run, event }),
+      sessionOptions: { executionProviders: on === 'wasm' ? ['wasm'] : runtime.providers },
+      ...(on === 'webgpu' ? { keepOnDevice: 'gpu-buffer' as const } : {}),
+      onStep: (event) => { stepped = true; scope.postMessage({ type: 'step', run, event }); },
       shouldStop: yieldToMessages,
     });
+    let result: RunResult;
+    try {
+      result = await trainOn(provider);
+    } catch (error) {
+      // WebGPU failing before the first step (a session it cannot create or run): train on wasm, and say so.
+      if (provider === 'wasm' || stepped || run > 0 || error instanceof OnnxNeftuneError) throw error;
+      const why = workerError(error, doing).parts.join('');
+      provider = 'wasm';
+      started(`WebGPU could not run the training step (${why}); training on wasm instead.`);
+      result = await trainOn(provider);
+    }
     results.push(result);
     if (result.stopped) break;
   }
@@ -64,7 +78,7 @@ async function train(request: Extract<TrainRequest, { type: 'start' }>): Promise
   const exported = exportFineTuned(first.forward, first.params);
   scope.postMessage({
     type: 'trained', model: new Blob([encodeModel(exported.model) as Uint8Array<ArrayBuffer>], { type: 'application/octet-stream' }),
-    csv: lossCsv(results.map((r, i) => ({ name: runName(alphas[i]!), events: r.events }))), steps: first.events.length, stopped: results.some((r) => r.stopped), provider: runtime.provider,
-    seconds: (performance.now() - started) / 1000,
+    csv: lossCsv(results.map((r, i) => ({ name: runName(alphas[i]!), events: r.events }))), steps: first.events.length, stopped: results.some((r) => r.stopped), provider,
+    seconds: (performance.now() - t0) / 1000,
   });
 }

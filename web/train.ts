@@ -15,6 +15,8 @@ let running = false;
 let ownData: File | null = null;
 let dataName = BUNDLED_DATA;
 let provider = '';
+/** Why the run moved to another provider, said again when it ends. */
+let providerNote = '';
 let total = 0;
 let runs: Array<{ name: string; events: StepEvent[] }> = [];
 let neftuneOn = false;
@@ -157,10 +159,11 @@ function onReply(reply: TrainReply): void {
   switch (reply.type) {
     case 'started':
       provider = reply.provider;
+      providerNote = reply.note ? ` ${reply.note}` : '';
       runs = reply.runs.map((name) => ({ name, events: [] }));
       $('train-figure').hidden = false;
       draw();
-      showStatus(`Training on ${provider}: ${reply.rows} rows, ${reply.tokens} tokens of ${reply.dataName}${reply.skipped ? ` (${reply.skipped} rows without a target left out)` : ''}…`);
+      showStatus(`Training on ${provider}: ${reply.rows} rows, ${reply.tokens} tokens of ${reply.dataName}${reply.skipped ? ` (${reply.skipped} rows without a target left out)` : ''}…${providerNote}`);
       return;
     case 'step': {
       runs[reply.run]!.events.push(reply.event);
@@ -175,7 +178,7 @@ function onReply(reply: TrainReply): void {
       draw();
       download('download-trained', reply.model, `tiny-gpt.fine-tuned${neftuneOn ? '.neftune' : ''}.onnx`);
       download('download-loss', new Blob([reply.csv], { type: 'text/csv' }), 'tiny-gpt.losses.csv');
-      showStatus(`${reply.stopped ? `Stopped after ${reply.steps} of ${total} steps` : `Trained ${reply.steps} steps`} on ${reply.provider} in ${reply.seconds.toFixed(1)} s${lossChange()}, ${Math.round(tokensPerSecond())} tokens/s. Download the fine-tuned model${reply.stopped ? ' (as trained so far)' : ''} or the losses below.`);
+      showStatus(`${reply.stopped ? `Stopped after ${reply.steps} of ${total} steps` : `Trained ${reply.steps} steps`} on ${reply.provider} in ${reply.seconds.toFixed(1)} s${lossChange()}, ${Math.round(tokensPerSecond())} tokens/s. Download the fine-tuned model${reply.stopped ? ' (as trained so far)' : ''} or the losses below.${providerNote}`);
       return;
     case 'error':
       setRunning(false);

@@ -161,31 +161,60 @@ async function patch(options: NeftuneOptions): Promise<Reply> {
   file.patched = blob;
   const runtime = await loadRuntime();
   progress(3, 3, `Verifying the noise on ONNX Runtime (${runtime.provider})`);
-  let report: VerifyReport | null = null;
-  let verifyError: WorkerError | null = null;
   const missing = file.locations.filter((d) => !d.present);
   const whole = file.bytes.length <= WHOLE_MODEL_LIMIT && !missing.length;
   // A large model is checked on the slice that computes its sites (the patch record travels with
   // it): verifying it whole would hold several more copies of the weights in this tab.
   const sites = result.record.sites.map((site) => model.graph.scope.get(site.value));
   const checked = !whole && !missing.length && sites.every((v) => v?.producer) ? extractSlice(model, model.graph, sites as Value[]) : model;
-  try {
-    report = await verifyNeftune(checked, {
-      ort: runtime.ort, ep: runtime.provider,
-      sessionOptions: { executionProviders: runtime.providers, externalData: await dataBuffers(file) },
-      unavailable: (name) => missingTensors(model, missing).has(name),
-      ...(whole || checked !== model ? {} : {
-        wholeModelUnavailable: missing.length ? `external data missing: ${missing.map((d) => d.location).join(', ')}`
-          : `the model is larger than ${WHOLE_MODEL_LIMIT >> 20} MB; the page checks the slice from the inputs to each site to keep the tab's memory low`,
-      }),
-    });
-  } catch (error) {
-    verifyError = workerError(error, 'verifying');
+  const externalData = await dataBuffers(file);
+  const verifyOn = async (provider: string, providers: string[]): Promise<Verified> => {
+    try {
+      const report = await verifyNeftune(checked, {
+        ort: runtime.ort, ep: provider,
+        sessionOptions: { executionProviders: providers, externalData },
+        unavailable: (name) => missingTensors(model, missing).has(name),
+        ...(whole || checked !== model ? {} : {
+          wholeModelUnavailable: missing.length ? `external data missing: ${missing.map((d) => d.location).join(', ')}`
+            : `the model is larger than ${WHOLE_MODEL_LIMIT >> 20} MB; the page checks the slice from the inputs to each site to keep the tab's memory low`,
+        }),
+      });
+      return { provider, report, error: null };
+    } catch (error) {
+      return { provider, report: null, error: workerError(error, 'verifying') };
+    }
+  };
+  let verified = await verifyOn(runtime.provider, runtime.providers);
+  if (runtime.provider !== 'wasm' && standing(verified, whole) < 2) {
+    // WebGPU lacks kernels or features some models need (float16 shaders on many adapters): a
+    // failure there says nothing about the noise, so wasm checks it again and the better result stands.
+    progress(3, 3, `Verifying the noise again on ONNX Runtime (wasm), as ${runtime.provider} fell short`);
+    const onWasm = await verifyOn('wasm', ['wasm']);
+    if (standing(onWasm, whole) > standing(verified, whole)) {
+      const note = `${runtime.provider} could not ${verified.report?.ok ? 'run the whole model' : 'check the noise'} (${whyNot(verified)}); the noise was checked on wasm instead.`;
+      verified = { ...onWasm, report: { ...onWasm.report!, notes: [note, ...onWasm.report!.notes] } };
+    }
   }
+  let { report } = verified;
   if (report && checked !== model) {
     report = { ...report, ran: 'slice', sliceReason: `the model is larger than ${WHOLE_MODEL_LIMIT >> 20} MB; the page checks the slice from the inputs to each site to keep the tab's memory low` };
   }
-  return { type: 'patched', model: blob, warnings: result.warnings, sites: result.record.sites.map((s) => s.value), report, verifyError, provider: runtime.provider, verifiedWhole: whole };
+  return { type: 'patched', model: blob, warnings: result.warnings, sites: result.record.sites.map((s) => s.value), report, verifyError: verified.error, provider: verified.provider, verifiedWhole: whole };
+}
+
+interface Verified { provider: string; report: VerifyReport | null; error: WorkerError | null }
+
+/** 2: passed as fully as this model allows; 1: passed on the slice only where the whole model was to run; 0: not passed. */
+function standing({ report }: Verified, whole: boolean): number {
+  if (!report?.ok) return 0;
+  return whole && report.ran !== 'whole' ? 1 : 2;
+}
+
+/** Why a provider's check fell short, from ONNX Runtime's words. */
+function whyNot({ report, error }: Verified): string {
+  if (error) return error.parts.map((p) => (typeof p === 'string' ? p : p.option)).join('');
+  const failed = report?.sites.flatMap((s) => s.checks.filter((c) => !c.ok).map((c) => c.detail)) ?? [];
+  return (failed[0] ?? report?.sliceReason ?? 'no reason given').slice(0, 300);
 }
 
 function missingTensors(model: Model, missing: DataFileRow[]): Set<string> {

@@ -6,7 +6,10 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import type { Browser, Page } from 'playwright-core';
+import { encodeModel, Tensor, type Model } from '../../src/index.js';
+import type { TrainerOrt } from '../../src/training/trainer.js';
 import { projectRoot } from '../helpers.js';
+import { DEFAULT_SETTINGS, parseTrainingData, runTraining, tinyForward, type RunResult, type TrainSettings } from '../../web/train-run.js';
 import { startServer } from '../../web/serve.js';
 
 export const CHROMIUM = [process.env['CHROMIUM'], '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
@@ -17,14 +20,24 @@ export const screenshotDir = path.join(projectRoot, 'test-output', 'web-screensh
 export interface App { browser: Browser; page: Page; url: string; close(): Promise<void> }
 
 /** Chromium on the served app, the page loaded and ready. */
-export async function openApp(options: { path?: string } = {}): Promise<App> {
+export async function openApp(options: { path?: string; args?: string[] } = {}): Promise<App> {
   const { chromium } = await import('playwright-core');
   const { server, url } = await startServer();
-  const browser = await chromium.launch({ executablePath: CHROMIUM!, args: ['--no-sandbox', '--disable-dev-shm-usage', '--enable-precise-memory-info'] });
+  const browser = await chromium.launch({ executablePath: CHROMIUM!, args: ['--no-sandbox', '--disable-dev-shm-usage', '--enable-precise-memory-info', ...options.args ?? []] });
   const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
   await page.goto(new URL(options.path ?? '', url).href);
   if (!options.path) await waitStatus(page, /^Ready/);
   return { browser, page, url, close: async () => { await browser.close(); server.close(); } };
+}
+
+/** The page's WebGPU adapter (its features), or why `navigator.gpu.requestAdapter()` gives none. */
+export function webGpuAdapter(page: Page): Promise<{ features: string[] } | { missing: string }> {
+  return page.evaluate(async () => {
+    const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<{ features: Set<string> } | null> } }).gpu;
+    if (!gpu) return { missing: `navigator.gpu is undefined (secure context: ${isSecureContext})` };
+    const adapter = await gpu.requestAdapter();
+    return adapter ? { features: [...adapter.features] } : { missing: 'navigator.gpu.requestAdapter() returned null' };
+  });
 }
 
 export const status = (page: Page): Promise<string> => page.locator('#status').innerText();
@@ -77,4 +90,40 @@ export async function tabTo(page: Page, id: string): Promise<void> {
 export async function waitTrainStatus(page: Page, pattern: RegExp, timeout = 60_000): Promise<string> {
   await page.waitForFunction(([source, flags]) => new RegExp(source!, flags).test(document.getElementById('train-status')!.textContent ?? ''), [pattern.source, pattern.flags], { timeout, polling: 50 });
   return page.locator('#train-status').innerText();
+}
+
+export const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** The loss column of a Train tab CSV's rows for `run`. */
+export const lossColumn = (csv: string, run = /^NEFTune alpha 5$/): number[] => csv.trim().split('\n').slice(1).map((row) => row.split(',')).filter((r) => run.test(r[0]!)).map((r) => Number(r[2]));
+
+/** The Train tab's run in Node, on onnxruntime-web's wasm, with the bundled data. */
+export async function nodeTrainingRun(settings: Partial<TrainSettings>): Promise<RunResult> {
+  const { loadRuntime } = await import('../../src/runtime/node.js');
+  const wasm = await loadRuntime('wasm');
+  const dataset = parseTrainingData(readFileSync(path.join(projectRoot, 'examples', 'data', 'tiny-tokens.jsonl')), 'tiny-tokens.jsonl');
+  return runTraining({ ort: wasm.ort as unknown as TrainerOrt, settings: { ...DEFAULT_SETTINGS, ...settings }, dataset, sessionOptions: wasm.sessionOptions });
+}
+
+/** The tiny model's logits for `rows` rows of `ids`, on onnxruntime-node. */
+async function tinyLogits(model: Model | Uint8Array, ids: BigInt64Array, rows: number): Promise<Float32Array> {
+  const { default: ort } = await import('onnxruntime-node');
+  const session = await ort.InferenceSession.create(model instanceof Uint8Array ? model : encodeModel(model));
+  const out = await session.run({ input_ids: new ort.Tensor('int64', ids, [rows, ids.length / rows]) });
+  await session.release();
+  return out['logits']!.data as Float32Array;
+}
+
+/**
+ * A downloaded fine-tuned model against the Node run's parameters set into the builder's model,
+ * on onnxruntime-node: the largest logit difference, and how far training moved the logits.
+ */
+export async function logitsAgainst(downloaded: Uint8Array, node: RunResult): Promise<{ worst: number; moved: number }> {
+  const reference = tinyForward(false);
+  for (const p of node.params) reference.graph.initializer(p.name!)!.initializer = Tensor.fromArray('float', p.dims, p.toArray(), p.name);
+  const ids = BigInt64Array.from({ length: 2 * 12 }, (_, i) => BigInt(1 + ((i * 7) % 63)));
+  const [got, want, untrained] = await Promise.all([tinyLogits(downloaded, ids, 2), tinyLogits(reference, ids, 2), tinyLogits(tinyForward(false), ids, 2)]);
+  let worst = 0, moved = 0;
+  want.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - got[i]!)); moved = Math.max(moved, Math.abs(v - untrained[i]!)); });
+  return { worst, moved };
 }

@@ -5,36 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import ort from 'onnxruntime-node';
 import type { Page } from 'playwright-core';
-import { decodeModel, encodeModel, isPatched, Tensor, type Model } from '../../src/index.js';
-import type { TrainerOrt } from '../../src/training/trainer.js';
-import { loadRuntime } from '../../src/runtime/node.js';
-import { projectRoot } from '../helpers.js';
-import { DEFAULT_SETTINGS, parseTrainingData, runTraining, tinyForward, type RunResult, type TrainSettings } from '../../web/train-run.js';
-import { downloadBytes, openApp, pageText, screenshot, skipWithoutChromium, tabTo, waitTrainStatus, type App } from './helpers.js';
+import { decodeModel, isPatched } from '../../src/index.js';
+import { downloadBytes, lossColumn, mean, nodeTrainingRun, openApp, logitsAgainst, pageText, screenshot, skipWithoutChromium, tabTo, waitTrainStatus, type App } from './helpers.js';
 
 const STEPS = 60;
 
-/** The loss column of the CSV's rows for `run`. */
-const losses = (csv: string, run = /^NEFTune alpha 5$/): number[] => csv.trim().split('\n').slice(1).map((row) => row.split(',')).filter((r) => run.test(r[0]!)).map((r) => Number(r[2]));
-const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-
-async function logits(model: Model | Uint8Array, ids: BigInt64Array, rows: number): Promise<Float32Array> {
-  const session = await ort.InferenceSession.create(model instanceof Uint8Array ? model : encodeModel(model));
-  const out = await session.run({ input_ids: new ort.Tensor('int64', ids, [rows, ids.length / rows]) });
-  await session.release();
-  return out['logits']!.data as Float32Array;
-}
-
-/** The page's run in Node, on onnxruntime-web's wasm, with the bundled data. */
-async function nodeRun(settings: Partial<TrainSettings>): Promise<RunResult> {
-  const wasm = await loadRuntime('wasm');
-  const dataset = parseTrainingData(readFileSync(path.join(projectRoot, 'examples', 'data', 'tiny-tokens.jsonl')), 'tiny-tokens.jsonl');
-  return runTraining({ ort: wasm.ort as unknown as TrainerOrt, settings: { ...DEFAULT_SETTINGS, ...settings }, dataset, sessionOptions: wasm.sessionOptions });
-}
 
 async function showTrainTab(page: Page): Promise<void> {
   await page.click('#tab-train');
@@ -72,13 +48,13 @@ await trainTest('Train tab: keyboard-only start; the plot grows per step and the
   const model = await downloadBytes(page, '#download-trained');
   assert.equal(model.name, 'tiny-gpt.fine-tuned.neftune.onnx');
   const csv = await downloadBytes(page, '#download-loss');
-  const browserLosses = losses(Buffer.from(csv.bytes).toString('utf8'));
+  const browserLosses = lossColumn(Buffer.from(csv.bytes).toString('utf8'));
   assert.equal(browserLosses.length, STEPS);
   const [first, last] = [mean(browserLosses.slice(0, 5)), mean(browserLosses.slice(-5))];
   assert.ok(last < first - 1, `loss falls: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
 
   // The same run in Node, on onnxruntime-web's wasm: the same losses, and the same parameters.
-  const node = await nodeRun({ steps: STEPS });
+  const node = await nodeTrainingRun({ steps: STEPS });
   let worstLoss = 0;
   node.events.forEach((e, i) => { worstLoss = Math.max(worstLoss, Math.abs(e.loss - browserLosses[i]!) / Math.max(1, e.loss)); });
   assert.ok(worstLoss < 1e-5, `losses: browser vs Node differ by ${worstLoss}`);
@@ -87,12 +63,7 @@ await trainTest('Train tab: keyboard-only start; the plot grows per step and the
   // Node run's parameters set straight into the builder's model.
   const downloaded = decodeModel(model.bytes);
   assert.equal(isPatched(downloaded), false, 'NEFTune stripped');
-  const reference = tinyForward(false);
-  for (const p of node.params) reference.graph.initializer(p.name!)!.initializer = Tensor.fromArray('float', p.dims, p.toArray(), p.name);
-  const ids = BigInt64Array.from({ length: 2 * 12 }, (_, i) => BigInt(1 + ((i * 7) % 63)));
-  const [got, want, untrained] = await Promise.all([logits(model.bytes, ids, 2), logits(reference, ids, 2), logits(tinyForward(false), ids, 2)]);
-  let worst = 0, moved = 0;
-  want.forEach((v, i) => { worst = Math.max(worst, Math.abs(v - got[i]!)); moved = Math.max(moved, Math.abs(v - untrained[i]!)); });
+  const { worst, moved } = await logitsAgainst(model.bytes, node);
   assert.ok(worst < 1e-4, `logits: downloaded vs Node-trained differ by ${worst}`);
   assert.ok(moved > 0.1, `training moved the logits (by up to ${moved})`);
   console.log(`# browser run: loss ${first.toFixed(3)} -> ${last.toFixed(3)}; browser vs Node: losses ${worstLoss}, logits ${worst}; ${done}`);
@@ -109,7 +80,7 @@ await trainTest('Train tab: Stop ends the run between steps; its model downloads
   const steps = Number(/^Stopped after (\d+) of 100000 steps/.exec(stopped)?.[1]);
   assert.ok(steps >= 5 && steps < 100000, stopped);
   const csv = await downloadBytes(page, '#download-loss');
-  assert.equal(losses(Buffer.from(csv.bytes).toString('utf8')).length, steps, 'the CSV has the steps done');
+  assert.equal(lossColumn(Buffer.from(csv.bytes).toString('utf8')).length, steps, 'the CSV has the steps done');
   assert.ok((await downloadBytes(page, '#download-trained')).bytes.length > 0);
   await screenshot(page, 'train-stopped');
   // Usable: another run (no NEFTune, SGD) starts and finishes, and the Patch tab still works.
@@ -135,11 +106,11 @@ await trainTest('Train tab: compare trains with and without NEFTune on the same 
   assert.match(await page.locator('#train-plot svg').getAttribute('aria-label') ?? '', /NEFTune alpha 5: 20 steps.*no NEFTune: 20 steps/);
   await screenshot(page, 'train-compare');
   const csv = Buffer.from((await downloadBytes(page, '#download-loss')).bytes).toString('utf8');
-  const [noisy, plain] = [losses(csv), losses(csv, /^no NEFTune$/)];
+  const [noisy, plain] = [lossColumn(csv), lossColumn(csv, /^no NEFTune$/)];
   assert.equal(noisy.length, 20);
   assert.notDeepEqual(noisy, plain, 'the noise changes the losses');
   // The plain curve is the run without NEFTune on the same seed (same batches), as Node computes it.
-  const node = await nodeRun({ steps: 20, seed: 4, alpha: null });
+  const node = await nodeTrainingRun({ steps: 20, seed: 4, alpha: null });
   node.events.forEach((e, i) => assert.ok(Math.abs(e.loss - plain[i]!) < 1e-5, `step ${i + 1}: Node ${e.loss}, browser ${plain[i]}`));
 });
 
