@@ -8,8 +8,8 @@ import type { SiteReport, VerifyReport } from '../src/verify/index.js';
 import type { ModelSummary, Reply, Request, WorkerError } from './protocol.js';
 import { errorWords, labelOf } from './words.js';
 import { dropOnTrain, setupTabs, setupTrain, trainTabShown } from './train.js';
+import { $, DownloadLinks } from './dom.js';
 
-const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 const el = <K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial<HTMLElementTagNameMap[K]> = {}, ...children: Array<Node | string>): HTMLElementTagNameMap[K] => {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children);
@@ -20,7 +20,7 @@ let worker: Worker;
 let files: File[] = [];
 let summary: ModelSummary | undefined;
 let busyWith: Request['type'] | undefined;
-const urls: string[] = [];
+const downloads = new DownloadLinks();
 
 function startWorker(): void {
   worker = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
@@ -57,7 +57,7 @@ function reset(): void {
   summary = undefined;
   for (const id of ['summary', 'options', 'results', 'stripped', 'error']) $(id).hidden = true;
   for (const id of ['facts', 'data-files', 'candidates', 'target', 'near-misses', 'fields', 'verdict', 'warnings', 'checks', 'histograms', 'notes', 'strip-message', 'error']) $(id).replaceChildren();
-  for (const url of urls.splice(0)) URL.revokeObjectURL(url);
+  downloads.revokeAll();
   for (const id of ['download-model', 'download-report', 'download-stripped']) $(id).removeAttribute('href');
 }
 
@@ -211,19 +211,12 @@ function onPatch(event: Event): void {
 }
 let lastOptions: NeftuneOptions = {};
 
-function download(id: string, blob: Blob, name: string): void {
-  const url = URL.createObjectURL(blob);
-  urls.push(url);
-  const link = $(id) as HTMLAnchorElement;
-  link.href = url;
-  link.download = name;
-}
 
 function showResults(reply: Extract<Reply, { type: 'patched' }>): void {
   const report = reply.report;
-  download('download-model', reply.model, `${stem()}.neftune.onnx`);
+  downloads.set('download-model', reply.model, `${stem()}.neftune.onnx`);
   const json = { tool: 'onnx-neftune (browser)', file: modelName(), provider: reply.provider, options: lastOptions, sites: reply.sites, warnings: reply.warnings, verify: report, verifyError: reply.verifyError };
-  download('download-report', new Blob([JSON.stringify(json, null, 2)], { type: 'application/json' }), `${stem()}.neftune.report.json`);
+  downloads.set('download-report', new Blob([JSON.stringify(json, null, 2)], { type: 'application/json' }), `${stem()}.neftune.report.json`);
   $('warnings').replaceChildren(...reply.warnings.map((w) => el('li', {}, `Warning: ${w}`)));
   $('verdict').textContent = report
     ? `${report.ok ? 'Passed' : 'Failed'}: ${reply.sites.length} site(s) patched (${reply.sites.join(', ')}); checked on ONNX Runtime ${report.ortVersion} with the ${reply.provider} provider, ${report.ran === 'whole' ? 'running the whole model' : `running the slice from the inputs to each site (${report.sliceReason})`}.`
@@ -284,7 +277,7 @@ function histogram(site: SiteReport): HTMLElement {
 }
 
 function showStripped(blob: Blob, message: string): void {
-  download('download-stripped', blob, `${stem().replace(/\.neftune$/, '')}.stripped.onnx`);
+  downloads.set('download-stripped', blob, `${stem().replace(/\.neftune$/, '')}.stripped.onnx`);
   $('strip-message').textContent = message;
   $('stripped').hidden = false;
   showStatus(`Stripped: ${message}`);

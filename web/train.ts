@@ -7,8 +7,8 @@ import type { StepEvent } from '../src/training/trainer.js';
 import type { TrainReply, TrainRequest, WorkerError } from './protocol.js';
 import { BUNDLED_DATA, DEFAULT_SETTINGS, NUMBER_FIELDS, numberProblem, type TrainSettings } from './train-settings.js';
 import { trainErrorWords } from './words.js';
+import { $, DownloadLinks } from './dom.js';
 
-const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 
 let worker: Worker | undefined;
 let running = false;
@@ -21,7 +21,7 @@ let total = 0;
 let runs: Array<{ name: string; events: StepEvent[] }> = [];
 let neftuneOn = false;
 let drawPending = false;
-const urls: string[] = [];
+const downloads = new DownloadLinks();
 
 /** ARIA tabs: arrows, Home and End move between tabs and show their panel (roving tabindex). */
 export function setupTabs(): void {
@@ -136,7 +136,7 @@ function start(): void {
       showStatus(`The training worker could not start (${event.message || 'its script did not load'}): serve the page with "npm run web" and reload it.`, true);
     };
   }
-  for (const url of urls.splice(0)) URL.revokeObjectURL(url);
+  downloads.revokeAll();
   for (const id of ['download-trained', 'download-loss']) $(id).removeAttribute('href');
   $('train-error').hidden = true;
   runs = [];
@@ -176,8 +176,8 @@ function onReply(reply: TrainReply): void {
     case 'trained':
       setRunning(false);
       draw();
-      download('download-trained', reply.model, `tiny-gpt.fine-tuned${neftuneOn ? '.neftune' : ''}.onnx`);
-      download('download-loss', new Blob([reply.csv], { type: 'text/csv' }), 'tiny-gpt.losses.csv');
+      downloads.set('download-trained', reply.model, `tiny-gpt.fine-tuned${neftuneOn ? '.neftune' : ''}.onnx`);
+      downloads.set('download-loss', new Blob([reply.csv], { type: 'text/csv' }), 'tiny-gpt.losses.csv');
       showStatus(`${reply.stopped ? `Stopped after ${reply.steps} of ${total} steps` : `Trained ${reply.steps} steps`} on ${reply.provider} in ${reply.seconds.toFixed(1)} s${lossChange()}, ${Math.round(tokensPerSecond())} tokens/s. Download the fine-tuned model${reply.stopped ? ' (as trained so far)' : ''} or the losses below.${providerNote}`);
       return;
     case 'error':
@@ -223,10 +223,3 @@ function draw(): void {
   $('train-caption').textContent = said.length ? `Training loss per step: ${said.join('; ')}.` : 'Waiting for the first step.';
 }
 
-function download(id: string, blob: Blob, name: string): void {
-  const url = URL.createObjectURL(blob);
-  urls.push(url);
-  const link = $(id) as HTMLAnchorElement;
-  link.href = url;
-  link.download = name;
-}
