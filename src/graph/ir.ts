@@ -722,6 +722,16 @@ export class Graph {
 
   /** Nodes in list order; see the class comment for edits during the loop. */
   [Symbol.iterator](): Iterator<Node> { return new NodeIterator(this, this.sentinel); }
+  /** @internal Pushes the subgraphs held by this graph's nodes, in node order, onto `into`: a plain list walk, no iterator or array per node. */
+  _collectSubgraphs(into: Graph[]): void {
+    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
+      const attributes = node.attributes;
+      for (let i = 0; i < attributes.length; i++) {
+        const graphs = attributes[i]!.graphs;
+        for (let j = 0; j < graphs.length; j++) into.push(graphs[j]!);
+      }
+    }
+  }
   get nodes(): Node[] { return [...this]; }
   get first(): Node | null { return this.sentinel._next === this.sentinel ? null : this.sentinel._next; }
   get last(): Node | null { return this.sentinel._prev === this.sentinel ? null : this.sentinel._prev; }
@@ -1239,9 +1249,10 @@ export function* walkGraphs(graph: Graph): Iterable<Graph> {
   while (stack.length) {
     const g = stack.pop()!;
     yield g;
-    const found: Graph[] = [];
-    for (const node of g) for (const sub of node.subgraphs()) found.push(sub);
-    for (let i = found.length - 1; i >= 0; i--) stack.push(found[i]!);
+    const from = stack.length;
+    g._collectSubgraphs(stack);
+    // Reversed in place, so the first subgraph is walked first.
+    for (let i = from, j = stack.length - 1; i < j; i++, j--) { const t = stack[i]!; stack[i] = stack[j]!; stack[j] = t; }
   }
 }
 

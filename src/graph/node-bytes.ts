@@ -65,7 +65,8 @@ export function readNodeFields(buf: Uint8Array, start: number, end: number): Nod
     const tag = buf[pos]!;
     // Every field read here has a one-byte tag and wire type 2; anything else goes to protobufjs.
     if (tag >= 0x80 || (tag & 7) !== 2) return undefined;
-    const [length, body] = varintAt(buf, pos + 1);
+    let length = buf[pos + 1]!, body = pos + 2;
+    if (length >= 0x80) [length, body] = varintAt(buf, pos + 1); // one-byte lengths inline: no tuple per field
     const bodyEnd = body + length;
     switch (tag >>> 3) {
       case Field.Input: inputs.push(readText(buf, body, bodyEnd)); break;
@@ -116,7 +117,8 @@ export function unchangedFromBytes(node: Node, buf: Uint8Array, start: number, e
   let pos = start;
   while (pos < end) {
     const tag = buf[pos]!;
-    const [length, body] = varintAt(buf, pos + 1);
+    let length = buf[pos + 1]!, body = pos + 2;
+    if (length >= 0x80) [length, body] = varintAt(buf, pos + 1); // one-byte lengths inline: no tuple per field
     const bodyEnd = body + length;
     switch (tag >>> 3) {
       case Field.Input:

@@ -63,22 +63,25 @@ class WireWalker {
     let count = 0;
     let pos = start;
     while (pos < end) {
-      const [tag, afterTag] = this.varint(pos, end);
+      const tag = this.varint(pos, end);
       if ((tag - (tag % 8)) / 8 === fieldNo) count++;
-      pos = this.skip(tag % 8, afterTag, end);
+      pos = this.skip(tag % 8, this.after, end);
     }
     return count;
   }
 
-  /** Reads a varint as a JS number (exact below 2^53; enough for tags and lengths). */
-  varint(pos: number, end: number): [number, number] {
+  /** Where the last varint read (varint, tag, delimited's body) ended: a field, not a tuple per read. */
+  private after = 0;
+
+  /** Reads a varint as a JS number (exact below 2^53; enough for tags and lengths); `after` is set past it. */
+  varint(pos: number, end: number): number {
     let result = 0;
     let scale = 1;
     for (let i = 0; i < 10; i++) {
       if (pos >= end) this.fail('a varint runs past the end of its field', pos);
       const byte = this.buf[pos++]!;
       result += (byte & 0x7f) * scale;
-      if (byte < 0x80) return [result, pos];
+      if (byte < 0x80) { this.after = pos; return result; }
       scale *= 128;
     }
     return this.fail('a varint is longer than 10 bytes', pos);
@@ -88,30 +91,34 @@ class WireWalker {
    * A field tag. Protobuf tags are 32-bit: at most 5 bytes and below 2^32 (field numbers up to
    * 2^29 - 1); protobufjs refuses anything else, so it is refused here with a path.
    */
-  private tag(pos: number, end: number): [number, number] {
-    const [tag, after] = this.varint(pos, end);
-    if (after - pos > 5 || tag >= 2 ** 32) this.fail('invalid field tag (longer than 5 bytes or above 2^32)', pos);
-    return [tag, after];
+  private tag(pos: number, end: number): number {
+    const tag = this.varint(pos, end);
+    if (this.after - pos > 5 || tag >= 2 ** 32) this.fail('invalid field tag (longer than 5 bytes or above 2^32)', pos);
+    return tag;
   }
 
   /**
-   * A length-delimited value at `pos`: its body's start and end. The length must fit (else the
-   * error says what it claims) and be a protobuf length: below 2^31, at most 5 bytes, as
-   * protobufjs reads it.
+   * A length-delimited value at `pos`: returns its body's end, and `after` is its body's start. The
+   * length must fit (else the error says what it claims, naming `field` when given) and be a
+   * protobuf length: below 2^31, at most 5 bytes, as protobufjs reads it.
    */
-  private delimited(pos: number, end: number, label?: string): [number, number] {
-    const [len, body] = this.varint(pos, end);
-    const bodyEnd = this.need(body, len, end, label);
+  private delimited(pos: number, end: number, field?: string): number {
+    let len: number, body: number;
+    const first = this.buf[pos];
+    if (first !== undefined && first < 0x80 && pos < end) { len = first; body = pos + 1; } // one-byte lengths: most of them
+    else { len = this.varint(pos, end); body = this.after; }
+    if (len > end - body) this.failNeed(body, len, end, field === undefined ? undefined : `field ${field}`);
     if (body - pos > 5 || len >= 2 ** 31) this.fail('invalid length prefix (longer than 5 bytes or above 2^31)', pos);
-    return [body, bodyEnd];
+    this.after = body;
+    return body + len;
   }
 
   private skip(wire: number, pos: number, end: number): number {
     switch (wire) {
-      case Wire.Varint: return this.varint(pos, end)[1];
+      case Wire.Varint: this.varint(pos, end); return this.after;
       case Wire.Fixed64: return this.need(pos, 8, end);
       case Wire.Fixed32: return this.need(pos, 4, end);
-      case Wire.Bytes: return this.delimited(pos, end)[1];
+      case Wire.Bytes: return this.delimited(pos, end);
       case Wire.StartGroup:
       case Wire.EndGroup:
         return this.fail('group wire type (ONNX never uses protobuf groups)', pos);
@@ -120,11 +127,13 @@ class WireWalker {
     }
   }
 
-  private need(pos: number, len: number, end: number, label = 'a field'): number {
-    if (len > end - pos) {
-      this.fail(`${label} claims ${len} bytes but only ${Math.max(0, end - pos)} remain`, pos);
-    }
+  private need(pos: number, len: number, end: number): number {
+    if (len > end - pos) this.failNeed(pos, len, end, undefined);
     return pos + len;
+  }
+
+  private failNeed(pos: number, len: number, end: number, label = 'a field'): never {
+    return this.fail(`${label} claims ${len} bytes but only ${Math.max(0, end - pos)} remain`, pos);
   }
 
   walk(type: protobuf.Type, start: number, end: number, fieldNo: number, tagAt: number): void {
@@ -138,7 +147,7 @@ class WireWalker {
       let tag: number;
       // One-byte tags (fields 1 to 15) are nearly all of them: read those inline.
       if (buf[pos]! < 0x80) tag = buf[pos++]!;
-      else [tag, pos] = this.tag(pos, end);
+      else { tag = this.tag(pos, end); pos = this.after; }
       const wire = tag % 8;
       const number = (tag - wire) / 8;
       if (number === 0) this.fail('field number 0', at);
@@ -149,19 +158,19 @@ class WireWalker {
       }
       if (field.child) {
         if (wire !== Wire.Bytes) this.fail(`field ${field.name} has wire type ${wire}, expected a message`, at);
-        const [body, bodyEnd] = this.delimited(pos, end, `field ${field.name}`);
-        this.walk(field.child, body, bodyEnd, number, at);
+        const bodyEnd = this.delimited(pos, end, field.name);
+        this.walk(field.child, this.after, bodyEnd, number, at);
         pos = bodyEnd;
         continue;
       }
       const expected = field.wire;
       if (wire === expected && wire === Wire.Bytes) {
-        pos = this.delimited(pos, end, `field ${field.name}`)[1];
+        pos = this.delimited(pos, end, field.name);
       } else if (wire === expected) {
         pos = this.skip(wire, pos, end);
       } else if (wire === Wire.Bytes && field.repeated && expected !== Wire.Bytes) {
-        const [body, bodyEnd] = this.delimited(pos, end, `field ${field.name}`);
-        this.checkPacked(expected, body, bodyEnd, field.name);
+        const bodyEnd = this.delimited(pos, end, field.name);
+        this.checkPacked(expected, this.after, bodyEnd, field.name);
         pos = bodyEnd;
       } else {
         this.fail(`field ${field.name} has wire type ${wire}, expected ${expected}`, at);
@@ -176,7 +185,7 @@ class WireWalker {
       if ((end - start) % width !== 0) this.fail(`packed field ${name} is not a whole number of ${width}-byte values`, start);
       return;
     }
-    for (let pos = start; pos < end;) pos = this.varint(pos, end)[1];
+    for (let pos = start; pos < end;) { this.varint(pos, end); pos = this.after; }
   }
 }
 
