@@ -5,6 +5,7 @@
  * and exports the forward model with the trained weights and no noise. Every input is checked
  * before the first step; nothing is written when a check fails.
  */
+import { existsSync, statSync, type Stats } from 'node:fs';
 import { isatty } from 'node:tty';
 import path from 'node:path';
 import type { Argv } from 'yargs';
@@ -19,13 +20,15 @@ import { CheckpointMismatchError } from '../src/training/checkpoint.js';
 import { exportFineTuned } from '../src/training/export.js';
 import { lossPlotSvg, type LossSeries } from '../src/training/plot.js';
 import type { AlphaSchedule, LearningRateSchedule } from '../src/training/schedules.js';
-import { readModelFile } from '../src/io/files.js';
+import { readModelFile, type LoadedModel } from '../src/io/files.js';
+import { RefusedError } from '../src/io/errors.js';
 import { writeFileAtomic } from '../src/io/atomic-write.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
 import { readAlpacaFile, readTokenJsonlFile, readTokenizerFile } from '../src/io/data-files.js';
-import { saveFineTuned, withExternalDataRead } from '../src/io/finetuned-files.js';
+import { fineTunedDataPaths, saveFineTuned, withExternalDataRead } from '../src/io/finetuned-files.js';
 import type { ExecutionProvider, Runtime } from '../src/runtime/node.js';
 import { UsageError } from './errors.js';
+import { entryKey, realOrResolved } from './inputs.js';
 
 export interface TrainFlags {
   data: string;
@@ -108,8 +111,81 @@ function checkFlags(f: TrainFlags): void {
   if (f.compare && (f.resume !== undefined || f.checkpointDir !== undefined)) throw new UsageError('--compare runs two trainings; it cannot be combined with --resume or --checkpoint-dir');
   if (f.evalEvery !== undefined && f.evalData === undefined) throw new UsageError('--eval-every needs --eval-data');
   if (f.alphaSchedule !== undefined) parseAlphaSchedule(f.alphaSchedule, 0, 1);
-  const outputs = [f.output, f.log, f.plot].filter((x): x is string => x !== undefined).map((p) => path.resolve(p));
-  if (new Set(outputs).size !== outputs.length) throw new UsageError('-o, --log and --plot must name different files');
+}
+
+interface NamedPath { path: string; what: string }
+
+const statOrUndefined = (p: string): Stats | undefined => { try { return statSync(p); } catch { return undefined; } };
+/** The keys a write to `p` hits: the directory entry it replaces, and the file a link there points to. */
+const keysOf = (p: string): string[] => [entryKey(p), realOrResolved(p)];
+const isWithin = (file: string, dir: string): boolean => file === dir || file.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
+/** A checkpoint folder's own entries: LATEST and the step folders (a save replaces and rotates them). */
+const CHECKPOINT_ENTRY = /^(LATEST|\.?step-\d)/;
+function inCheckpointFolder(file: string, dir: string, wholeFolder: boolean): boolean {
+  if (!isWithin(file, dir)) return false;
+  const first = path.relative(dir, file).split(path.sep)[0]!;
+  return wholeFolder || first === '' || CHECKPOINT_ENTRY.test(first);
+}
+
+/**
+ * Refuses, before anything runs, a run that would write over a file it reads: every output (the
+ * model, its trained data files, --log, --plot, the checkpoint folder's entries) against every
+ * input (the model, its data files, --data, --eval-data, the tokenizer and its config, the
+ * checkpoint resumed from); also outputs that are folders or stdout, outputs that collide, and a
+ * --checkpoint-dir that is not a folder. Checkpointing into the folder resumed from is allowed:
+ * the checkpoint is read whole before the first step.
+ */
+function checkPaths(flags: TrainFlags, input: string, loaded: LoadedModel): void {
+  for (const [flag, value] of [['-o', flags.output], ['--log', flags.log], ['--plot', flags.plot], ['--checkpoint-dir', flags.checkpointDir]] as const) {
+    if (value === '-') throw new UsageError(`${flag} - (stdout) is not supported by train: stdout carries the --json lines and the model needs a file. Give a file name.`);
+  }
+  const outputs: NamedPath[] = [
+    { path: flags.output, what: '-o (the fine-tuned model)' },
+    ...fineTunedDataPaths(loaded, flags.output).map((p) => ({ path: p, what: 'the fine-tuned model\'s data file' })),
+    ...(flags.log !== undefined ? [{ path: flags.log, what: '--log' }] : []),
+    ...(flags.plot !== undefined ? [{ path: flags.plot, what: '--plot' }] : []),
+  ];
+  for (const o of outputs) if (statOrUndefined(o.path)?.isDirectory()) throw new UsageError(`${o.what} ${o.path} is a folder; give a file name.`);
+  if (flags.checkpointDir !== undefined) {
+    // The nearest existing path on the way must be a folder, or the first save fails (ENOTDIR) after training.
+    for (let d = path.resolve(flags.checkpointDir); ; d = path.dirname(d)) {
+      const st = statOrUndefined(d);
+      if (st && !st.isDirectory()) throw new UsageError(`--checkpoint-dir ${flags.checkpointDir}: ${d} is a file, not a folder. Name a folder (it is made when missing).`);
+      if (st || path.dirname(d) === d) break;
+    }
+  }
+  const inputs: NamedPath[] = [
+    { path: input, what: 'the model' },
+    ...loaded.externalData.map((f) => ({ path: f.path, what: `external data of the model (${f.location})` })),
+    { path: flags.data, what: '--data' },
+    ...(flags.evalData !== undefined ? [{ path: flags.evalData, what: '--eval-data' }] : []),
+    ...(flags.tokenizer !== undefined ? [{ path: flags.tokenizer, what: '--tokenizer' }] : []),
+  ];
+  const config = flags.tokenizer !== undefined ? path.join(path.dirname(flags.tokenizer), 'tokenizer_config.json') : undefined;
+  if (config && existsSync(config)) inputs.push({ path: config, what: 'the tokenizer config read with --tokenizer' });
+  const problems: string[] = [];
+  outputs.forEach((o, i) => {
+    const keys = keysOf(o.path);
+    for (const other of outputs.slice(0, i)) {
+      if (keysOf(other.path).some((k) => keys.includes(k))) throw new UsageError(`${o.what} and ${other.what} name the same file ${o.path}; give each output its own name.`);
+    }
+    for (const r of inputs) if (keysOf(r.path).some((k) => keys.includes(k))) problems.push(`${o.what} ${o.path} would replace ${r.what} ${r.path}`);
+  });
+  if (flags.resume !== undefined) {
+    const dir = realOrResolved(flags.resume);
+    const single = existsSync(path.join(dir, 'checkpoint.onnx'));
+    for (const o of outputs) if (keysOf(o.path).some((k) => inCheckpointFolder(k, dir, single))) problems.push(`${o.what} ${o.path} would replace a file of the checkpoint --resume ${flags.resume}`);
+  }
+  if (flags.checkpointDir !== undefined) {
+    const dir = realOrResolved(flags.checkpointDir);
+    for (const x of [...inputs, ...outputs]) {
+      if (keysOf(x.path).some((k) => inCheckpointFolder(k, dir, false))) problems.push(`--checkpoint-dir ${flags.checkpointDir} would replace ${x.what} ${x.path} (checkpoints write LATEST and step-N folders there)`);
+    }
+  }
+  if (problems.length) {
+    throw new RefusedError(`Refusing to train: ${problems.length === 1 ? 'an output collides' : `${problems.length} outputs collide`} with an input or another output, and inputs are never written:\n` +
+      `${[...new Set(problems)].map((p) => `  ${p}`).join('\n')}\nNothing was written. Choose other output names.`);
+  }
 }
 
 function parseAlphaSchedule(text: string, alpha: number, total: number): AlphaSchedule {
@@ -225,6 +301,7 @@ export async function trainCommand(input: string, flags: TrainFlags): Promise<vo
   const emit = (line: object) => { if (flags.json) process.stdout.write(`${JSON.stringify(line)}\n`); };
   const loaded = readModelFile(input, { deferThreshold: Infinity });
   try {
+    checkPaths(flags, input, loaded);
     const base = withExternalDataRead(loaded);
     const vocab = vocabularyOf(base);
     const data = await readDataset(flags.data, flags.tokenizer, vocab, flags.maxLen);

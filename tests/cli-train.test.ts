@@ -6,10 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DataType, ModelBuilder, decodeModel, encodeModel } from '../src/graph/index.js';
 import { loadCheckpoint } from '../src/io/checkpoint-files.js';
+import { saveWithExternalData } from '../src/io/files.js';
 import { buildTinyGpt } from '../examples/models.js';
 import { runCli, tempDir } from './cli-helpers.js';
 import { projectRoot } from './helpers.js';
@@ -162,5 +163,86 @@ test('train: bad input is a clear error with its exit code, and no output file i
     assert.match(r.stderr, message, what);
     assert.doesNotMatch(r.stderr, /internal error/, what);
     assert.ok(!existsSync(out) && !existsSync(`${out}.csv`), `${what}: no output file`);
+  }
+});
+
+/** A folder holding copies of the run's inputs; returns their paths and a snapshot check (every file unchanged, nothing added). */
+async function inputsFolder(name: string) {
+  const at = path.join(dir, name);
+  mkdirSync(at, { recursive: true });
+  const files = {
+    model: path.join(at, 'ext.onnx'), data: path.join(at, 'data.jsonl'), evalData: path.join(at, 'eval.jsonl'),
+    tokenizer: path.join(at, 'tok', 'tokenizer.json'), alpaca: path.join(at, 'alpaca.json'),
+  };
+  await saveWithExternalData(buildTinyGpt({ vocab: 64 }), files.model, { threshold: 0 });
+  copyFileSync(TOKENS, files.data);
+  copyFileSync(TOKENS, files.evalData);
+  mkdirSync(path.dirname(files.tokenizer));
+  copyFileSync(TOKENIZER, files.tokenizer);
+  copyFileSync(ALPACA, files.alpaca);
+  const snapshot = () => {
+    const all = new Map<string, string>();
+    const walk = (d: string) => { for (const e of readdirSync(d, { withFileTypes: true })) { const f = path.join(d, e.name); if (e.isDirectory()) walk(f); else all.set(f, readFileSync(f).toString('base64')); } };
+    walk(at);
+    return all;
+  };
+  return { at, files, snapshot };
+}
+
+test('train: an output over any input (model, its data file, --data, --eval-data, --tokenizer, the checkpoint) is refused with exit 5 before training; nothing written', { timeout: 300_000 }, async () => {
+  const { at, files: f, snapshot } = await inputsFolder('collide');
+  const ckpt = path.join(at, 'ckpt');
+  const made = runCli(['train', f.model, '--data', f.data, '-o', path.join(dir, 'collide-first.onnx'), '--steps', '2', '--max-len', '32', '--checkpoint-dir', ckpt]);
+  assert.equal(made.code, 0, made.stderr);
+  // A --data file named as the trained data copy of `-o out.onnx` beside the model.
+  const dataNamedLikeCopy = path.join(at, 'out.onnx.data');
+  copyFileSync(TOKENS, dataNamedLikeCopy);
+  const before = snapshot();
+  const cases: Array<[string, string[]]> = [
+    ['-o over --data', ['-o', f.data]],
+    ['--log over the model', ['--log', f.model]],
+    ['--plot over --data', ['--plot', f.data]],
+    ['--log over --eval-data', ['--eval-data', f.evalData, '--log', f.evalData]],
+    ['-o over --eval-data', ['--eval-data', f.evalData, '-o', f.evalData]],
+    ['-o over the model\'s data file', ['-o', `${f.model}.data`]],
+    ['--log over the model\'s data file', ['--log', `${f.model}.data`]],
+    ['the trained data copy over --data', ['--data', dataNamedLikeCopy, '-o', path.join(at, 'out.onnx')]],
+    ['--plot over --tokenizer', ['--data', f.alpaca, '--tokenizer', f.tokenizer, '--plot', f.tokenizer]],
+    ['-o over the checkpoint resumed from', ['--resume', ckpt, '--steps', '3', '-o', path.join(ckpt, 'LATEST')]],
+    ['--log inside the checkpoint resumed from', ['--resume', ckpt, '--steps', '3', '--log', path.join(ckpt, 'step-00000002', 'checkpoint.json')]],
+    ['--checkpoint-dir over --data', ['--data', path.join(ckpt, 'step-00000002', 'checkpoint.json'), '--checkpoint-dir', ckpt]],
+  ];
+  for (const [what, args] of cases) {
+    const flags = ['--data', f.data, '-o', path.join(dir, 'collide-out.onnx'), '--steps', '2', '--max-len', '32'];
+    for (const flag of ['--data', '-o', '--steps']) { const i = args.indexOf(flag); if (i >= 0) { const j = flags.indexOf(flag); flags.splice(j, 2); } }
+    const r = runCli(['train', f.model, ...flags, ...args]);
+    assert.equal(r.code, 5, `${what}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, /Refusing to train: .*collide[\s\S]*would replace/, what);
+    assert.deepEqual(snapshot(), before, `${what}: no input changed, nothing written`);
+    assert.ok(!existsSync(path.join(dir, 'collide-out.onnx')), `${what}: no model written`);
+  }
+});
+
+test('train: -o -, -o a folder and --checkpoint-dir on a file are usage errors before training; outputs naming the same file too', { timeout: 120_000 }, () => {
+  const file = path.join(dir, 'a-file.txt');
+  writeFileSync(file, 'x');
+  const folder = path.join(dir, 'a-folder');
+  mkdirSync(folder, { recursive: true });
+  const out = path.join(dir, 'paths-out.onnx');
+  const cases: Array<[string, string[], RegExp]> = [
+    ['-o -', ['-o', '-'], /-o - \(stdout\) is not supported/],
+    ['-o a folder', ['-o', folder], /is a folder; give a file name/],
+    ['--log a folder', ['--log', folder], /--log .* is a folder/],
+    ['--checkpoint-dir a file', ['--checkpoint-dir', file], /is a file, not a folder/],
+    ['--checkpoint-dir below a file', ['--checkpoint-dir', path.join(file, 'ck')], /is a file, not a folder/],
+    ['--log and --plot the same', ['--log', path.join(dir, 'same.txt'), '--plot', path.join(dir, 'same.txt')], /name the same file/],
+  ];
+  for (const [what, args, message] of cases) {
+    const flags = args.includes('-o') ? [] : ['-o', out];
+    const r = runCli(['train', tiny(), '--data', TOKENS, ...flags, '--steps', '2', '--max-len', '32', ...args]);
+    assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, message, what);
+    assert.ok(!existsSync(out) && !existsSync(path.join(projectRoot, '-')) && !existsSync(path.join(dir, 'same.txt')), `${what}: nothing written`);
+    assert.deepEqual(readdirSync(folder), [], `${what}: nothing written into the folder`);
   }
 });
