@@ -23,11 +23,15 @@ import type { AlphaSchedule, LearningRateSchedule } from '../src/training/schedu
 import { readModelFile, type LoadedModel } from '../src/io/files.js';
 import { RefusedError } from '../src/io/errors.js';
 import { writeFileAtomic } from '../src/io/atomic-write.js';
-import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
+import { firstNonFinite, loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
+import { OnnxNeftuneError } from '../src/graph/errors.js';
+import type { Tensor } from '../src/graph/tensor.js';
 import { readAlpacaFile, readTokenJsonlFile, readTokenizerFile } from '../src/io/data-files.js';
 import { fineTunedDataPaths, saveFineTuned, withExternalDataRead } from '../src/io/finetuned-files.js';
 import type { ExecutionProvider, Runtime } from '../src/runtime/node.js';
 import { UsageError } from './errors.js';
+import { exitCodeOf } from './commands.js';
+import { cliMessage } from './flags.js';
 import { entryKey, realOrResolved } from './inputs.js';
 
 export interface TrainFlags {
@@ -58,6 +62,21 @@ export interface TrainFlags {
   evalEvery?: number | undefined;
   compare: boolean;
   json: boolean;
+}
+
+/** The loss or the parameters became NaN or infinite: the run stops and nothing is exported. */
+export class TrainingDivergedError extends OnnxNeftuneError {
+  constructor(message: string, readonly step: number) { super('TRAINING_DIVERGED', message); }
+}
+
+const DIVERGED_ADVICE = 'Nothing was exported; checkpoints written before it are kept. Lower --lr (or add --warmup), then train again or resume from an earlier checkpoint.';
+
+/** Throws TrainingDivergedError when a tensor holds NaN or infinity after update `step`. */
+function checkFinite(tensors: readonly Tensor[], step: number, label: string): void {
+  for (const t of tensors) {
+    const at = firstNonFinite(t);
+    if (at >= 0) throw new TrainingDivergedError(`Training diverged${label}: after update ${step}, ${t.name} holds a NaN or infinite value (element ${at}). ${DIVERGED_ADVICE}`, step);
+  }
 }
 
 export const DEFAULTS = { lr: 1e-3, schedule: 'constant', warmup: 0, alpha: 5, seed: 0, gradAccum: 1 } as const;
@@ -296,7 +315,23 @@ const clock = (seconds: number): string => {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 };
 
+/** Runs train; with --json, a failure ends the JSON lines with a summary object `ok: false` and the error. */
 export async function trainCommand(input: string, flags: TrainFlags): Promise<void> {
+  try {
+    await train(input, flags);
+  } catch (error) {
+    if (flags.json) {
+      const known = error instanceof OnnxNeftuneError;
+      const exitCode = known ? exitCodeOf(error) : 1;
+      const detail = known ? { code: error.code, exitCode, message: cliMessage(error), ...(error instanceof TrainingDivergedError ? { step: error.step } : {}) }
+        : { code: 'INTERNAL', exitCode, message: String((error as Error)?.message ?? error) };
+      process.stdout.write(`${JSON.stringify({ type: 'summary', ok: false, exitCode, error: detail })}\n`);
+    }
+    throw error;
+  }
+}
+
+async function train(input: string, flags: TrainFlags): Promise<void> {
   checkFlags(flags);
   const emit = (line: object) => { if (flags.json) process.stdout.write(`${JSON.stringify(line)}\n`); };
   const loaded = readModelFile(input, { deferThreshold: Infinity });
@@ -359,11 +394,17 @@ export async function trainCommand(input: string, flags: TrainFlags): Promise<vo
           evals.push(line);
           emit(line);
         };
-        const checkpoint = async () => saveCheckpoint(flags.checkpointDir!, await trainer.checkpoint({ batcher: batcher.state(), model: modelPrint } satisfies DataPosition));
+        const where = flags.compare ? ` (${label} run)` : '';
+        const checkpoint = async () => {
+          const saved = await trainer.checkpoint({ batcher: batcher.state(), model: modelPrint } satisfies DataPosition);
+          checkFinite(saved.tensors, trainer.stepCount, where);
+          return saveCheckpoint(flags.checkpointDir!, saved);
+        };
         if (evalBatches.length && trainer.stepCount === 0) await evaluate(0);
         while (trainer.stepCount < total) {
           const micro = Array.from({ length: accum }, () => batcher.next().batch);
           const e: StepEvent = await trainer.trainStep(micro);
+          if (!Number.isFinite(e.loss)) throw new TrainingDivergedError(`Training diverged${where}: the loss of update ${e.step} is ${e.loss} (learning rate ${e.lr}). ${DIVERGED_ADVICE}`, e.step);
           const line: StepLine = { type: 'step', run: label, step: e.step, loss: e.loss, lr: e.lr, alpha: e.alpha, tokens: e.tokens, tokensPerSecond: e.seconds ? e.tokens / e.seconds : 0, seconds: e.seconds };
           steps.push(line);
           emit(line);
@@ -371,8 +412,10 @@ export async function trainCommand(input: string, flags: TrainFlags): Promise<vo
           if (evalBatches.length && (e.step % evalEvery === 0 || e.step === total)) await evaluate(e.step);
           if (flags.checkpointDir && flags.checkpointEvery && e.step % flags.checkpointEvery === 0 && e.step !== total) await checkpoint();
         }
+        const params = await trainer.parameters();
+        checkFinite(params, trainer.stepCount, where);
         if (flags.checkpointDir) await checkpoint();
-        return { label, steps, evals, model, params: await trainer.parameters() };
+        return { label, steps, evals, model, params };
       } finally {
         await trainer.release();
       }

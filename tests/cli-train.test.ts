@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DataType, ModelBuilder, decodeModel, encodeModel } from '../src/graph/index.js';
-import { loadCheckpoint } from '../src/io/checkpoint-files.js';
+import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
+import { Tensor } from '../src/graph/tensor.js';
 import { saveWithExternalData } from '../src/io/files.js';
 import { buildTinyGpt } from '../examples/models.js';
 import { runCli, tempDir } from './cli-helpers.js';
@@ -244,5 +245,49 @@ test('train: -o -, -o a folder and --checkpoint-dir on a file are usage errors b
     assert.match(r.stderr, message, what);
     assert.ok(!existsSync(out) && !existsSync(path.join(projectRoot, '-')) && !existsSync(path.join(dir, 'same.txt')), `${what}: nothing written`);
     assert.deepEqual(readdirSync(folder), [], `${what}: nothing written into the folder`);
+  }
+});
+
+const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+
+test('train: a diverged run (NaN or infinite loss or weights) exits 9 naming the update, writes no model; --json ends with ok:false', { timeout: 180_000 }, () => {
+  for (const args of [['--lr', '1e30', '--steps', '3'], ['--optimizer', 'sgd', '--lr', '50', '--steps', '20']]) {
+    const out = path.join(dir, 'nan.onnx');
+    const r = runCli(['train', tiny(), '--data', TOKENS, '-o', out, '--max-len', '32', '--json', ...args]);
+    assert.equal(r.code, 9, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, /Training diverged: .*update \d+/);
+    const last = jsonLines(r.stdout).at(-1)!;
+    assert.equal(last['type'], 'summary');
+    assert.equal(last['ok'], false);
+    assert.equal(last['error'].code, 'TRAINING_DIVERGED');
+    assert.equal(typeof last['error'].step, 'number');
+    assert.ok(!existsSync(out), 'no model written');
+  }
+});
+
+test('train --json: any failure ends stdout with a summary object ok:false and the error', () => {
+  const r = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'never.onnx'), '--steps', '2', '--epochs', '1', '--json']);
+  assert.equal(r.code, 2);
+  assert.deepEqual(jsonLines(r.stdout), [{ type: 'summary', ok: false, exitCode: 2, error: { code: 'USAGE', exitCode: 2, message: 'Give --steps or --epochs, not both' } }]);
+});
+
+test('train --resume: a checkpoint with a changed byte, or holding NaN, is refused (exit 4) before training', { timeout: 120_000 }, async () => {
+  const ckpt = path.join(dir, 'ckpt-damaged');
+  const made = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'damaged-first.onnx'), '--steps', '2', '--max-len', '32', '--checkpoint-dir', ckpt]);
+  assert.equal(made.code, 0, made.stderr);
+  const good = loadCheckpoint(ckpt);
+  const nanDir = path.join(dir, 'ckpt-nan');
+  const poisoned = good.tensors.map((t, i) => (i === 0 ? Tensor.fromArray(t.dataType, t.dims, new Float32Array(t.elementCount).fill(Number.NaN), t.name) : t));
+  await saveCheckpoint(nanDir, { info: good.info, tensors: poisoned });
+  const data = path.join(ckpt, 'step-00000002', 'checkpoint.onnx.data');
+  const bytes = readFileSync(data);
+  bytes[100]! ^= 0x01;
+  writeFileSync(data, bytes);
+  for (const [from, message] of [[ckpt, /damaged: its tensors do not match the checksum/], [nanDir, /NaN or infinite value/]] as const) {
+    const out = path.join(dir, 'damaged-out.onnx');
+    const r = runCli(['train', tiny(), '--data', TOKENS, '-o', out, '--steps', '4', '--max-len', '32', '--resume', from]);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, message);
+    assert.ok(!existsSync(out));
   }
 });
