@@ -291,3 +291,49 @@ test('train --resume: a checkpoint with a changed byte, or holding NaN, is refus
     assert.ok(!existsSync(out));
   }
 });
+
+test('train --resume: settings come from the checkpoint (given ones must agree), the data must be the same, and the log continues with the earlier updates', { timeout: 180_000 }, () => {
+  const ckpt = path.join(dir, 'ckpt-settings'), log = path.join(dir, 'settings.csv');
+  const first = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'settings-a.onnx'), '--steps', '6', '--batch', '4', '--lr', '0.01', '--checkpoint-dir', ckpt, '--checkpoint-every', '3', '--log', log]);
+  assert.equal(first.code, 0, first.stderr);
+  const full = readFileSync(log, 'utf8').trim().split('\n');
+  assert.equal(full.length, 7);
+  // Neither --steps, --max-len, --batch nor --lr: all from the checkpoint.
+  const resumedLog = path.join(dir, 'settings-resumed.csv');
+  const resumed = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'settings-b.onnx'), '--resume', path.join(ckpt, 'step-00000003'), '--log', resumedLog]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  const lines = readFileSync(resumedLog, 'utf8').trim().split('\n');
+  assert.deepEqual(lines.map((l) => l.split(',').slice(0, 3).join(',')), full.map((l) => l.split(',').slice(0, 3).join(',')), 'updates 1-6 with the same losses');
+  const batch = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'settings-c.onnx'), '--resume', ckpt, '--batch', '8']);
+  assert.equal(batch.code, 2);
+  assert.match(batch.stderr, /--batch 8 differs from the checkpoint's 4/);
+  const changed = path.join(dir, 'changed.jsonl');
+  const rows = readFileSync(TOKENS, 'utf8').split('\n');
+  rows[5] = rows[5]!.replace(/\[(\d+)/, (_, n: string) => `[${(Number(n) + 1) % 64}`);
+  writeFileSync(changed, rows.join('\n'));
+  const other = runCli(['train', tiny(), '--data', changed, '-o', path.join(dir, 'settings-d.onnx'), '--resume', ckpt]);
+  assert.equal(other.code, 2, other.stderr);
+  assert.match(other.stderr, /trained on other data/);
+  assert.ok(!existsSync(path.join(dir, 'settings-c.onnx')) && !existsSync(path.join(dir, 'settings-d.onnx')));
+});
+
+test('train --log is written as training goes: a run that stops keeps the updates it did', { timeout: 120_000 }, () => {
+  const log = path.join(dir, 'stopped.csv');
+  const r = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'stopped.onnx'), '--steps', '5', '--lr', '1e30', '--log', log]);
+  assert.equal(r.code, 9, r.stderr);
+  assert.match(readFileSync(log, 'utf8'), /^run,step,loss,lr,alpha,tokens,seconds,eval_loss\nneftune,1,\d/);
+});
+
+test('train: --max-len defaults to the position table (said on stderr), a longer --max-len is refused before training', { timeout: 120_000 }, () => {
+  const long = path.join(dir, 'long.jsonl');
+  writeFileSync(long, `${JSON.stringify({ input_ids: Array.from({ length: 40 }, (_, i) => i % 64) })}\n`.repeat(12));
+  const out = path.join(dir, 'long.onnx');
+  const r = runCli(['train', tiny(), '--data', long, '-o', out, '--steps', '12', '--batch', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /--max-len 32: the position-embedding table transformer\.wpe\.weight has 32 rows/);
+  const alpaca = runCli(['train', tiny(), '--data', ALPACA, '--tokenizer', TOKENIZER, '-o', path.join(dir, 'al.onnx'), '--steps', '3']);
+  assert.equal(alpaca.code, 0, alpaca.stderr);
+  const tooLong = runCli(['train', tiny(), '--data', long, '-o', path.join(dir, 'long2.onnx'), '--steps', '2', '--max-len', '64']);
+  assert.equal(tooLong.code, 2);
+  assert.match(tooLong.stderr, /--max-len 64 is longer than the model allows: the position-embedding table transformer\.wpe\.weight has 32/);
+});
