@@ -13,7 +13,7 @@ import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
 import { Tensor } from '../src/graph/tensor.js';
 import { saveWithExternalData } from '../src/io/files.js';
 import { buildTinyGpt } from '../examples/models.js';
-import { runCli, tempDir } from './cli-helpers.js';
+import { cliPath, runCli, spawn, tempDir } from './cli-helpers.js';
 import { projectRoot } from './helpers.js';
 import { ort } from './training/helpers.js';
 import { tokenBatch } from './training/tiny-lm.js';
@@ -336,4 +336,24 @@ test('train: --max-len defaults to the position table (said on stderr), a longer
   const tooLong = runCli(['train', tiny(), '--data', long, '-o', path.join(dir, 'long2.onnx'), '--steps', '2', '--max-len', '64']);
   assert.equal(tooLong.code, 2);
   assert.match(tooLong.stderr, /--max-len 64 is longer than the model allows: the position-embedding table transformer\.wpe\.weight has 32/);
+});
+
+test('train --loss passes through to the step: its messages name a flag train has', { timeout: 60_000 }, () => {
+  const r = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'loss.onnx'), '--steps', '1', '--loss', 'output:nope']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.doesNotMatch(r.stderr, /Unknown argument/);
+  assert.match(r.stderr, /nope/);
+});
+
+test('train: Ctrl-C (SIGINT) names the last checkpoint and how to resume, exit 130', { timeout: 120_000 }, async () => {
+  const ckpt = path.join(dir, 'ckpt-sigint');
+  const child = spawn(process.execPath, [cliPath, 'train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'sigint.onnx'), '--steps', '100000', '--checkpoint-dir', ckpt, '--checkpoint-every', '2', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '', steps = 0;
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const code = await new Promise<number | null>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => { steps += d.toString().split('\n').length - 1; if (steps >= 5) child.kill('SIGINT'); });
+    child.on('exit', (c) => resolve(c));
+  });
+  assert.equal(code, 130);
+  assert.match(stderr, /interrupted\. The last checkpoint is .*step-\d+ \(update \d+\); continue with the same command and --resume /);
 });
