@@ -21,6 +21,8 @@ export const EXIT = {
   WRITE_FAILED: 7,
   /** verify could not be carried out (an input it cannot make up, a patched value missing): nothing was checked. */
   VERIFY_UNABLE: 8,
+  /** train: the loss or the parameters became NaN or infinite; no model was written. */
+  TRAINING_DIVERGED: 9,
 } as const;
 
 export type ExitCode = typeof EXIT[keyof typeof EXIT];
@@ -49,6 +51,7 @@ const BY_ERROR_CODE: Record<ErrorCode, ExitCode> = {
   VERIFY_FAILED: EXIT.VERIFY_FAILED,
   VERIFY_UNABLE: EXIT.VERIFY_UNABLE,
   WRITE_FAILED: EXIT.WRITE_FAILED,
+  TRAINING_DIVERGED: EXIT.TRAINING_DIVERGED,
 };
 
 export const ERROR_CODES = Object.keys(BY_ERROR_CODE) as ErrorCode[];
@@ -66,4 +69,5 @@ export const EXIT_CODE_HELP = `Exit codes:
   5  refused: already patched, or would overwrite the input or another file
   6  verify: a check failed
   7  could not write the output (disk full, I/O error, stdout closed)
-  8  verify: could not be carried out (e.g. an input it cannot make up); nothing was checked`;
+  8  verify: could not be carried out (e.g. an input it cannot make up); nothing was checked
+  9  train: the loss or the parameters became NaN or infinite (diverged); no model was written`;

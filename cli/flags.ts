@@ -4,6 +4,7 @@
  */
 import type { Options as YargsOption } from 'yargs';
 import type { OnnxNeftuneError } from '../src/graph/errors.js';
+import { UsageError } from './errors.js';
 import { NEFTUNE_OPTIONS, defaultText, flagNames, type OptionSchema, type OptionSpec } from '../src/passes/index.js';
 // A cycle (step.ts imports commands.ts, which imports this): safe, STEP_OPTIONS is a literal evaluated first.
 import { STEP_OPTIONS } from './step.js';
@@ -61,4 +62,33 @@ export const FLAG_OF: ReadonlyMap<string, string> = new Map([...flagNames(NEFTUN
 /** An error's message as the CLI prints it: options named as their flags (`tables` -> `--table`). */
 export function cliMessage(error: OnnxNeftuneError): string {
   return error.describe((option) => FLAG_OF.get(option) ?? option);
+}
+
+const kebab = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/**
+ * A flag that takes one value, given more than once, is refused for every command before it runs:
+ * yargs would make it an array (a path array crashes a command), or, for a number whose second
+ * value is 1, add them up (`--max-len 32 --max-len 1` is 33). Counted in the raw arguments, as
+ * yargs' own parse hides the repeat; `declared` are yargs' options (array and boolean flags, aliases).
+ */
+export function refuseRepeatedFlags(args: readonly string[], declared: { array: string[]; boolean: string[]; alias: Record<string, string[]> }): void {
+  const groups = new Map<string, string[]>();
+  for (const [key, aliases] of Object.entries(declared.alias)) for (const name of [key, ...aliases]) groups.set(kebab(name), [key, ...aliases].map(kebab));
+  const nameOf = (flag: string) => (groups.get(flag) ?? [flag]).filter((n) => n.length > 1).sort((a, b) => b.length - a.length)[0] ?? flag;
+  const multi = new Set([...declared.array, ...declared.boolean].map((n) => nameOf(kebab(n))));
+  const seen = new Map<string, string[]>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') break;
+    const m = /^--?([A-Za-z][\w-]*)(=(.*))?$/.exec(arg);
+    if (!m) continue;
+    const flag = nameOf(kebab(m[1]!));
+    if (multi.has(flag) || multi.has(flag.replace(/^no-/, ''))) continue;
+    const value = m[3] ?? args[i + 1] ?? '';
+    seen.set(flag, [...(seen.get(flag) ?? []), value]);
+  }
+  for (const [flag, values] of seen) {
+    if (values.length > 1) throw new UsageError(`--${flag} takes one value and was given ${values.length} times (${values.join(', ')}); give it once.`);
+  }
 }

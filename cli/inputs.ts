@@ -316,7 +316,7 @@ function refuseCompanionDestinations(job: Job): void {
 }
 
 /** The real path of `p` with links resolved, or its absolute path when it cannot be resolved. */
-function realOrResolved(p: string): string {
+export function realOrResolved(p: string): string {
   try { return realpathSync(p); } catch { return path.resolve(p); }
 }
 

@@ -9,7 +9,7 @@ import { EXIT, EXIT_CODE_HELP } from './exit-codes.js';
 import { printHuman } from './report.js';
 import { MAX_VERIFY_RUNS } from './verify-budget.js';
 import { NEFTUNE_OPTIONS } from '../src/passes/neftune.js';
-import { FILE_OPTIONS, cliMessage, optionsFromArgv, yargsOptions } from './flags.js';
+import { FILE_OPTIONS, cliMessage, optionsFromArgv, refuseRepeatedFlags, yargsOptions } from './flags.js';
 import { STEP_OPTIONS, stepCommand } from './step.js';
 import { trainCommand, trainOptions } from './train.js';
 
@@ -132,6 +132,9 @@ void yargs(rawArgs)
   .example('$0 strip model.neftune.onnx -o model.onnx', 'Remove it again, byte for byte')
   .example('$0 verify model.neftune.onnx --ep cpu --ep wasm', 'Prove on ONNX Runtime that the noise is right')
   .example('$0 step model.neftune.onnx -o step.onnx', 'Build the training-step graph (runs on any ONNX Runtime build)')
+  // yargs passes itself as the second argument (not in its types): the options of the command being run.
+  // Async: a rejection reaches the .catch below (a sync throw would escape parseAsync).
+  .middleware((async (_argv: unknown, y: { getOptions(): never }) => refuseRepeatedFlags(rawArgs, y.getOptions())) as never)
   .demandCommand(1, 'Name a command: inspect, patch, strip, verify, step or train')
   .strict()
   .epilogue(EXIT_CODE_HELP)

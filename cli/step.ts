@@ -131,6 +131,10 @@ export function stepCommand(input: string, flags: StepFlags, options: Omit<FileC
     if (error instanceof OnnxNeftuneError) return Promise.resolve(invocationFailure('step', error));
     throw error;
   }
+  // AdamW has no momentum option (its betas are fixed): a given --momentum would do nothing.
+  if (flags.momentum !== undefined && (flags.optimizer ?? 'adamw') !== 'sgd') {
+    return Promise.resolve(invocationFailure('step', new TrainingOptionError('--momentum is an SGD option and does nothing with --optimizer adamw (the default). Add --optimizer sgd, or leave --momentum out.')));
+  }
   const training = stepOptionsFromFlags(flags);
   return runFileCommand('step', [input], { ...options, inPlace: false, dryRun: false }, (loaded, job) => {
     // Trainable weights leave the step graph (they become inputs): over the forward model they would be lost.

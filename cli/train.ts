@@ -5,13 +5,15 @@
  * and exports the forward model with the trained weights and no noise. Every input is checked
  * before the first step; nothing is written when a check fails.
  */
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, statSync, writeSync, type Stats } from 'node:fs';
 import { isatty } from 'node:tty';
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import type { Model } from '../src/graph/ir.js';
 import { encodeModel } from '../src/graph/codec.js';
 import { applyNeftune, findEmbeddings } from '../src/passes/index.js';
-import { buildTrainingStep } from '../src/training/step.js';
+import { buildTrainingStep, type LossChoice } from '../src/training/step.js';
 import { Batcher, TrainingDataError, type BatcherState, type TokenDataset } from '../src/training/data.js';
 import { IGNORE_INDEX, type TokenBatch } from '../src/training/batch.js';
 import { Trainer, type StepEvent, type TrainerOrt, type TrainerTensor } from '../src/training/trainer.js';
@@ -19,13 +21,19 @@ import { CheckpointMismatchError } from '../src/training/checkpoint.js';
 import { exportFineTuned } from '../src/training/export.js';
 import { lossPlotSvg, type LossSeries } from '../src/training/plot.js';
 import type { AlphaSchedule, LearningRateSchedule } from '../src/training/schedules.js';
-import { readModelFile } from '../src/io/files.js';
+import { readModelFile, type LoadedModel } from '../src/io/files.js';
+import { RefusedError } from '../src/io/errors.js';
 import { writeFileAtomic } from '../src/io/atomic-write.js';
-import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
+import { firstNonFinite, loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
+import { OnnxNeftuneError } from '../src/graph/errors.js';
+import type { Tensor } from '../src/graph/tensor.js';
 import { readAlpacaFile, readTokenJsonlFile, readTokenizerFile } from '../src/io/data-files.js';
-import { saveFineTuned, withExternalDataRead } from '../src/io/finetuned-files.js';
+import { fineTunedDataPaths, saveFineTuned, withExternalDataRead } from '../src/io/finetuned-files.js';
 import type { ExecutionProvider, Runtime } from '../src/runtime/node.js';
 import { UsageError } from './errors.js';
+import { exitCodeOf } from './commands.js';
+import { cliMessage } from './flags.js';
+import { entryKey, realOrResolved } from './inputs.js';
 
 export interface TrainFlags {
   data: string;
@@ -33,17 +41,18 @@ export interface TrainFlags {
   tokenizer?: string | undefined;
   steps?: number | undefined;
   epochs?: number | undefined;
-  batch: number;
+  batch?: number | undefined;
   gradAccum?: number | undefined;
-  maxLen: number;
+  maxLen?: number | undefined;
   lr?: number | undefined;
-  schedule?: 'constant' | 'linear' | 'cosine' | undefined;
+  schedule?: Schedule | undefined;
   warmup?: number | undefined;
-  optimizer: 'sgd' | 'adamw';
+  optimizer?: Optimizer | undefined;
+  loss?: string | undefined;
   alpha?: number | undefined;
-  neftune: boolean;
+  neftune?: boolean | undefined;
   alphaSchedule?: string | undefined;
-  mode: 'hf' | 'mask' | 'packed';
+  mode?: Mode | undefined;
   seed?: number | undefined;
   ep: ExecutionProvider;
   checkpointDir?: string | undefined;
@@ -57,7 +66,26 @@ export interface TrainFlags {
   json: boolean;
 }
 
-export const DEFAULTS = { lr: 1e-3, schedule: 'constant', warmup: 0, alpha: 5, seed: 0, gradAccum: 1 } as const;
+/** The loss or the parameters became NaN or infinite: the run stops and nothing is exported. */
+export class TrainingDivergedError extends OnnxNeftuneError {
+  constructor(message: string, readonly step: number) { super('TRAINING_DIVERGED', message); }
+}
+
+const DIVERGED_ADVICE = 'Nothing was exported; checkpoints written before it are kept. Lower --lr (or add --warmup), then train again or resume from an earlier checkpoint.';
+
+/** Throws TrainingDivergedError when a tensor holds NaN or infinity after update `step`. */
+function checkFinite(tensors: readonly Tensor[], step: number, label: string): void {
+  for (const t of tensors) {
+    const at = firstNonFinite(t);
+    if (at >= 0) throw new TrainingDivergedError(`Training diverged${label}: after update ${step}, ${t.name} holds a NaN or infinite value (element ${at}). ${DIVERGED_ADVICE}`, step);
+  }
+}
+
+type Schedule = 'constant' | 'linear' | 'cosine';
+type Optimizer = 'sgd' | 'adamw';
+type Mode = 'hf' | 'mask' | 'packed';
+
+export const DEFAULTS = { lr: 1e-3, schedule: 'constant' as Schedule, warmup: 0, alpha: 5, seed: 0, gradAccum: 1, batch: 8, mode: 'hf' as Mode, optimizer: 'adamw' as Optimizer };
 
 export function trainOptions(y: Argv): Argv<TrainFlags> {
   return y
@@ -67,23 +95,24 @@ export function trainOptions(y: Argv): Argv<TrainFlags> {
     .option('tokenizer', { type: 'string', describe: 'Hugging Face tokenizer.json: --data is Alpaca instruction data (prompt tokens masked out of the loss)' })
     .option('steps', { type: 'number', describe: 'Optimizer updates to run (default: one epoch)' })
     .option('epochs', { type: 'number', describe: 'Epochs to run (instead of --steps)' })
-    .option('batch', { type: 'number', default: 8, describe: 'Rows per micro-batch' })
+    .option('batch', { type: 'number', describe: `Rows per micro-batch (default ${DEFAULTS.batch})` })
     .option('grad-accum', { type: 'number', describe: `Micro-batches per update (default ${DEFAULTS.gradAccum})` })
-    .option('max-len', { type: 'number', default: 512, describe: 'Longest row in tokens (longer rows are cut; packed rows are filled up to it)' })
+    .option('max-len', { type: 'number', describe: `Longest row in tokens (longer rows are cut; packed rows are filled up to it). Default ${DEFAULT_MAX_LEN}, or the model's limit when smaller (its position-embedding rows or fixed sequence length; a longer --max-len is refused)` })
     .option('lr', { type: 'number', describe: `Peak learning rate (default ${DEFAULTS.lr})` })
     .option('schedule', { choices: ['constant', 'linear', 'cosine'] as const, describe: 'Learning-rate schedule (default constant)' })
     .option('warmup', { type: 'number', describe: 'Updates of linear warm-up (default 0)' })
-    .option('optimizer', { choices: ['sgd', 'adamw'] as const, default: 'adamw' as const, describe: 'Update built into the step graph' })
+    .option('optimizer', { choices: ['sgd', 'adamw'] as const, describe: 'Update built into the step graph (default adamw)' })
+    .option('loss', { type: 'string', describe: 'Loss of the step graph, as for neftune step: causal-lm, causal-lm:NAME (labels input NAME), labels:NAME, output:NAME (default: causal-lm, with labels when the data has them)' })
     .option('alpha', { type: 'number', describe: `NEFTune alpha (default ${DEFAULTS.alpha})` })
-    .option('neftune', { type: 'boolean', default: true, describe: 'Add NEFTune noise (--no-neftune: plain fine-tuning)' })
-    .option('alpha-schedule', { type: 'string', describe: 'constant, linear (to 0 at the last update) or off-after:N (default constant)' })
-    .option('mode', { choices: ['hf', 'mask', 'packed'] as const, default: 'hf' as const, describe: 'NEFTune scaling; packed also packs rows and draws noise per segment' })
+    .option('neftune', { type: 'boolean', describe: 'Add NEFTune noise (default; --no-neftune: plain fine-tuning)' })
+    .option('alpha-schedule', { type: 'string', describe: 'constant, linear (alpha x (1 - update/steps) as --schedule linear decays the learning rate: the last update runs at alpha/steps, 0 is reached after it) or off-after:N (default constant)' })
+    .option('mode', { choices: ['hf', 'mask', 'packed'] as const, describe: 'NEFTune scaling (default hf); packed also packs rows and draws noise per segment' })
     .option('seed', { type: 'number', describe: 'Seed of the data order and the NEFTune noise (default 0)' })
     .option('ep', { choices: ['cpu', 'wasm', 'cuda'] as const, default: 'cpu' as const, describe: 'cpu / cuda: onnxruntime-node; wasm: onnxruntime-web' })
     .option('checkpoint-dir', { type: 'string', describe: 'Write checkpoints here (at the end, and every --checkpoint-every updates)' })
     .option('checkpoint-every', { type: 'number', describe: 'Updates between checkpoints' })
-    .option('resume', { type: 'string', describe: 'Continue from this checkpoint directory (same model, data and flags)' })
-    .option('log', { type: 'string', describe: 'Write the per-step losses as CSV' })
+    .option('resume', { type: 'string', describe: 'Continue from this checkpoint directory: same model and data; every run setting is taken from the checkpoint (flags given again must agree)' })
+    .option('log', { type: 'string', describe: 'Write the per-step losses as CSV, a line per update as training goes (with --resume: the earlier updates too)' })
     .option('plot', { type: 'string', describe: 'Write the loss curves as SVG' })
     .option('eval-data', { type: 'string', describe: 'Evaluation data (same format as --data): eval loss in the log and plot' })
     .option('eval-every', { type: 'number', describe: 'Updates between eval losses (default: 20 per run)' })
@@ -101,15 +130,88 @@ function checkFlags(f: TrainFlags): void {
   if (f.steps !== undefined && f.epochs !== undefined) throw new UsageError('Give --steps or --epochs, not both');
   if (f.lr !== undefined && !(Number.isFinite(f.lr) && f.lr >= 0)) throw new UsageError(`--lr must be a finite number >= 0, got ${f.lr}`);
   if (f.alpha !== undefined && !(Number.isFinite(f.alpha) && f.alpha >= 0)) throw new UsageError(`--alpha must be a finite number >= 0, got ${f.alpha}`);
-  if (!f.neftune && (f.alpha !== undefined || f.alphaSchedule !== undefined || f.compare)) {
+  if (f.neftune === false && (f.alpha !== undefined || f.alphaSchedule !== undefined || f.compare)) {
     throw new UsageError(`--no-neftune cannot be combined with ${f.compare ? '--compare (it runs both)' : f.alpha !== undefined ? '--alpha' : '--alpha-schedule'}`);
   }
   if (f.checkpointEvery !== undefined && f.checkpointDir === undefined) throw new UsageError('--checkpoint-every needs --checkpoint-dir');
   if (f.compare && (f.resume !== undefined || f.checkpointDir !== undefined)) throw new UsageError('--compare runs two trainings; it cannot be combined with --resume or --checkpoint-dir');
   if (f.evalEvery !== undefined && f.evalData === undefined) throw new UsageError('--eval-every needs --eval-data');
   if (f.alphaSchedule !== undefined) parseAlphaSchedule(f.alphaSchedule, 0, 1);
-  const outputs = [f.output, f.log, f.plot].filter((x): x is string => x !== undefined).map((p) => path.resolve(p));
-  if (new Set(outputs).size !== outputs.length) throw new UsageError('-o, --log and --plot must name different files');
+}
+
+interface NamedPath { path: string; what: string }
+
+const statOrUndefined = (p: string): Stats | undefined => { try { return statSync(p); } catch { return undefined; } };
+/** The keys a write to `p` hits: the directory entry it replaces, and the file a link there points to. */
+const keysOf = (p: string): string[] => [entryKey(p), realOrResolved(p)];
+const isWithin = (file: string, dir: string): boolean => file === dir || file.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
+/** A checkpoint folder's own entries: LATEST and the step folders (a save replaces and rotates them). */
+const CHECKPOINT_ENTRY = /^(LATEST|\.?step-\d)/;
+function inCheckpointFolder(file: string, dir: string, wholeFolder: boolean): boolean {
+  if (!isWithin(file, dir)) return false;
+  const first = path.relative(dir, file).split(path.sep)[0]!;
+  return wholeFolder || first === '' || CHECKPOINT_ENTRY.test(first);
+}
+
+/**
+ * Refuses, before anything runs, a run that would write over a file it reads: every output (the
+ * model, its trained data files, --log, --plot, the checkpoint folder's entries) against every
+ * input (the model, its data files, --data, --eval-data, the tokenizer and its config, the
+ * checkpoint resumed from); also outputs that are folders or stdout, outputs that collide, and a
+ * --checkpoint-dir that is not a folder. Checkpointing into the folder resumed from is allowed:
+ * the checkpoint is read whole before the first step.
+ */
+function checkPaths(flags: TrainFlags, input: string, loaded: LoadedModel): void {
+  for (const [flag, value] of [['-o', flags.output], ['--log', flags.log], ['--plot', flags.plot], ['--checkpoint-dir', flags.checkpointDir]] as const) {
+    if (value === '-') throw new UsageError(`${flag} - (stdout) is not supported by train: stdout carries the --json lines and the model needs a file. Give a file name.`);
+  }
+  const outputs: NamedPath[] = [
+    { path: flags.output, what: '-o (the fine-tuned model)' },
+    ...fineTunedDataPaths(loaded, flags.output).map((p) => ({ path: p, what: 'the fine-tuned model\'s data file' })),
+    ...(flags.log !== undefined ? [{ path: flags.log, what: '--log' }] : []),
+    ...(flags.plot !== undefined ? [{ path: flags.plot, what: '--plot' }] : []),
+  ];
+  for (const o of outputs) if (statOrUndefined(o.path)?.isDirectory()) throw new UsageError(`${o.what} ${o.path} is a folder; give a file name.`);
+  if (flags.checkpointDir !== undefined) {
+    // The nearest existing path on the way must be a folder, or the first save fails (ENOTDIR) after training.
+    for (let d = path.resolve(flags.checkpointDir); ; d = path.dirname(d)) {
+      const st = statOrUndefined(d);
+      if (st && !st.isDirectory()) throw new UsageError(`--checkpoint-dir ${flags.checkpointDir}: ${d} is a file, not a folder. Name a folder (it is made when missing).`);
+      if (st || path.dirname(d) === d) break;
+    }
+  }
+  const inputs: NamedPath[] = [
+    { path: input, what: 'the model' },
+    ...loaded.externalData.map((f) => ({ path: f.path, what: `external data of the model (${f.location})` })),
+    { path: flags.data, what: '--data' },
+    ...(flags.evalData !== undefined ? [{ path: flags.evalData, what: '--eval-data' }] : []),
+    ...(flags.tokenizer !== undefined ? [{ path: flags.tokenizer, what: '--tokenizer' }] : []),
+  ];
+  const config = flags.tokenizer !== undefined ? path.join(path.dirname(flags.tokenizer), 'tokenizer_config.json') : undefined;
+  if (config && existsSync(config)) inputs.push({ path: config, what: 'the tokenizer config read with --tokenizer' });
+  const problems: string[] = [];
+  outputs.forEach((o, i) => {
+    const keys = keysOf(o.path);
+    for (const other of outputs.slice(0, i)) {
+      if (keysOf(other.path).some((k) => keys.includes(k))) throw new UsageError(`${o.what} and ${other.what} name the same file ${o.path}; give each output its own name.`);
+    }
+    for (const r of inputs) if (keysOf(r.path).some((k) => keys.includes(k))) problems.push(`${o.what} ${o.path} would replace ${r.what} ${r.path}`);
+  });
+  if (flags.resume !== undefined) {
+    const dir = realOrResolved(flags.resume);
+    const single = existsSync(path.join(dir, 'checkpoint.onnx'));
+    for (const o of outputs) if (keysOf(o.path).some((k) => inCheckpointFolder(k, dir, single))) problems.push(`${o.what} ${o.path} would replace a file of the checkpoint --resume ${flags.resume}`);
+  }
+  if (flags.checkpointDir !== undefined) {
+    const dir = realOrResolved(flags.checkpointDir);
+    for (const x of [...inputs, ...outputs]) {
+      if (keysOf(x.path).some((k) => inCheckpointFolder(k, dir, false))) problems.push(`--checkpoint-dir ${flags.checkpointDir} would replace ${x.what} ${x.path} (checkpoints write LATEST and step-N folders there)`);
+    }
+  }
+  if (problems.length) {
+    throw new RefusedError(`Refusing to train: ${problems.length === 1 ? 'an output collides' : `${problems.length} outputs collide`} with an input or another output, and inputs are never written:\n` +
+      `${[...new Set(problems)].map((p) => `  ${p}`).join('\n')}\nNothing was written. Choose other output names.`);
+  }
 }
 
 function parseAlphaSchedule(text: string, alpha: number, total: number): AlphaSchedule {
@@ -146,7 +248,17 @@ function fingerprint(model: Model): string {
   return h.toString(16).padStart(8, '0');
 }
 
-interface DataPosition { batcher: BatcherState; model: string }
+/** Run settings a checkpoint carries: a resumed run takes each one from it unless given, and a given one must agree. */
+interface RunSettings {
+  steps: number; maxLen: number; batch: number; mode: Mode; optimizer: Optimizer; neftune: boolean; alpha: number; alphaSchedule: string;
+  lr: number; schedule: Schedule; warmup: number; tokenizer: boolean; loss: string;
+}
+
+/** What train stores in a checkpoint beside the trainer's state: where the data is, what it was, the settings and the losses so far. */
+interface DataPosition {
+  batcher: BatcherState; model: string; data: string; settings: RunSettings;
+  history: { steps: StepRow[]; evals: Array<[step: number, evalLoss: number]> };
+}
 
 export interface StepLine { type: 'step'; run: string; step: number; loss: number; lr: number; alpha: number; tokens: number; tokensPerSecond: number; seconds: number }
 export interface EvalLine { type: 'eval'; run: string; step: number; evalLoss: number }
@@ -220,52 +332,110 @@ const clock = (seconds: number): string => {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 };
 
+/** Runs train; with --json, a failure ends the JSON lines with a summary object `ok: false` and the error. */
 export async function trainCommand(input: string, flags: TrainFlags): Promise<void> {
+  try {
+    await train(input, flags);
+  } catch (error) {
+    if (flags.json) {
+      const known = error instanceof OnnxNeftuneError;
+      const exitCode = known ? exitCodeOf(error) : 1;
+      const detail = known ? { code: error.code, exitCode, message: cliMessage(error), ...(error instanceof TrainingDivergedError ? { step: error.step } : {}) }
+        : { code: 'INTERNAL', exitCode, message: String((error as Error)?.message ?? error) };
+      process.stdout.write(`${JSON.stringify({ type: 'summary', ok: false, exitCode, error: detail })}\n`);
+    }
+    throw error;
+  }
+}
+
+async function train(input: string, flags: TrainFlags): Promise<void> {
   checkFlags(flags);
   const emit = (line: object) => { if (flags.json) process.stdout.write(`${JSON.stringify(line)}\n`); };
+  const note = (text: string) => process.stderr.write(`note: ${text}\n`);
   const loaded = readModelFile(input, { deferThreshold: Infinity });
   try {
+    checkPaths(flags, input, loaded);
     const base = withExternalDataRead(loaded);
     const vocab = vocabularyOf(base);
-    const data = await readDataset(flags.data, flags.tokenizer, vocab, flags.maxLen);
-    const evalData = flags.evalData ? await readDataset(flags.evalData, flags.tokenizer, vocab, flags.maxLen) : undefined;
-    const pack = flags.mode === 'packed';
     const resume = flags.resume !== undefined ? loadCheckpoint(flags.resume) : undefined;
     const modelPrint = fingerprint(loaded.model);
     const position = resume?.info.dataPosition as DataPosition | undefined;
-    if (resume && (position?.model === undefined || position.batcher === undefined)) {
-      throw new CheckpointMismatchError(`The checkpoint in ${flags.resume} was not written by neftune train (it has no data position); resume it with the library.`, ['dataPosition']);
+    if (resume && (position?.model === undefined || position.batcher === undefined || position.settings === undefined)) {
+      throw new CheckpointMismatchError(`The checkpoint in ${flags.resume} was not written by this version of neftune train (it has no data position and run settings); resume it with the library.`, ['dataPosition']);
     }
     if (position && position.model !== modelPrint) {
       throw new CheckpointMismatchError(`The checkpoint in ${flags.resume} was made from another model (fingerprint ${position.model}, this model ${modelPrint}). Resume with the model it was trained from.`, ['model']);
     }
+    const saved = position?.settings;
+    const limit = positionLimit(base);
+    if (flags.maxLen !== undefined && limit && flags.maxLen > limit.rows) {
+      throw new UsageError(`--max-len ${flags.maxLen} is longer than the model allows: ${limit.why} has ${limit.rows}. Give --max-len ${limit.rows} or less.`);
+    }
+    const settings: RunSettings = {
+      maxLen: settle('max-len', flags.maxLen, saved?.maxLen, limit ? Math.min(DEFAULT_MAX_LEN, limit.rows) : DEFAULT_MAX_LEN),
+      batch: settle('batch', flags.batch, saved?.batch, DEFAULTS.batch),
+      mode: settle('mode', flags.mode, saved?.mode, DEFAULTS.mode),
+      optimizer: settle('optimizer', flags.optimizer, saved?.optimizer, DEFAULTS.optimizer),
+      neftune: settle('neftune', flags.neftune, saved?.neftune, true),
+      alpha: settle('alpha', flags.alpha, saved?.alpha, DEFAULTS.alpha),
+      alphaSchedule: settle('alpha-schedule', flags.alphaSchedule, saved?.alphaSchedule, 'constant'),
+      lr: settle('lr', flags.lr, saved?.lr, DEFAULTS.lr),
+      schedule: settle('schedule', flags.schedule, saved?.schedule, DEFAULTS.schedule),
+      warmup: settle('warmup', flags.warmup, saved?.warmup, DEFAULTS.warmup),
+      tokenizer: settle('tokenizer', flags.tokenizer !== undefined, saved?.tokenizer, false),
+      loss: 'auto', steps: 0,
+    };
+    if (flags.maxLen === undefined && !saved && limit && limit.rows < DEFAULT_MAX_LEN) note(`--max-len ${settings.maxLen}: ${limit.why} has ${limit.rows} rows (longer rows are cut).`);
+    const data = await readDataset(flags.data, flags.tokenizer, vocab, settings.maxLen);
+    const dataPrint = dataFingerprint(data);
+    if (position && position.data !== dataPrint) {
+      throw new CheckpointMismatchError(`The checkpoint in ${flags.resume} was trained on other data: --data ${flags.data} (${data.rows.length} rows) does not match the data it was made with (fingerprint ${position.data}, this data ${dataPrint}). Resume with the same data file${settings.tokenizer ? ' and tokenizer' : ''}.`, ['data']);
+    }
+    const evalData = flags.evalData ? await readDataset(flags.evalData, flags.tokenizer, vocab, settings.maxLen) : undefined;
+    const pack = settings.mode === 'packed';
     const seed = resume?.info.seed ?? flags.seed ?? DEFAULTS.seed;
     const accum = resume?.info.gradientAccumulation ?? flags.gradAccum ?? DEFAULTS.gradAccum;
-    const batcherOptions = { batchSize: flags.batch, maxLength: flags.maxLen, seed, pack };
+    const batcherOptions = { batchSize: settings.batch, maxLength: settings.maxLen, seed, pack };
     const counter = new Batcher(data.rows, batcherOptions);
-    const total = flags.steps ?? updatesIn(counter, flags.epochs ?? 1, accum);
+    const total = flags.steps ?? (flags.epochs === undefined && saved ? saved.steps : updatesIn(counter, flags.epochs ?? 1, accum));
+    const scheduled = settings.schedule !== 'constant' || settings.alphaSchedule === 'linear';
+    if (saved && total !== saved.steps && scheduled) {
+      throw new UsageError(`This run's ${flags.steps !== undefined ? `--steps ${total}` : `--epochs ${flags.epochs} (${total} updates)`} differs from the checkpoint's ${saved.steps} updates, and its ${settings.schedule !== 'constant' ? `--schedule ${settings.schedule}` : '--alpha-schedule linear'} was laid out for those. Leave --steps and --epochs out to finish the run.`);
+    }
+    if (resume && resume.info.step > total) throw new UsageError(`The checkpoint is at update ${resume.info.step}, past --steps ${total}.`);
+    settings.steps = total;
     // Labels carry -100 at padding, packed segment starts and prompt tokens; input_ids alone need an attention mask to skip padding.
-    const loss = data.rows.some((r) => r.labels) || pack || !base.graph.inputs.some((v) => v.name === 'attention_mask') ? 'causal-lm:labels' : 'causal-lm';
+    const autoLoss = data.rows.some((r) => r.labels) || pack || !base.graph.inputs.some((v) => v.name === 'attention_mask') ? 'causal-lm:labels' : 'causal-lm';
+    const loss = settings.loss = settle('loss', flags.loss, saved?.loss, autoLoss);
     // Loaded on demand: the CLI reaches ONNX Runtime only when a command runs a model.
     const { loadRuntime } = await import('../src/runtime/node.js');
     const runtime = await loadRuntime(flags.ep);
     const evalBatches = evalData ? [...new Batcher(evalData.rows, { ...batcherOptions, shuffle: false }).batches(0)] : [];
     const evalEvery = flags.evalEvery ?? Math.max(1, Math.round(total / 20));
+    const history = position?.history ?? { steps: [], evals: [] };
+    const earlierLines = history.steps.map((row) => LossLog.line(stepOf(row, settings.neftune ? 'neftune' : 'plain'), history.evals.find((e) => e[0] === row[0])?.[1]));
+    const log = flags.log !== undefined ? new LossLog(flags.log, earlierLines) : undefined;
+    let lastCheckpoint: { path: string; step: number } | undefined;
+    const interrupted = () => {
+      process.stderr.write(`\ninterrupted. ${lastCheckpoint ? `The last checkpoint is ${lastCheckpoint.path} (update ${lastCheckpoint.step}); continue with the same command and --resume ${path.resolve(flags.checkpointDir!)}` : flags.checkpointDir ? 'No checkpoint was written yet.' : 'No checkpoints were written (give --checkpoint-dir to make the run resumable).'}${flags.log ? `; the loss log ${flags.log} has the updates done` : ''}.\n`);
+      // Others (a file write in flight) exit after removing their temp files.
+      if (process.listenerCount('SIGINT') <= 1) process.exit(130);
+    };
+    process.on('SIGINT', interrupted);
 
     const runOnce = async (neftune: boolean, label: string): Promise<RunResult> => {
       const model = base.clone();
-      const alpha = flags.alpha ?? DEFAULTS.alpha;
+      const alpha = settings.alpha;
       // The patch's own alpha is only a default: the schedule feeds alpha per step (0 included) through the alpha input.
-      if (neftune) applyNeftune(model, { alpha: alpha > 0 ? alpha : DEFAULTS.alpha, mode: flags.mode, alphaInput: true });
-      const step = buildTrainingStep(model, { optimizer: flags.optimizer, loss, ...(accum > 1 ? { gradients: true } : {}) });
-      const given = (k: 'lr' | 'schedule' | 'warmup') => flags[k] !== undefined;
-      const schedule: LearningRateSchedule | undefined = resume && !given('lr') && !given('schedule') && !given('warmup') ? undefined : {
-        kind: flags.schedule ?? DEFAULTS.schedule, lr: flags.lr ?? DEFAULTS.lr,
-        ...(flags.warmup ? { warmupSteps: flags.warmup } : {}),
-        ...((flags.schedule ?? 'constant') !== 'constant' ? { totalSteps: total } : {}),
+      if (neftune) applyNeftune(model, { alpha: alpha > 0 ? alpha : DEFAULTS.alpha, mode: settings.mode, alphaInput: true });
+      const step = buildTrainingStep(model, { optimizer: settings.optimizer, loss: loss as LossChoice, ...(accum > 1 ? { gradients: true } : {}) });
+      // Resuming, the checkpoint's schedules hold (the settings above were checked against it).
+      const schedule: LearningRateSchedule | undefined = resume ? undefined : {
+        kind: settings.schedule, lr: settings.lr,
+        ...(settings.warmup ? { warmupSteps: settings.warmup } : {}),
+        ...(settings.schedule !== 'constant' ? { totalSteps: total } : {}),
       };
-      const alphaSchedule = neftune && (!resume || flags.alpha !== undefined || flags.alphaSchedule !== undefined)
-        ? parseAlphaSchedule(flags.alphaSchedule ?? 'constant', alpha, total) : undefined;
+      const alphaSchedule = neftune && !resume ? parseAlphaSchedule(settings.alphaSchedule, alpha, total) : undefined;
       const trainer = await Trainer.create({
         ort: runtime.ort as unknown as TrainerOrt, step, sessionOptions: { logSeverityLevel: 4, ...runtime.sessionOptions },
         // Resuming, the checkpoint's seed and accumulation hold; flags given again must agree (the trainer checks).
@@ -282,45 +452,122 @@ export async function trainCommand(input: string, flags: TrainFlags): Promise<vo
           evals.push(line);
           emit(line);
         };
-        const checkpoint = async () => saveCheckpoint(flags.checkpointDir!, await trainer.checkpoint({ batcher: batcher.state(), model: modelPrint } satisfies DataPosition));
+        const where = flags.compare ? ` (${label} run)` : '';
+        const checkpoint = async () => {
+          const done: DataPosition = {
+            batcher: batcher.state(), model: modelPrint, data: dataPrint, settings,
+            history: { steps: [...history.steps, ...steps.map(stepRow)], evals: [...history.evals, ...evals.map((e) => [e.step, e.evalLoss] as [number, number])] },
+          };
+          const state = await trainer.checkpoint(done);
+          checkFinite(state.tensors, trainer.stepCount, where);
+          lastCheckpoint = { path: await saveCheckpoint(flags.checkpointDir!, state), step: trainer.stepCount };
+        };
         if (evalBatches.length && trainer.stepCount === 0) await evaluate(0);
         while (trainer.stepCount < total) {
           const micro = Array.from({ length: accum }, () => batcher.next().batch);
           const e: StepEvent = await trainer.trainStep(micro);
+          if (!Number.isFinite(e.loss)) throw new TrainingDivergedError(`Training diverged${where}: the loss of update ${e.step} is ${e.loss} (learning rate ${e.lr}). ${DIVERGED_ADVICE}`, e.step);
           const line: StepLine = { type: 'step', run: label, step: e.step, loss: e.loss, lr: e.lr, alpha: e.alpha, tokens: e.tokens, tokensPerSecond: e.seconds ? e.tokens / e.seconds : 0, seconds: e.seconds };
           steps.push(line);
           emit(line);
           progress.update(line);
           if (evalBatches.length && (e.step % evalEvery === 0 || e.step === total)) await evaluate(e.step);
+          log?.step(line, evals.at(-1)?.step === e.step ? evals.at(-1)!.evalLoss : undefined);
           if (flags.checkpointDir && flags.checkpointEvery && e.step % flags.checkpointEvery === 0 && e.step !== total) await checkpoint();
         }
+        const params = await trainer.parameters();
+        checkFinite(params, trainer.stepCount, where);
         if (flags.checkpointDir) await checkpoint();
-        return { label, steps, evals, model, params: await trainer.parameters() };
+        return { label, steps, evals, model, params };
       } finally {
         await trainer.release();
       }
     };
 
-    if (resume && resume.info.step > total) throw new UsageError(`The checkpoint is at update ${resume.info.step}, past --steps ${total}.`);
-    const runs = [await runOnce(flags.neftune, flags.neftune ? 'neftune' : 'plain')];
-    if (flags.compare) runs.push(await runOnce(false, 'plain'));
+    const runs: RunResult[] = [];
+    try {
+      runs.push(await runOnce(settings.neftune, settings.neftune ? 'neftune' : 'plain'));
+      if (flags.compare) runs.push(await runOnce(false, 'plain'));
+    } finally {
+      process.off('SIGINT', interrupted);
+      log?.close();
+    }
     const main = runs[0]!;
     const exported = exportFineTuned(loaded.model, main.params);
-    const saved = await saveFineTuned(loaded, exported, flags.output);
-    if (flags.log) await writeFileAtomic(flags.log, [new TextEncoder().encode(csv(runs))]);
-    if (flags.plot) await writeFileAtomic(flags.plot, [new TextEncoder().encode(plot(runs, flags))]);
+    const written = await saveFineTuned(loaded, exported, flags.output);
+    const earlier = { label: main.label, steps: history.steps.map((r) => stepOf(r, main.label)), evals: history.evals.map(([step, evalLoss]) => ({ type: 'eval' as const, run: main.label, step, evalLoss })) };
+    const plotted = runs.map((r, i) => (i === 0 ? { ...r, steps: [...earlier.steps, ...r.steps], evals: [...earlier.evals, ...r.evals] } : r));
+    if (flags.plot) await writeFileAtomic(flags.plot, [new TextEncoder().encode(plot(plotted, flags, settings.alpha))]);
     const last = (r: RunResult) => r.steps.at(-1)?.loss ?? null;
     const summary = {
-      type: 'summary', ok: true, steps: total, resumedFrom: resume?.info.step ?? null, output: saved.path, trainedData: saved.trainedData,
+      type: 'summary', ok: true, steps: total, resumedFrom: resume?.info.step ?? null, output: written.path, trainedData: written.trainedData,
       finalLoss: last(main), ...(flags.compare ? { finalLossPlain: last(runs[1]!) } : {}),
       evalLoss: main.evals.at(-1)?.evalLoss ?? null, tokens: main.steps.reduce((a, s) => a + s.tokens, 0),
-      rows: data.rows.length, skippedRows: data.skipped, loss, ep: runtime.ep, checkpointDir: flags.checkpointDir ? path.resolve(flags.checkpointDir) : null,
+      rows: data.rows.length, skippedRows: data.skipped, loss, maxLen: settings.maxLen, ep: runtime.ep, checkpointDir: flags.checkpointDir ? path.resolve(flags.checkpointDir) : null,
     };
     if (flags.json) emit(summary);
-    else process.stderr.write(`fine-tuned ${total - (resume?.info.step ?? 0)} updates (final loss ${last(main)?.toFixed(4) ?? '-'}); wrote ${saved.path}\n`);
+    else process.stderr.write(`fine-tuned ${total - (resume?.info.step ?? 0)} updates (final loss ${last(main)?.toFixed(4) ?? '-'}); wrote ${written.path}\n`);
   } finally {
     loaded.close();
   }
+}
+
+const DEFAULT_MAX_LEN = 512;
+
+/** A setting given on the command line, else the checkpoint's (resuming), else the default; given and saved must agree. */
+function settle<T>(flag: string, given: T | undefined, saved: T | undefined, fallback: T): T {
+  if (given !== undefined && saved !== undefined && given !== saved) {
+    throw new UsageError(`--${flag} ${String(given)} differs from the checkpoint's ${String(saved)}; a resumed run keeps the settings it was started with. Leave --${flag} out (it is taken from the checkpoint).`);
+  }
+  return given ?? saved ?? fallback;
+}
+
+/**
+ * The longest sequence the model can take, when it says: the rows of its position-embedding table
+ * (a lookup past them fails at run time), or a fixed sequence dimension of input_ids.
+ */
+function positionLimit(model: Model): { rows: number; why: string } | undefined {
+  const limits: Array<{ rows: number; why: string }> = [];
+  for (const c of findEmbeddings(model).candidates) {
+    if (c.role === 'position' && typeof c.table.rows === 'number') limits.push({ rows: c.table.rows, why: `the position-embedding table ${c.table.name}` });
+  }
+  const seq = model.graph.inputs.find((v) => v.name === 'input_ids')?.shape?.[1];
+  if (typeof seq === 'number') limits.push({ rows: seq, why: 'the fixed sequence dimension of input_ids' });
+  return limits.sort((a, b) => a.rows - b.rows)[0];
+}
+
+/** SHA-256 of the tokenized rows (ids and labels): a resumed run must see the same data. */
+function dataFingerprint(data: TokenDataset): string {
+  const hash = createHash('sha256');
+  for (const r of data.rows) {
+    hash.update(`${r.inputIds.length}:${r.labels ? r.labels.length : -1};`);
+    for (const ids of [r.inputIds, r.labels]) if (ids) hash.update(new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength));
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
+type StepRow = [step: number, loss: number, lr: number, alpha: number, tokens: number, seconds: number];
+const stepRow = (s: StepLine): StepRow => [s.step, s.loss, s.lr, s.alpha, s.tokens, s.seconds];
+const stepOf = ([step, loss, lr, alpha, tokens, seconds]: StepRow, run: string): StepLine =>
+  ({ type: 'step', run, step, loss, lr, alpha, tokens, tokensPerSecond: seconds ? tokens / seconds : 0, seconds });
+
+/**
+ * The --log CSV, written as training goes (a line per update, straight to the file): a killed run
+ * keeps its updates. Opened at the first line of this run, so a run failing before it writes nothing.
+ */
+class LossLog {
+  private fd: number | undefined;
+  private pending = ['run,step,loss,lr,alpha,tokens,seconds,eval_loss'];
+  constructor(private readonly file: string, earlier: readonly string[]) { this.pending.push(...earlier); }
+  static line(s: StepLine, evalLoss: number | undefined): string {
+    return [s.run, s.step, s.loss, s.lr, s.alpha, s.tokens, s.seconds.toFixed(4), evalLoss ?? ''].join(',');
+  }
+  step(s: StepLine, evalLoss: number | undefined): void {
+    this.fd ??= openSync(this.file, 'w');
+    writeSync(this.fd, `${[...this.pending, LossLog.line(s, evalLoss)].join('\n')}\n`);
+    this.pending = [];
+  }
+  close(): void { if (this.fd !== undefined) closeSync(this.fd); }
 }
 
 /** Updates in `epochs` epochs of micro-batches, `accum` micro-batches per update (at least one). */
@@ -331,17 +578,8 @@ function updatesIn(batcher: Batcher, epochs: number, accum: number): number {
   return Math.floor(micro / accum);
 }
 
-function csv(runs: readonly RunResult[]): string {
-  const rows = ['run,step,loss,lr,alpha,tokens,seconds,eval_loss'];
-  for (const r of runs) {
-    const evals = new Map(r.evals.map((e) => [e.step, e.evalLoss]));
-    for (const s of r.steps) rows.push([r.label, s.step, s.loss, s.lr, s.alpha, s.tokens, s.seconds.toFixed(4), evals.get(s.step) ?? ''].join(','));
-  }
-  return `${rows.join('\n')}\n`;
-}
-
-function plot(runs: readonly RunResult[], flags: TrainFlags): string {
-  const name = (r: RunResult) => (r.label === 'neftune' ? `NEFTune alpha ${flags.alpha ?? DEFAULTS.alpha}` : 'no NEFTune');
+function plot(runs: readonly Pick<RunResult, 'label' | 'steps' | 'evals'>[], flags: TrainFlags, alpha: number): string {
+  const name = (r: Pick<RunResult, 'label'>) => (r.label === 'neftune' ? `NEFTune alpha ${alpha}` : 'no NEFTune');
   const series: LossSeries[] = [];
   for (const r of runs) {
     series.push({ name: `${name(r)} (train)`, points: r.steps.map((s) => ({ step: s.step, loss: s.loss })) });

@@ -247,3 +247,13 @@ test('step --padding-idx and --loss causal-lm:labels: the padding row gets no gr
     assert.ok(!existsSync(path.join(dir, 'bad.onnx')));
   }
 });
+
+test('step --momentum with adamw (the default) is refused (exit 2): the option would do nothing', () => {
+  const model = path.join(tempDir('step-momentum'), 'm.onnx');
+  writeFileSync(model, encodeModel(buildTinyGpt()));
+  const r = runCli(['step', model, '-o', `${model}.step.onnx`, '--momentum', '0.9']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--momentum is an SGD option/);
+  assert.ok(!existsSync(`${model}.step.onnx`));
+  assert.equal(runCli(['step', model, '-o', `${model}.sgd.onnx`, '--momentum', '0.9', '--optimizer', 'sgd']).code, 0);
+});

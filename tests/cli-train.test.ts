@@ -6,12 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DataType, ModelBuilder, decodeModel, encodeModel } from '../src/graph/index.js';
-import { loadCheckpoint } from '../src/io/checkpoint-files.js';
+import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
+import { Tensor } from '../src/graph/tensor.js';
+import { saveWithExternalData } from '../src/io/files.js';
 import { buildTinyGpt } from '../examples/models.js';
-import { runCli, tempDir } from './cli-helpers.js';
+import { cliPath, runCli, spawn, tempDir } from './cli-helpers.js';
 import { projectRoot } from './helpers.js';
 import { ort } from './training/helpers.js';
 import { tokenBatch } from './training/tiny-lm.js';
@@ -163,4 +165,195 @@ test('train: bad input is a clear error with its exit code, and no output file i
     assert.doesNotMatch(r.stderr, /internal error/, what);
     assert.ok(!existsSync(out) && !existsSync(`${out}.csv`), `${what}: no output file`);
   }
+});
+
+/** A folder holding copies of the run's inputs; returns their paths and a snapshot check (every file unchanged, nothing added). */
+async function inputsFolder(name: string) {
+  const at = path.join(dir, name);
+  mkdirSync(at, { recursive: true });
+  const files = {
+    model: path.join(at, 'ext.onnx'), data: path.join(at, 'data.jsonl'), evalData: path.join(at, 'eval.jsonl'),
+    tokenizer: path.join(at, 'tok', 'tokenizer.json'), alpaca: path.join(at, 'alpaca.json'),
+  };
+  await saveWithExternalData(buildTinyGpt({ vocab: 64 }), files.model, { threshold: 0 });
+  copyFileSync(TOKENS, files.data);
+  copyFileSync(TOKENS, files.evalData);
+  mkdirSync(path.dirname(files.tokenizer));
+  copyFileSync(TOKENIZER, files.tokenizer);
+  copyFileSync(ALPACA, files.alpaca);
+  const snapshot = () => {
+    const all = new Map<string, string>();
+    const walk = (d: string) => { for (const e of readdirSync(d, { withFileTypes: true })) { const f = path.join(d, e.name); if (e.isDirectory()) walk(f); else all.set(f, readFileSync(f).toString('base64')); } };
+    walk(at);
+    return all;
+  };
+  return { at, files, snapshot };
+}
+
+test('train: an output over any input (model, its data file, --data, --eval-data, --tokenizer, the checkpoint) is refused with exit 5 before training; nothing written', { timeout: 300_000 }, async () => {
+  const { at, files: f, snapshot } = await inputsFolder('collide');
+  const ckpt = path.join(at, 'ckpt');
+  const made = runCli(['train', f.model, '--data', f.data, '-o', path.join(dir, 'collide-first.onnx'), '--steps', '2', '--max-len', '32', '--checkpoint-dir', ckpt]);
+  assert.equal(made.code, 0, made.stderr);
+  // A --data file named as the trained data copy of `-o out.onnx` beside the model.
+  const dataNamedLikeCopy = path.join(at, 'out.onnx.data');
+  copyFileSync(TOKENS, dataNamedLikeCopy);
+  const before = snapshot();
+  const cases: Array<[string, string[]]> = [
+    ['-o over --data', ['-o', f.data]],
+    ['--log over the model', ['--log', f.model]],
+    ['--plot over --data', ['--plot', f.data]],
+    ['--log over --eval-data', ['--eval-data', f.evalData, '--log', f.evalData]],
+    ['-o over --eval-data', ['--eval-data', f.evalData, '-o', f.evalData]],
+    ['-o over the model\'s data file', ['-o', `${f.model}.data`]],
+    ['--log over the model\'s data file', ['--log', `${f.model}.data`]],
+    ['the trained data copy over --data', ['--data', dataNamedLikeCopy, '-o', path.join(at, 'out.onnx')]],
+    ['--plot over --tokenizer', ['--data', f.alpaca, '--tokenizer', f.tokenizer, '--plot', f.tokenizer]],
+    ['-o over the checkpoint resumed from', ['--resume', ckpt, '--steps', '3', '-o', path.join(ckpt, 'LATEST')]],
+    ['--log inside the checkpoint resumed from', ['--resume', ckpt, '--steps', '3', '--log', path.join(ckpt, 'step-00000002', 'checkpoint.json')]],
+    ['--checkpoint-dir over --data', ['--data', path.join(ckpt, 'step-00000002', 'checkpoint.json'), '--checkpoint-dir', ckpt]],
+  ];
+  for (const [what, args] of cases) {
+    const flags = ['--data', f.data, '-o', path.join(dir, 'collide-out.onnx'), '--steps', '2', '--max-len', '32'];
+    for (const flag of ['--data', '-o', '--steps']) { const i = args.indexOf(flag); if (i >= 0) { const j = flags.indexOf(flag); flags.splice(j, 2); } }
+    const r = runCli(['train', f.model, ...flags, ...args]);
+    assert.equal(r.code, 5, `${what}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, /Refusing to train: .*collide[\s\S]*would replace/, what);
+    assert.deepEqual(snapshot(), before, `${what}: no input changed, nothing written`);
+    assert.ok(!existsSync(path.join(dir, 'collide-out.onnx')), `${what}: no model written`);
+  }
+});
+
+test('train: -o -, -o a folder and --checkpoint-dir on a file are usage errors before training; outputs naming the same file too', { timeout: 120_000 }, () => {
+  const file = path.join(dir, 'a-file.txt');
+  writeFileSync(file, 'x');
+  const folder = path.join(dir, 'a-folder');
+  mkdirSync(folder, { recursive: true });
+  const out = path.join(dir, 'paths-out.onnx');
+  const cases: Array<[string, string[], RegExp]> = [
+    ['-o -', ['-o', '-'], /-o - \(stdout\) is not supported/],
+    ['-o a folder', ['-o', folder], /is a folder; give a file name/],
+    ['--log a folder', ['--log', folder], /--log .* is a folder/],
+    ['--checkpoint-dir a file', ['--checkpoint-dir', file], /is a file, not a folder/],
+    ['--checkpoint-dir below a file', ['--checkpoint-dir', path.join(file, 'ck')], /is a file, not a folder/],
+    ['--log and --plot the same', ['--log', path.join(dir, 'same.txt'), '--plot', path.join(dir, 'same.txt')], /name the same file/],
+  ];
+  for (const [what, args, message] of cases) {
+    const flags = args.includes('-o') ? [] : ['-o', out];
+    const r = runCli(['train', tiny(), '--data', TOKENS, ...flags, '--steps', '2', '--max-len', '32', ...args]);
+    assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, message, what);
+    assert.ok(!existsSync(out) && !existsSync(path.join(projectRoot, '-')) && !existsSync(path.join(dir, 'same.txt')), `${what}: nothing written`);
+    assert.deepEqual(readdirSync(folder), [], `${what}: nothing written into the folder`);
+  }
+});
+
+const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+
+test('train: a diverged run (NaN or infinite loss or weights) exits 9 naming the update, writes no model; --json ends with ok:false', { timeout: 180_000 }, () => {
+  for (const args of [['--lr', '1e30', '--steps', '3'], ['--optimizer', 'sgd', '--lr', '50', '--steps', '20']]) {
+    const out = path.join(dir, 'nan.onnx');
+    const r = runCli(['train', tiny(), '--data', TOKENS, '-o', out, '--max-len', '32', '--json', ...args]);
+    assert.equal(r.code, 9, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, /Training diverged: .*update \d+/);
+    const last = jsonLines(r.stdout).at(-1)!;
+    assert.equal(last['type'], 'summary');
+    assert.equal(last['ok'], false);
+    assert.equal(last['error'].code, 'TRAINING_DIVERGED');
+    assert.equal(typeof last['error'].step, 'number');
+    assert.ok(!existsSync(out), 'no model written');
+  }
+});
+
+test('train --json: any failure ends stdout with a summary object ok:false and the error', () => {
+  const r = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'never.onnx'), '--steps', '2', '--epochs', '1', '--json']);
+  assert.equal(r.code, 2);
+  assert.deepEqual(jsonLines(r.stdout), [{ type: 'summary', ok: false, exitCode: 2, error: { code: 'USAGE', exitCode: 2, message: 'Give --steps or --epochs, not both' } }]);
+});
+
+test('train --resume: a checkpoint with a changed byte, or holding NaN, is refused (exit 4) before training', { timeout: 120_000 }, async () => {
+  const ckpt = path.join(dir, 'ckpt-damaged');
+  const made = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'damaged-first.onnx'), '--steps', '2', '--max-len', '32', '--checkpoint-dir', ckpt]);
+  assert.equal(made.code, 0, made.stderr);
+  const good = loadCheckpoint(ckpt);
+  const nanDir = path.join(dir, 'ckpt-nan');
+  const poisoned = good.tensors.map((t, i) => (i === 0 ? Tensor.fromArray(t.dataType, t.dims, new Float32Array(t.elementCount).fill(Number.NaN), t.name) : t));
+  await saveCheckpoint(nanDir, { info: good.info, tensors: poisoned });
+  const data = path.join(ckpt, 'step-00000002', 'checkpoint.onnx.data');
+  const bytes = readFileSync(data);
+  bytes[100]! ^= 0x01;
+  writeFileSync(data, bytes);
+  for (const [from, message] of [[ckpt, /damaged: its tensors do not match the checksum/], [nanDir, /NaN or infinite value/]] as const) {
+    const out = path.join(dir, 'damaged-out.onnx');
+    const r = runCli(['train', tiny(), '--data', TOKENS, '-o', out, '--steps', '4', '--max-len', '32', '--resume', from]);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, message);
+    assert.ok(!existsSync(out));
+  }
+});
+
+test('train --resume: settings come from the checkpoint (given ones must agree), the data must be the same, and the log continues with the earlier updates', { timeout: 180_000 }, () => {
+  const ckpt = path.join(dir, 'ckpt-settings'), log = path.join(dir, 'settings.csv');
+  const first = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'settings-a.onnx'), '--steps', '6', '--batch', '4', '--lr', '0.01', '--checkpoint-dir', ckpt, '--checkpoint-every', '3', '--log', log]);
+  assert.equal(first.code, 0, first.stderr);
+  const full = readFileSync(log, 'utf8').trim().split('\n');
+  assert.equal(full.length, 7);
+  // Neither --steps, --max-len, --batch nor --lr: all from the checkpoint.
+  const resumedLog = path.join(dir, 'settings-resumed.csv');
+  const resumed = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'settings-b.onnx'), '--resume', path.join(ckpt, 'step-00000003'), '--log', resumedLog]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  const lines = readFileSync(resumedLog, 'utf8').trim().split('\n');
+  assert.deepEqual(lines.map((l) => l.split(',').slice(0, 3).join(',')), full.map((l) => l.split(',').slice(0, 3).join(',')), 'updates 1-6 with the same losses');
+  const batch = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'settings-c.onnx'), '--resume', ckpt, '--batch', '8']);
+  assert.equal(batch.code, 2);
+  assert.match(batch.stderr, /--batch 8 differs from the checkpoint's 4/);
+  const changed = path.join(dir, 'changed.jsonl');
+  const rows = readFileSync(TOKENS, 'utf8').split('\n');
+  rows[5] = rows[5]!.replace(/\[(\d+)/, (_, n: string) => `[${(Number(n) + 1) % 64}`);
+  writeFileSync(changed, rows.join('\n'));
+  const other = runCli(['train', tiny(), '--data', changed, '-o', path.join(dir, 'settings-d.onnx'), '--resume', ckpt]);
+  assert.equal(other.code, 2, other.stderr);
+  assert.match(other.stderr, /trained on other data/);
+  assert.ok(!existsSync(path.join(dir, 'settings-c.onnx')) && !existsSync(path.join(dir, 'settings-d.onnx')));
+});
+
+test('train --log is written as training goes: a run that stops keeps the updates it did', { timeout: 120_000 }, () => {
+  const log = path.join(dir, 'stopped.csv');
+  const r = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'stopped.onnx'), '--steps', '5', '--lr', '1e30', '--log', log]);
+  assert.equal(r.code, 9, r.stderr);
+  assert.match(readFileSync(log, 'utf8'), /^run,step,loss,lr,alpha,tokens,seconds,eval_loss\nneftune,1,\d/);
+});
+
+test('train: --max-len defaults to the position table (said on stderr), a longer --max-len is refused before training', { timeout: 120_000 }, () => {
+  const long = path.join(dir, 'long.jsonl');
+  writeFileSync(long, `${JSON.stringify({ input_ids: Array.from({ length: 40 }, (_, i) => i % 64) })}\n`.repeat(12));
+  const out = path.join(dir, 'long.onnx');
+  const r = runCli(['train', tiny(), '--data', long, '-o', out, '--steps', '12', '--batch', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /--max-len 32: the position-embedding table transformer\.wpe\.weight has 32 rows/);
+  const alpaca = runCli(['train', tiny(), '--data', ALPACA, '--tokenizer', TOKENIZER, '-o', path.join(dir, 'al.onnx'), '--steps', '3']);
+  assert.equal(alpaca.code, 0, alpaca.stderr);
+  const tooLong = runCli(['train', tiny(), '--data', long, '-o', path.join(dir, 'long2.onnx'), '--steps', '2', '--max-len', '64']);
+  assert.equal(tooLong.code, 2);
+  assert.match(tooLong.stderr, /--max-len 64 is longer than the model allows: the position-embedding table transformer\.wpe\.weight has 32/);
+});
+
+test('train --loss passes through to the step: its messages name a flag train has', { timeout: 60_000 }, () => {
+  const r = runCli(['train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'loss.onnx'), '--steps', '1', '--loss', 'output:nope']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.doesNotMatch(r.stderr, /Unknown argument/);
+  assert.match(r.stderr, /nope/);
+});
+
+test('train: Ctrl-C (SIGINT) names the last checkpoint and how to resume, exit 130', { timeout: 120_000 }, async () => {
+  const ckpt = path.join(dir, 'ckpt-sigint');
+  const child = spawn(process.execPath, [cliPath, 'train', tiny(), '--data', TOKENS, '-o', path.join(dir, 'sigint.onnx'), '--steps', '100000', '--checkpoint-dir', ckpt, '--checkpoint-every', '2', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '', steps = 0;
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const code = await new Promise<number | null>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => { steps += d.toString().split('\n').length - 1; if (steps >= 5) child.kill('SIGINT'); });
+    child.on('exit', (c) => resolve(c));
+  });
+  assert.equal(code, 130);
+  assert.match(stderr, /interrupted\. The last checkpoint is .*step-\d+ \(update \d+\); continue with the same command and --resume /);
 });

@@ -50,6 +50,28 @@ test('usage errors exit 2', () => {
   assert.equal(json.json.error.code, 'USAGE');
 });
 
+test('a single-value flag given twice is a usage error (exit 2) for every command; repeatable flags stay repeatable', () => {
+  const model = write('repeat.onnx', gpt);
+  const cases = [
+    ['train', model, '--data', 'd.jsonl', '-o', 'n.onnx', '-o', 'n2.onnx'],
+    ['train', model, '--data', 'd.jsonl', '--data', 'e.jsonl', '-o', 'n.onnx'],
+    ['train', model, '--data', 'd.jsonl', '-o', 'n.onnx', '--max-len', '32', '--max-len', '1', '--json'],
+    ['step', model, '-o', 'a.onnx', '--output', 'b.onnx'],
+    ['patch', model, '-o', 'a.onnx', '-o', 'b.onnx'],
+    ['patch', model, '-o', 'a.onnx', '--alpha', '1', '--alpha', '2'],
+    ['verify', model, '--batch', '1', '--batch', '2'],
+  ];
+  for (const args of cases) {
+    const r = runCli(args, { cwd: dir });
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr, /^error: --[a-z-]+ takes one value and was given 2 times/, args.join(' '));
+    assert.doesNotMatch(r.stderr, /internal error|TypeError/);
+  }
+  assert.ok(!existsSync(path.join(dir, 'n.onnx')) && !existsSync(path.join(dir, 'a.onnx')), 'nothing written');
+  const repeatable = runCli(['step', model, '-o', path.join(dir, 'rep-step.onnx'), '--params', 'transformer.wte.weight', '--params', 'transformer.wpe.weight']);
+  assert.equal(repeatable.code, 0, repeatable.stderr);
+});
+
 test('inspect: readable report and one JSON object with the documented shape', () => {
   const file = write('inspect/gpt.onnx', gpt);
   const text = runCli(['inspect', file]);

@@ -29,6 +29,7 @@ const BY_CODE: Record<ErrorCode | 'UNEXPECTED', Words> = {
   VERIFY_FAILED: { what: 'The noise check failed', todo: 'The patched model does not behave as its patch says; do not train with it, and report the model.' },
   VERIFY_UNABLE: { what: 'The noise could not be checked', todo: 'The patched model can still be downloaded; the details above say what stopped the check.' },
   WRITE_FAILED: { what: 'The result could not be written', todo: 'Free some memory (close other tabs) and try again.' },
+  TRAINING_DIVERGED: { what: 'Training diverged (the loss or the weights became NaN or infinite)', todo: 'Lower the learning rate and train again; nothing was exported.' },
   UNEXPECTED: { what: 'Something went wrong inside the page', todo: 'Reload the page and try again; if it happens again, report it with the model.' },
 };
 

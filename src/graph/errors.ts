@@ -8,7 +8,8 @@ export type ErrorCode =
   | 'ONNX_DECODE' | 'ONNX_MODEL' | 'GRAPH_EDIT' | 'EXTERNAL_DATA' | 'FILE_ACCESS' | 'MODEL_TOO_LARGE'
   | 'ALREADY_PATCHED' | 'REFUSED' | 'PATCH_MISMATCH'
   | 'VERIFY_FAILED' | 'VERIFY_UNABLE'
-  | 'WRITE_FAILED';
+  | 'WRITE_FAILED'
+  | 'TRAINING_DIVERGED';
 
 /**
  * An option named inside an error message. The library prints its name (`tables`); a command line

@@ -3,13 +3,17 @@
  *   LATEST                       the name of the newest complete checkpoint (one line)
  *   step-00000040/checkpoint.onnx        tensors as initializers (large ones in checkpoint.onnx.data)
  *   step-00000040/checkpoint.json        the info (also in the model's metadata; both must agree)
+ * The model's metadata also holds a SHA-256 of every tensor (name, type, shape, bytes), checked on
+ * load: a flipped byte anywhere in the tensors is refused, as is a tensor holding NaN or infinity.
  * A save writes a hidden temp folder, flushes it, renames it to step-N, then replaces LATEST
  * atomically: a kill at any moment leaves LATEST naming a complete checkpoint (the new one or the
  * one before); a stray temp folder is removed by the next save.
  */
+import { createHash } from 'node:crypto';
 import { fsyncSync, openSync, closeSync, readdirSync, readFileSync, renameSync, rmSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { decodeModel } from '../graph/codec.js';
+import { DataType } from '../graph/dtype.js';
 import { Tensor } from '../graph/tensor.js';
 import { checkpointFromModel, checkpointToModel, CheckpointFormatError, type TrainingCheckpoint } from '../training/checkpoint.js';
 import { makeFolders, writeError, writeFileAtomic } from './atomic-write.js';
@@ -22,6 +26,25 @@ const MODEL = 'checkpoint.onnx';
 const INFO = 'checkpoint.json';
 const NAME = /^step-\d{8,}$/;
 const TEMP = /^\.step-\d{8,}\.\d+\.tmp$/;
+const CHECKSUM_KEY = 'onnx_neftune.checkpoint_sha256';
+
+/** SHA-256 over the tensors' names, types, shapes and bytes, in name order (payloads must be loaded). */
+function tensorsDigest(tensors: readonly Tensor[]): string {
+  const hash = createHash('sha256');
+  for (const t of [...tensors].sort((a, b) => (a.name! < b.name! ? -1 : a.name! > b.name! ? 1 : 0))) {
+    hash.update(`${t.name}\u0000${t.dataType}\u0000${t.dims.join('x')}\u0000${t.byteLength}\u0000`);
+    hash.update(t.rawBytes());
+  }
+  return hash.digest('hex');
+}
+
+/** Index of the first NaN or infinite element of a float tensor (float32/64, float16, bfloat16), or -1 (also for other types). */
+export function firstNonFinite(t: Tensor): number {
+  const exponent = t.dataType === DataType.FLOAT16 ? 0x7c00 : t.dataType === DataType.BFLOAT16 ? 0x7f80 : undefined;
+  if (exponent !== undefined) return (t.toArray() as Uint16Array).findIndex((bits) => (bits & exponent) === exponent);
+  if (t.dataType !== DataType.FLOAT && t.dataType !== DataType.DOUBLE) return -1;
+  return (t.toArray() as Float32Array | Float64Array).findIndex((v) => !Number.isFinite(v));
+}
 
 export interface SaveCheckpointOptions {
   /** Keep this many complete checkpoints (default 2; the newest is always kept). */
@@ -40,7 +63,9 @@ export async function saveCheckpoint(dir: string, checkpoint: TrainingCheckpoint
     makeFolders(root);
     for (const entry of readdirSync(root)) if (TEMP.test(entry)) rmSync(path.join(root, entry), { recursive: true, force: true });
     makeFolders(temp);
-    await saveWithExternalData(checkpointToModel(checkpoint), path.join(temp, MODEL), options.threshold !== undefined ? { threshold: options.threshold } : {});
+    const model = checkpointToModel(checkpoint);
+    model.metadata.set(CHECKSUM_KEY, tensorsDigest(checkpoint.tensors));
+    await saveWithExternalData(model, path.join(temp, MODEL), options.threshold !== undefined ? { threshold: options.threshold } : {});
     await writeFileAtomic(path.join(temp, INFO), [new TextEncoder().encode(`${JSON.stringify(checkpoint.info)}\n`)]);
     for (const file of readdirSync(temp)) flush(path.join(temp, file));
     flush(temp);
@@ -108,5 +133,13 @@ export function loadCheckpoint(dir: string): TrainingCheckpoint {
     if (length !== t.byteLength || ref.offset + length > data.length) throw new CheckpointFormatError(`Checkpoint tensor ${t.name}: its ${length} bytes at offset ${ref.offset} are not in ${ref.location} (${data.length} bytes). The checkpoint is damaged.`);
     v.initializer = new Tensor({ name: v.name, dims: t.dims, data_type: t.dataType, raw_data: data.slice(ref.offset, ref.offset + length) });
   }
-  return checkpointFromModel(model, infoText);
+  const checkpoint = checkpointFromModel(model, infoText);
+  const recorded = model.metadata.get(CHECKSUM_KEY);
+  if (recorded === undefined) throw new CheckpointFormatError(`The checkpoint in ${folder} has no checksum ("${CHECKSUM_KEY}"): it was written by an older version or another tool. Resume from a checkpoint this version wrote.`);
+  if (tensorsDigest(checkpoint.tensors) !== recorded) throw new CheckpointFormatError(`The checkpoint in ${folder} is damaged: its tensors do not match the checksum recorded when it was saved (a changed byte in ${MODEL} or its data file). Resume from an earlier checkpoint.`);
+  for (const t of checkpoint.tensors) {
+    const at = firstNonFinite(t);
+    if (at >= 0) throw new CheckpointFormatError(`The checkpoint in ${folder} holds a NaN or infinite value (tensor ${t.name}, element ${at}): the run that saved it had diverged. Resume from an earlier checkpoint, with a lower learning rate.`);
+  }
+  return checkpoint;
 }

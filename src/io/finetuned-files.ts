@@ -55,9 +55,7 @@ export async function saveFineTuned(loaded: LoadedModel, exported: ExportResult,
   for (const w of exported.externalWrites) byLocation.set(w.location, [...(byLocation.get(w.location) ?? []), w]);
   const sameFolder = sameFile(loaded.dir, path.dirname(target));
   const renamed = new Map<string, string>();
-  [...byLocation.keys()].forEach((location, i, all) => {
-    renamed.set(location, sameFolder ? `${path.basename(target)}${all.length > 1 ? `.${i + 1}` : ''}.data` : location);
-  });
+  [...byLocation.keys()].forEach((location, i, all) => renamed.set(location, dataCopyName(sameFolder, target, location, i, all.length)));
   const model = exported.model;
   if (sameFolder) relocate(model, renamed);
   const reads = new Set(loaded.externalData.map((f) => path.resolve(f.path)));
@@ -85,6 +83,25 @@ export async function saveFineTuned(loaded: LoadedModel, exported: ExportResult,
     for (const file of written) { try { unlinkSync(file); } catch { /* already gone */ } }
     throw writeError(`write ${target}`, error);
   }
+}
+
+/** The name of the trained copy of data file `location`, the `index`th of `count` trained ones. */
+function dataCopyName(sameFolder: boolean, target: string, location: string, index: number, count: number): string {
+  return sameFolder ? `${path.basename(target)}${count > 1 ? `.${index + 1}` : ''}.data` : location;
+}
+
+/**
+ * Every path saveFineTuned may write a trained data file to for `dest`, checked before training
+ * (which of the model's data files hold trained tensors is known only after it).
+ */
+export function fineTunedDataPaths(loaded: LoadedModel, dest: string): string[] {
+  const target = path.resolve(dest);
+  const locations = [...new Set(loaded.externalData.map((f) => f.location))];
+  if (!locations.length) return [];
+  const sameFolder = sameFile(loaded.dir, path.dirname(target));
+  const names = new Set(locations.map((location, i) => dataCopyName(sameFolder, target, location, i, locations.length)));
+  if (sameFolder) names.add(dataCopyName(true, target, '', 0, 1));
+  return [...names].map((name) => path.join(path.dirname(target), name));
 }
 
 /** Points every main-graph external reference at its new location. */
