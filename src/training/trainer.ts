@@ -82,7 +82,9 @@ const DTYPE_OF = new Map(Object.entries(ORT_TYPE).map(([k, v]) => [v, Number(k) 
 
 /** A batch field for each graph input the trainer knows how to feed. */
 const BATCH_INPUTS: Record<string, (b: TokenBatch) => BigInt64Array | undefined> = {
-  input_ids: (b) => b.inputIds, attention_mask: (b) => b.attentionMask, labels: (b) => b.labels, position_ids: (b) => b.positionIds,
+  input_ids: (b) => b.inputIds, attention_mask: (b) => b.attentionMask, labels: (b) => b.labels,
+  // Unpacked rows (right-padded) count positions from 0 as Hugging Face models do without position_ids.
+  position_ids: (b) => b.positionIds ?? BigInt64Array.from({ length: b.batch * b.length }, (_, i) => BigInt(i % b.length)),
 };
 
 interface Slot { input: string; output: string; expected: ExpectedTensor }
@@ -197,7 +199,7 @@ export class Trainer {
       const feeds: Record<string, TrainerTensor> = {};
       for (const name of inputs.batch) {
         const data = BATCH_INPUTS[name]!(b);
-        if (!data) throw new TrainingOptionError(`The step graph needs "${name}", but the batch has none (packed batches carry position ids).`);
+        if (!data) throw new TrainingOptionError(`The step graph needs "${name}", but the batch has none.`);
         feeds[name] = new ort.Tensor('int64', data, [b.batch, b.length]);
       }
       for (const [name, t] of values) feeds[name] = t;
