@@ -7,7 +7,7 @@
 import { DataType, dataTypeName } from '../graph/dtype.js';
 import { attr, tensorType } from '../graph/builder.js';
 import { decodeModel, encodeModel } from '../graph/codec.js';
-import { errorMessage, optionName, type ErrorMessage } from '../graph/errors.js';
+import { ErrorMessage, OnnxNeftuneError, errorMessage, optionName } from '../graph/errors.js';
 import { Value, type Graph, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
 import { Tensor } from '../graph/tensor.js';
@@ -220,7 +220,6 @@ function pruneUnreadNodes(graph: Graph, forwardInputs: readonly Value[]): string
 }
 
 function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names: NameAllocator, opset: number, ignoreIndex: number): string {
-  const graph = model.graph;
   if (choice.startsWith('output:')) return choice.slice('output:'.length);
   for (const [prefix, shift] of [['labels:', false], ['causal-lm:', true]] as const) {
     if (!choice.startsWith(prefix)) continue;
@@ -229,13 +228,42 @@ function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names:
     return appendLabelsLoss(model, shapes, names, opset, { labels: name, shift, ignoreIndex });
   }
   if (choice === 'auto') {
-    const scalars = graph.outputs.filter((o) => shapes.isFloat(o) && shapes.dims(o) !== undefined && shapes.dims(o)!.every((d) => d === 1));
+    const scalars = scalarOutputs(model, shapes);
     if (scalars.length === 1) return scalars[0]!.name;
     if (scalars.length > 1) throw new TrainingOptionError(errorMessage`The model has ${scalars.length} scalar float outputs (${scalars.map((o) => o.name).join(', ')}); choose the loss with ${optionName('loss')} "output:NAME".`);
   } else if (choice !== 'causal-lm') {
     throw new TrainingOptionError(errorMessage`Unknown loss "${String(choice)}"; ${optionName('loss')} takes "auto", "causal-lm", "causal-lm:NAME", "output:NAME" or "labels:NAME".`);
   }
   return appendCausalLmLoss(model, shapes, names, opset);
+}
+
+const scalarOutputs = (model: Model, shapes: ShapeTable): Value[] =>
+  model.graph.outputs.filter((o) => shapes.isFloat(o) && shapes.dims(o) !== undefined && shapes.dims(o)!.every((d) => d === 1));
+
+/** The start of a "no loss" message: true about the model's scalar float outputs. */
+function noLoss(model: Model, shapes: ShapeTable, needs: string): ErrorMessage {
+  return scalarOutputs(model, shapes).length ? errorMessage`No loss to train: ${needs}` : errorMessage`No loss to train: the model has no scalar float output, and ${needs}`;
+}
+
+/**
+ * The end of a "no loss" message: the other losses, or what training each scalar float output would
+ * do; one that nothing trainable reaches is no way out, and the message says why.
+ */
+function lossAlternatives(model: Model, shapes: ShapeTable): ErrorMessage {
+  const scalars = scalarOutputs(model, shapes);
+  if (!scalars.length) return errorMessage`${otherLosses()}.`;
+  return joinMessages(scalars.map((o) => {
+    try {
+      planGradients(decodeModel(encodeModel(model)), o.name);
+      return errorMessage`The model has a scalar float output "${o.name}": ${optionName('loss')} "output:${o.name}" trains against it.`;
+    } catch (error) {
+      return errorMessage`The model's scalar float output "${o.name}" cannot be the loss either: ${error instanceof OnnxNeftuneError ? error.text : String(error)}`;
+    }
+  }), ' ');
+}
+
+function joinMessages(parts: readonly ErrorMessage[], separator: string): ErrorMessage {
+  return new ErrorMessage(parts.flatMap((p, i) => (i ? [separator, ...p.parts] : [...p.parts])));
 }
 
 const dimsText = (shapes: ShapeTable, v: Value) => `[${(shapes.dims(v) ?? []).map((d) => d ?? '?').join(', ')}]`;
@@ -256,7 +284,7 @@ function findLogits(model: Model, shapes: ShapeTable, needs: string, vocab: bool
   const listed = candidates.map((o) => `${o.name} ${dimsText(shapes, o)}`).join(', ');
   if (!vocab) {
     if (candidates.length === 1) return candidates[0]!;
-    throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and ${needs} needs a float output "logits" ${shape}${candidates.length ? `; it has several candidates (${listed})` : ''}. ${otherLosses()}.`);
+    throw new TrainingOptionError(errorMessage`${noLoss(model, shapes, needs)} needs a float output "logits" ${shape}${candidates.length ? `; it has several candidates (${listed})` : ''}. ${lossAlternatives(model, shapes)}`);
   }
   const report = findEmbeddings(model);
   const rows = new Set((report.defaultTarget.length ? report.defaultTarget : report.candidates).map((c) => c.table.rows).filter((r): r is number => r !== undefined));
@@ -266,7 +294,7 @@ function findLogits(model: Model, shapes: ShapeTable, needs: string, vocab: bool
     : !rows.size ? `the vocabulary size is unknown (no token-embedding table to compare with), so none of ${listed} can be told to be logits`
     : matching.length ? `several rank-3 outputs end in the vocabulary size ${[...rows].join(' or ')} (${matching.map((o) => o.name).join(', ')})`
     : `no rank-3 output ends in the vocabulary size (the token-embedding table has ${[...rows].join(' or ')} rows; candidates: ${listed})`;
-  throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and ${needs} needs logits ${shape}: an output named "logits", or the one rank-3 float output whose last dim is the vocabulary size; ${why}. ${otherLosses()}.`);
+  throw new TrainingOptionError(errorMessage`${noLoss(model, shapes, needs)} needs logits ${shape}: an output named "logits", or the one rank-3 float output whose last dim is the vocabulary size; ${why}. ${lossAlternatives(model, shapes)}`);
 }
 
 const next = (e: Emitter, x: Value) => e.op('Slice', [x, e.ints([1]), e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([INT64_MAX]))), e.ints([1])]);
@@ -306,7 +334,7 @@ function crossEntropy(e: Emitter, model: { logits: Value; shifted: boolean }, ta
 function appendCausalLmLoss(model: Model, shapes: ShapeTable, names: NameAllocator, opset: number): string {
   const graph = model.graph;
   const ids = graph.inputs.find((v) => v.name === 'input_ids');
-  if (!ids) throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and causal-LM loss needs an "input_ids" graph input (or a labels input: "causal-lm:NAME"). ${otherLosses()}.`);
+  if (!ids) throw new TrainingOptionError(errorMessage`${noLoss(model, shapes, 'causal-LM loss')} needs an "input_ids" graph input (or a labels input: "causal-lm:NAME"). ${lossAlternatives(model, shapes)}`);
   const logits = findLogits(model, shapes, 'causal-LM loss', true);
   const mask = graph.inputs.find((v) => v.name === 'attention_mask');
   const e = new Emitter(graph, names, opset, shapes);
