@@ -5,10 +5,10 @@
  * step's input. Runs on any ONNX Runtime build (no training ops).
  */
 import { DataType, dataTypeName } from '../graph/dtype.js';
-import { attr, tensorType } from '../graph/builder.js';
+import { attr, makeAttribute, tensorType } from '../graph/builder.js';
 import { decodeModel, encodeModel } from '../graph/codec.js';
 import { ErrorMessage, OnnxNeftuneError, errorMessage, optionName } from '../graph/errors.js';
-import { Value, type Graph, type Model } from '../graph/ir.js';
+import { Node, Value, type Graph, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
 import { Tensor } from '../graph/tensor.js';
 import { findEmbeddings } from '../passes/embeddings.js';
@@ -59,7 +59,11 @@ export interface TrainingStepRecord {
   learningRate: string;
   /** 1-based step number input (AdamW bias correction); absent for SGD. */
   step?: string;
-  params: Array<StatePair & { grad?: string }>;
+  /**
+   * Mixed precision: a float16/bfloat16 parameter is trained as a float32 master weight (`masterWeights`;
+   * its input, output, gradient and optimizer state are float32), which the forward reads cast to `dtype`.
+   */
+  params: Array<StatePair & { grad?: string; masterWeights?: 'float32'; dtype?: 'float16' | 'bfloat16' }>;
   /** Optimizer state, zero-initialized before the first step. */
   state: Array<StatePair & { param: string; kind: 'momentum' | 'exp_avg' | 'exp_avg_sq' }>;
   /** Float initializers the step reads but does not train (single-element constants included). */
@@ -102,7 +106,10 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   const shapes0 = inferShapes(graph, opset);
   const lossName = chooseLoss(model, shapes0, options.loss ?? 'auto', names, opset, ignoreIndex);
 
-  const plan = planGradients(model, lossName, { ...(options.params ? { params: options.params } : {}), ...(options.paddingIdx !== undefined ? { paddingIdx: options.paddingIdx } : {}) });
+  const gradientOptions = { ...(options.params ? { params: options.params } : {}), ...(options.paddingIdx !== undefined ? { paddingIdx: options.paddingIdx } : {}) };
+  let plan = planGradients(model, lossName, gradientOptions);
+  const masters = useFloat32Masters(graph, plan.params, plan.shapes, names);
+  if (masters.size) plan = planGradients(model, lossName, { ...gradientOptions, params: plan.params.map((p) => p.name) });
   const result = emitGradients(model, plan, names);
   const { shapes } = plan;
   const e = new Emitter(graph, names, opset, shapes);
@@ -186,7 +193,10 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   const lossInfo = shapes.info(result.loss);
   result.loss.info = { name: result.loss.name, type: tensorType(lossInfo.elem!, lossInfo.dims) };
   graph.addOutput(result.loss);
-  for (const [v, p] of newParams) record.params.push({ input: p.name, output: output(v, `${p.name}.new`, p) });
+  for (const [v, p] of newParams) {
+    const dtype = masters.get(p.name);
+    record.params.push({ input: p.name, output: output(v, `${p.name}.new`, p), ...(dtype ? { masterWeights: 'float32' as const, dtype: HALF_NAMES[dtype]! } : {}) });
+  }
   for (const [v, input, p, kind] of newState) record.state.push({ input, output: output(v, `${input}.new`, p), param: p.name, kind });
   if (options.gradients) for (const p of result.params) record.params.find((r) => r.input === p.name)!.grad = output(result.gradients.get(p)!, `${p.name}.grad`, p);
   for (const name of options.extraOutputs ?? []) {
@@ -201,6 +211,44 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   record.frozen = graph.initializers.filter((v) => shapes.isFloat(v) && !result.params.includes(v) && v.uses.length > 0).map((v) => v.name);
   model.metadata.set(TRAINING_STEP_METADATA_KEY, JSON.stringify(record));
   return { model, record };
+}
+
+const HALF_NAMES: Partial<Record<DataType, 'float16' | 'bfloat16'>> = { [DataType.FLOAT16]: 'float16', [DataType.BFLOAT16]: 'bfloat16' };
+
+/**
+ * Mixed precision, as serious trainers do it: each float16/bfloat16 parameter becomes a float32 graph
+ * input (the master weight) that the forward reads cast to its own dtype, so the gradient reaching
+ * it, its accumulation and the optimizer run in float32 (ONNX Runtime's CPU EP has no float16
+ * ScatterND add and little bfloat16 arithmetic). A table lookup gathers float32 rows and casts them
+ * (the same values as casting the table first), so its gradient is scattered in float32 too.
+ * Returns parameter name -> the model's dtype.
+ */
+function useFloat32Masters(graph: Graph, params: readonly Value[], shapes: ShapeTable, names: NameAllocator): Map<string, DataType> {
+  const masters = new Map<string, DataType>();
+  const cast = (input: Value, output: Value, to: DataType) => new Node('Cast', [input], [output], { name: names.fresh(`${output.name}_Cast`), attributes: [makeAttribute('to', attr.int(to))] });
+  for (const p of params) {
+    const dtype = shapes.elem(p);
+    if (dtype === undefined || !HALF_NAMES[dtype]) continue;
+    if (graph.initializers.includes(p)) graph.initializerToInput(p);
+    p.info = { name: p.name, type: tensorType(DataType.FLOAT, shapes.dims(p) ?? []) };
+    let half: Value | undefined;
+    for (const node of p.consumers()) {
+      if (node.opType === 'Gather' && node.graph === graph && node.inputs.indexOf(p) === 0 && node.inputs.lastIndexOf(p) === 0) {
+        const rows = node.outputs[0]!;
+        const rows32 = new Value(names.fresh(`${rows.name}.float32`));
+        node.replaceOutput(0, rows32);
+        graph.insertAfter(node, cast(rows32, rows, dtype));
+        continue;
+      }
+      if (!half) {
+        half = new Value(names.fresh(`${p.name}.${HALF_NAMES[dtype]}`));
+        graph.prepend(cast(p, half, dtype));
+      }
+      node.inputs.forEach((v, i) => { if (v === p) node.replaceInput(i, half!); });
+    }
+    masters.set(p.name, dtype);
+  }
+  return masters;
 }
 
 /**

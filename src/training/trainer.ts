@@ -16,7 +16,7 @@
  */
 import { encodeModel } from '../graph/codec.js';
 import { errorMessage, optionName } from '../graph/errors.js';
-import { DataType, dataTypeName, parseDataType } from '../graph/dtype.js';
+import { DataType, bfloat16BitsToFloat32, dataTypeName, float16BitsToFloat32, parseDataType } from '../graph/dtype.js';
 import { Node, Value, type Model } from '../graph/ir.js';
 import { tensorType } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
@@ -165,7 +165,7 @@ export class Trainer {
       for (const s of slots.params) {
         const init = options.initial.graph.initializer(s.input)?.initializer;
         if (!init || init.storage === 'external') throw new TrainingOptionError(`The initial model has no ${init ? 'loaded ' : ''}initializer "${s.input}"; pass the model the step was built from${init ? ', with its external data read' : ''}.`);
-        values.set(s.input, toOrt(init));
+        values.set(s.input, toOrt(asMasterWeight(init, s.expected)));
       }
     }
     for (const s of [...slots.state, ...slots.acc]) if (!values.has(s.input)) values.set(s.input, zeros(options.ort, s.expected));
@@ -300,6 +300,13 @@ export function sequenceLimit(model: Model): SequenceLimit | undefined {
     }
   }
   return limits.reduce<SequenceLimit | undefined>((a, l) => (!a || l.length < a.length ? l : a), undefined);
+}
+
+/** A float16/bfloat16 initial value as the float32 master weight the step trains (exact: every half value is a float32). */
+function asMasterWeight(t: Tensor, expected: ExpectedTensor): Tensor {
+  const widen = t.dataType === DataType.FLOAT16 ? float16BitsToFloat32 : t.dataType === DataType.BFLOAT16 ? bfloat16BitsToFloat32 : undefined;
+  if (expected.dataType !== DataType.FLOAT || !widen) return t;
+  return Tensor.fromArray(DataType.FLOAT, t.dims, Float32Array.from(t.toArray() as Uint16Array, widen), t.name);
 }
 
 /** An option given both directly and by the checkpoint must agree; either alone is taken. */
