@@ -52,6 +52,8 @@ test('schedules: linear/cosine warm-up and decay, alpha linear decay and off aft
   assert.equal(learningRateAt({ kind: 'constant', lr: 0.3 }, 1000), 0.3);
   assert.deepEqual([0, 5, 10, 20].map((s) => alphaAt({ kind: 'linear', alpha: 10, totalSteps: 10 }, s)), [10, 5, 0, 0]);
   assert.deepEqual([0, 3, 4].map((s) => alphaAt({ kind: 'constant', alpha: 5, offAfter: 4 }, s)), [5, 5, 0]);
+  // As documented: the last of 10 updates runs at alpha / 10; 0 is reached just after it.
+  assert.deepEqual(Array.from({ length: 11 }, (_, s) => alphaAt({ kind: 'linear', alpha: 5, totalSteps: 10 }, s)), [5, 4.5, 4, 3.5, 3, 2.5, 2, 1.5, 1, 0.5, 0]);
 });
 
 test('gradient accumulation: two half batches give the update of the whole batch (SGD)', { timeout: 120_000 }, async () => {
