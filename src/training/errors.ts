@@ -11,3 +11,14 @@ export class UnsupportedGradientError extends OnnxNeftuneError {
 export class TrainingOptionError extends OnnxNeftuneError {
   constructor(message: string | ErrorMessage) { super('BAD_OPTION', message); }
 }
+
+/**
+ * ONNX Runtime failed while running an update (an index past a table, out of memory, ...). Code
+ * BAD_OPTION: at run time the usual cause is data that does not fit the model (rows longer than
+ * its position table, token ids past its vocabulary); there is no runtime-failure code.
+ */
+export class TrainingRunError extends OnnxNeftuneError {
+  constructor(message: string | ErrorMessage, readonly update: number, readonly batchShape: readonly number[], readonly runtimeMessage: string, cause: unknown) {
+    super('BAD_OPTION', message, { cause });
+  }
+}

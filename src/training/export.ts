@@ -1,11 +1,11 @@
 /**
  * The fine-tuned forward model: the original forward model with its trained initializers replaced
- * (same names, dtype, shape and storage: raw bytes stay raw, typed fields stay typed, external
+ * (same names, dtype (float32 master weights go back to float16/bfloat16), shape and storage: raw bytes stay raw, typed fields stay typed, external
  * tensors keep their location and offset) and the NEFTune patch stripped. Nothing else is
  * re-encoded differently: nodes, opset imports and metadata come out as they were read.
  * Browser-safe: external payloads are returned as writes for the file layer to make.
  */
-import { dataTypeName } from '../graph/dtype.js';
+import { DataType, dataTypeName } from '../graph/dtype.js';
 import type { Model } from '../graph/ir.js';
 import { Tensor } from '../graph/tensor.js';
 import { isPatched } from '../passes/neftune/recognise.js';
@@ -28,10 +28,11 @@ export function exportFineTuned(forward: Model, parameters: readonly Tensor[]): 
   const stripped = isPatched(model);
   if (stripped) stripNeftune(model);
   const externalWrites: ExternalWrite[] = [];
-  for (const p of parameters) {
-    const v = model.graph.initializer(p.name ?? '');
-    if (!v) throw new TrainingOptionError(`Cannot export: the forward model has no initializer "${p.name}". Export into the model the training step was built from.`);
+  for (const trained of parameters) {
+    const v = model.graph.initializer(trained.name ?? '');
+    if (!v) throw new TrainingOptionError(`Cannot export: the forward model has no initializer "${trained.name}". Export into the model the training step was built from.`);
     const old = v.initializer!;
+    const p = fromMasterWeight(trained, old.dataType);
     if (old.dataType !== p.dataType || old.dims.join(',') !== p.dims.join(',')) {
       throw new TrainingOptionError(`Cannot export ${p.name}: trained ${dataTypeName(p.dataType)} [${p.dims.join(', ')}], the forward model has ${dataTypeName(old.dataType)} [${old.dims.join(', ')}]. Export into the model the training step was built from.`);
     }
@@ -57,6 +58,15 @@ export function exportFineTuned(forward: Model, parameters: readonly Tensor[]): 
     }
   }
   return { model, externalWrites, stripped };
+}
+
+/**
+ * A float32 master weight (mixed precision, see TrainingStepRecord.params) in the model's float16 or
+ * bfloat16, rounded to nearest even; any other tensor as it is.
+ */
+function fromMasterWeight(t: Tensor, modelType: DataType): Tensor {
+  if (t.dataType !== DataType.FLOAT || (modelType !== DataType.FLOAT16 && modelType !== DataType.BFLOAT16)) return t;
+  return Tensor.fromArray(modelType, t.dims, t.toArray() as Float32Array, t.name);
 }
 
 function typedField(t: Tensor, field: 'float_data' | 'double_data' | 'int32_data' | 'int64_data' | 'uint64_data'): unknown[] {

@@ -765,7 +765,12 @@ export function planGradients(model: Model, lossName: string, options: GradientO
   if (!params.length) {
     const scalars = candidates.filter((v) => active.has(v));
     const hint = scalars.length ? errorMessage` other than single-element constants (${scalars.map((v) => v.name).join(', ')}; name them in ${optionName('params')} to train them)` : '';
-    throw new TrainingOptionError(errorMessage`No float initializer reaches loss "${lossName}" through differentiable ops${hint}: nothing to train.`);
+    // Weights fed as graph inputs (training artifacts, exports with weights as inputs) are trained only when named.
+    const reaching = graph.inputs.filter((v) => !v.initializer && shapes.isFloat(v) && backward.has(v));
+    const inputHint = reaching.length
+      ? errorMessage` Float graph inputs that reach it: ${reaching.map((v) => `"${v.name}"`).join(', ')}; if some are weights, name them in ${optionName('params')} to train them (with their values given as initial values), or store them as initializers.`
+      : '';
+    throw new TrainingOptionError(errorMessage`No float initializer reaches loss "${lossName}" through differentiable ops${hint}: nothing to train.${inputHint}`);
   }
 
   const path = nodes.filter((n) => n.outputs.some((o) => o && active.has(o)));

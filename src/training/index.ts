@@ -8,8 +8,8 @@ export {
   type LossChoice, type StatePair, type TrainingStep, type TrainingStepOptions, type TrainingStepRecord,
 } from './step.js';
 export { MIN_TRAINING_OPSET, type GradientOptions } from './gradients.js';
-export { TrainingOptionError, UnsupportedGradientError } from './errors.js';
-export { Trainer, type StepEvent, type TrainerOptions, type TrainerOrt, type TrainerSession, type TrainerTensor } from './trainer.js';
+export { TrainingOptionError, TrainingRunError, UnsupportedGradientError } from './errors.js';
+export { Trainer, maxSequenceLength, sequenceLimit, type SequenceLimit, type StepEvent, type TrainerOptions, type TrainerOrt, type TrainerSession, type TrainerTensor } from './trainer.js';
 export {
   learningRateAt, alphaAt, checkLearningRateSchedule, checkAlphaSchedule, type LearningRateSchedule, type AlphaSchedule,
 } from './schedules.js';

@@ -15,7 +15,12 @@ export interface LearningRateSchedule {
 }
 
 export interface AlphaSchedule {
-  /** constant: alpha throughout; linear: alpha down to `end` (default 0) over `totalSteps`. */
+  /**
+   * constant: alpha throughout. linear: update i (0-based) runs at alpha + (end - alpha) * min(1, i / totalSteps)
+   * (end defaults to 0): update 0 at alpha, `end` reached at update index totalSteps, just after the
+   * last of totalSteps updates, which runs at end + (alpha - end) / totalSteps (10 updates from 5: 5, 4.5, ..., 0.5),
+   * as Hugging Face's linear learning-rate decay does.
+   */
   kind: 'constant' | 'linear';
   alpha: number;
   end?: number;

@@ -234,6 +234,8 @@ export function inferNode(node: Node, shapes: ShapeTable, opset: number): void {
       return;
     }
     case 'GatherElements': out(0, { elem: xe, dims: shapes.dims(ins[1]) }); return;
+    // Output is the data input with some elements replaced (packed NEFTune's segment lengths, Gather gradients).
+    case 'CumSum': case 'ScatterElements': case 'ScatterND': case 'Scatter': same(); return;
     case 'OneHot': {
       const id = xd, depth = shapes.ints(ins[1])?.[0];
       const axis = attrInt(node, 'axis', -1);

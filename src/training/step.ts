@@ -5,10 +5,10 @@
  * step's input. Runs on any ONNX Runtime build (no training ops).
  */
 import { DataType, dataTypeName } from '../graph/dtype.js';
-import { attr, tensorType } from '../graph/builder.js';
+import { attr, makeAttribute, tensorType } from '../graph/builder.js';
 import { decodeModel, encodeModel } from '../graph/codec.js';
-import { errorMessage, optionName, type ErrorMessage } from '../graph/errors.js';
-import { Value, type Graph, type Model } from '../graph/ir.js';
+import { ErrorMessage, OnnxNeftuneError, errorMessage, optionName } from '../graph/errors.js';
+import { Node, Value, type Graph, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
 import { Tensor } from '../graph/tensor.js';
 import { findEmbeddings } from '../passes/embeddings.js';
@@ -59,7 +59,11 @@ export interface TrainingStepRecord {
   learningRate: string;
   /** 1-based step number input (AdamW bias correction); absent for SGD. */
   step?: string;
-  params: Array<StatePair & { grad?: string }>;
+  /**
+   * Mixed precision: a float16/bfloat16 parameter is trained as a float32 master weight (`masterWeights`;
+   * its input, output, gradient and optimizer state are float32), which the forward reads cast to `dtype`.
+   */
+  params: Array<StatePair & { grad?: string; masterWeights?: 'float32'; dtype?: 'float16' | 'bfloat16' }>;
   /** Optimizer state, zero-initialized before the first step. */
   state: Array<StatePair & { param: string; kind: 'momentum' | 'exp_avg' | 'exp_avg_sq' }>;
   /** Float initializers the step reads but does not train (single-element constants included). */
@@ -102,7 +106,10 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   const shapes0 = inferShapes(graph, opset);
   const lossName = chooseLoss(model, shapes0, options.loss ?? 'auto', names, opset, ignoreIndex);
 
-  const plan = planGradients(model, lossName, { ...(options.params ? { params: options.params } : {}), ...(options.paddingIdx !== undefined ? { paddingIdx: options.paddingIdx } : {}) });
+  const gradientOptions = { ...(options.params ? { params: options.params } : {}), ...(options.paddingIdx !== undefined ? { paddingIdx: options.paddingIdx } : {}) };
+  let plan = planGradients(model, lossName, gradientOptions);
+  const masters = useFloat32Masters(graph, plan.params, plan.shapes, names);
+  if (masters.size) plan = planGradients(model, lossName, { ...gradientOptions, params: plan.params.map((p) => p.name) });
   const result = emitGradients(model, plan, names);
   const { shapes } = plan;
   const e = new Emitter(graph, names, opset, shapes);
@@ -186,7 +193,10 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   const lossInfo = shapes.info(result.loss);
   result.loss.info = { name: result.loss.name, type: tensorType(lossInfo.elem!, lossInfo.dims) };
   graph.addOutput(result.loss);
-  for (const [v, p] of newParams) record.params.push({ input: p.name, output: output(v, `${p.name}.new`, p) });
+  for (const [v, p] of newParams) {
+    const dtype = masters.get(p.name);
+    record.params.push({ input: p.name, output: output(v, `${p.name}.new`, p), ...(dtype ? { masterWeights: 'float32' as const, dtype: HALF_NAMES[dtype]! } : {}) });
+  }
   for (const [v, input, p, kind] of newState) record.state.push({ input, output: output(v, `${input}.new`, p), param: p.name, kind });
   if (options.gradients) for (const p of result.params) record.params.find((r) => r.input === p.name)!.grad = output(result.gradients.get(p)!, `${p.name}.grad`, p);
   for (const name of options.extraOutputs ?? []) {
@@ -201,6 +211,44 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   record.frozen = graph.initializers.filter((v) => shapes.isFloat(v) && !result.params.includes(v) && v.uses.length > 0).map((v) => v.name);
   model.metadata.set(TRAINING_STEP_METADATA_KEY, JSON.stringify(record));
   return { model, record };
+}
+
+const HALF_NAMES: Partial<Record<DataType, 'float16' | 'bfloat16'>> = { [DataType.FLOAT16]: 'float16', [DataType.BFLOAT16]: 'bfloat16' };
+
+/**
+ * Mixed precision, as serious trainers do it: each float16/bfloat16 parameter becomes a float32 graph
+ * input (the master weight) that the forward reads cast to its own dtype, so the gradient reaching
+ * it, its accumulation and the optimizer run in float32 (ONNX Runtime's CPU EP has no float16
+ * ScatterND add and little bfloat16 arithmetic). A table lookup gathers float32 rows and casts them
+ * (the same values as casting the table first), so its gradient is scattered in float32 too.
+ * Returns parameter name -> the model's dtype.
+ */
+function useFloat32Masters(graph: Graph, params: readonly Value[], shapes: ShapeTable, names: NameAllocator): Map<string, DataType> {
+  const masters = new Map<string, DataType>();
+  const cast = (input: Value, output: Value, to: DataType) => new Node('Cast', [input], [output], { name: names.fresh(`${output.name}_Cast`), attributes: [makeAttribute('to', attr.int(to))] });
+  for (const p of params) {
+    const dtype = shapes.elem(p);
+    if (dtype === undefined || !HALF_NAMES[dtype]) continue;
+    if (graph.initializers.includes(p)) graph.initializerToInput(p);
+    p.info = { name: p.name, type: tensorType(DataType.FLOAT, shapes.dims(p) ?? []) };
+    let half: Value | undefined;
+    for (const node of p.consumers()) {
+      if (node.opType === 'Gather' && node.graph === graph && node.inputs.indexOf(p) === 0 && node.inputs.lastIndexOf(p) === 0) {
+        const rows = node.outputs[0]!;
+        const rows32 = new Value(names.fresh(`${rows.name}.float32`));
+        node.replaceOutput(0, rows32);
+        graph.insertAfter(node, cast(rows32, rows, dtype));
+        continue;
+      }
+      if (!half) {
+        half = new Value(names.fresh(`${p.name}.${HALF_NAMES[dtype]}`));
+        graph.prepend(cast(p, half, dtype));
+      }
+      node.inputs.forEach((v, i) => { if (v === p) node.replaceInput(i, half!); });
+    }
+    masters.set(p.name, dtype);
+  }
+  return masters;
 }
 
 /**
@@ -220,7 +268,6 @@ function pruneUnreadNodes(graph: Graph, forwardInputs: readonly Value[]): string
 }
 
 function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names: NameAllocator, opset: number, ignoreIndex: number): string {
-  const graph = model.graph;
   if (choice.startsWith('output:')) return choice.slice('output:'.length);
   for (const [prefix, shift] of [['labels:', false], ['causal-lm:', true]] as const) {
     if (!choice.startsWith(prefix)) continue;
@@ -229,13 +276,42 @@ function chooseLoss(model: Model, shapes: ShapeTable, choice: LossChoice, names:
     return appendLabelsLoss(model, shapes, names, opset, { labels: name, shift, ignoreIndex });
   }
   if (choice === 'auto') {
-    const scalars = graph.outputs.filter((o) => shapes.isFloat(o) && shapes.dims(o) !== undefined && shapes.dims(o)!.every((d) => d === 1));
+    const scalars = scalarOutputs(model, shapes);
     if (scalars.length === 1) return scalars[0]!.name;
     if (scalars.length > 1) throw new TrainingOptionError(errorMessage`The model has ${scalars.length} scalar float outputs (${scalars.map((o) => o.name).join(', ')}); choose the loss with ${optionName('loss')} "output:NAME".`);
   } else if (choice !== 'causal-lm') {
     throw new TrainingOptionError(errorMessage`Unknown loss "${String(choice)}"; ${optionName('loss')} takes "auto", "causal-lm", "causal-lm:NAME", "output:NAME" or "labels:NAME".`);
   }
   return appendCausalLmLoss(model, shapes, names, opset);
+}
+
+const scalarOutputs = (model: Model, shapes: ShapeTable): Value[] =>
+  model.graph.outputs.filter((o) => shapes.isFloat(o) && shapes.dims(o) !== undefined && shapes.dims(o)!.every((d) => d === 1));
+
+/** The start of a "no loss" message: true about the model's scalar float outputs. */
+function noLoss(model: Model, shapes: ShapeTable, needs: string): ErrorMessage {
+  return scalarOutputs(model, shapes).length ? errorMessage`No loss to train: ${needs}` : errorMessage`No loss to train: the model has no scalar float output, and ${needs}`;
+}
+
+/**
+ * The end of a "no loss" message: the other losses, or what training each scalar float output would
+ * do; one that nothing trainable reaches is no way out, and the message says why.
+ */
+function lossAlternatives(model: Model, shapes: ShapeTable): ErrorMessage {
+  const scalars = scalarOutputs(model, shapes);
+  if (!scalars.length) return errorMessage`${otherLosses()}.`;
+  return joinMessages(scalars.map((o) => {
+    try {
+      planGradients(decodeModel(encodeModel(model)), o.name);
+      return errorMessage`The model has a scalar float output "${o.name}": ${optionName('loss')} "output:${o.name}" trains against it.`;
+    } catch (error) {
+      return errorMessage`The model's scalar float output "${o.name}" cannot be the loss either: ${error instanceof OnnxNeftuneError ? error.text : String(error)}`;
+    }
+  }), ' ');
+}
+
+function joinMessages(parts: readonly ErrorMessage[], separator: string): ErrorMessage {
+  return new ErrorMessage(parts.flatMap((p, i) => (i ? [separator, ...p.parts] : [...p.parts])));
 }
 
 const dimsText = (shapes: ShapeTable, v: Value) => `[${(shapes.dims(v) ?? []).map((d) => d ?? '?').join(', ')}]`;
@@ -256,7 +332,7 @@ function findLogits(model: Model, shapes: ShapeTable, needs: string, vocab: bool
   const listed = candidates.map((o) => `${o.name} ${dimsText(shapes, o)}`).join(', ');
   if (!vocab) {
     if (candidates.length === 1) return candidates[0]!;
-    throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and ${needs} needs a float output "logits" ${shape}${candidates.length ? `; it has several candidates (${listed})` : ''}. ${otherLosses()}.`);
+    throw new TrainingOptionError(errorMessage`${noLoss(model, shapes, needs)} needs a float output "logits" ${shape}${candidates.length ? `; it has several candidates (${listed})` : ''}. ${lossAlternatives(model, shapes)}`);
   }
   const report = findEmbeddings(model);
   const rows = new Set((report.defaultTarget.length ? report.defaultTarget : report.candidates).map((c) => c.table.rows).filter((r): r is number => r !== undefined));
@@ -266,7 +342,7 @@ function findLogits(model: Model, shapes: ShapeTable, needs: string, vocab: bool
     : !rows.size ? `the vocabulary size is unknown (no token-embedding table to compare with), so none of ${listed} can be told to be logits`
     : matching.length ? `several rank-3 outputs end in the vocabulary size ${[...rows].join(' or ')} (${matching.map((o) => o.name).join(', ')})`
     : `no rank-3 output ends in the vocabulary size (the token-embedding table has ${[...rows].join(' or ')} rows; candidates: ${listed})`;
-  throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and ${needs} needs logits ${shape}: an output named "logits", or the one rank-3 float output whose last dim is the vocabulary size; ${why}. ${otherLosses()}.`);
+  throw new TrainingOptionError(errorMessage`${noLoss(model, shapes, needs)} needs logits ${shape}: an output named "logits", or the one rank-3 float output whose last dim is the vocabulary size; ${why}. ${lossAlternatives(model, shapes)}`);
 }
 
 const next = (e: Emitter, x: Value) => e.op('Slice', [x, e.ints([1]), e.constant(Tensor.fromArray(DataType.INT64, [1], BigInt64Array.from([INT64_MAX]))), e.ints([1])]);
@@ -306,7 +382,7 @@ function crossEntropy(e: Emitter, model: { logits: Value; shifted: boolean }, ta
 function appendCausalLmLoss(model: Model, shapes: ShapeTable, names: NameAllocator, opset: number): string {
   const graph = model.graph;
   const ids = graph.inputs.find((v) => v.name === 'input_ids');
-  if (!ids) throw new TrainingOptionError(errorMessage`No loss to train: the model has no scalar float output, and causal-LM loss needs an "input_ids" graph input (or a labels input: "causal-lm:NAME"). ${otherLosses()}.`);
+  if (!ids) throw new TrainingOptionError(errorMessage`${noLoss(model, shapes, 'causal-LM loss')} needs an "input_ids" graph input (or a labels input: "causal-lm:NAME"). ${lossAlternatives(model, shapes)}`);
   const logits = findLogits(model, shapes, 'causal-LM loss', true);
   const mask = graph.inputs.find((v) => v.name === 'attention_mask');
   const e = new Emitter(graph, names, opset, shapes);

@@ -15,16 +15,18 @@
  *   another runtime draw exactly the same noise; alpha follows a schedule fed to the patch's alpha input.
  */
 import { encodeModel } from '../graph/codec.js';
-import { DataType, dataTypeName, parseDataType } from '../graph/dtype.js';
+import { errorMessage, optionName } from '../graph/errors.js';
+import { DataType, bfloat16BitsToFloat32, dataTypeName, float16BitsToFloat32, parseDataType } from '../graph/dtype.js';
 import { Node, Value, type Model } from '../graph/ir.js';
 import { tensorType } from '../graph/builder.js';
 import { NameAllocator } from '../graph/names.js';
 import { Tensor, type TensorData } from '../graph/tensor.js';
 import { readPatchRecord } from '../passes/neftune/record.js';
+import { findEmbeddings } from '../passes/embeddings.js';
 import { DEFAULT_ALPHA_INPUT } from '../passes/neftune/options.js';
 import { IGNORE_INDEX, type TokenBatch } from './batch.js';
 import { CHECKPOINT_FORMAT, checkCheckpointFits, type ExpectedTensor, type TrainingCheckpoint } from './checkpoint.js';
-import { TrainingOptionError } from './errors.js';
+import { TrainingOptionError, TrainingRunError } from './errors.js';
 import { alphaAt, checkAlphaSchedule, checkLearningRateSchedule, learningRateAt, type AlphaSchedule, type LearningRateSchedule } from './schedules.js';
 import { keyPatchNoise, noiseKey, NOISE_KEY_INPUT } from './seeded-noise.js';
 import type { TrainingStep } from './step.js';
@@ -82,7 +84,9 @@ const DTYPE_OF = new Map(Object.entries(ORT_TYPE).map(([k, v]) => [v, Number(k) 
 
 /** A batch field for each graph input the trainer knows how to feed. */
 const BATCH_INPUTS: Record<string, (b: TokenBatch) => BigInt64Array | undefined> = {
-  input_ids: (b) => b.inputIds, attention_mask: (b) => b.attentionMask, labels: (b) => b.labels, position_ids: (b) => b.positionIds,
+  input_ids: (b) => b.inputIds, attention_mask: (b) => b.attentionMask, labels: (b) => b.labels,
+  // Unpacked rows (right-padded) count positions from 0 as Hugging Face models do without position_ids.
+  position_ids: (b) => b.positionIds ?? BigInt64Array.from({ length: b.batch * b.length }, (_, i) => BigInt(i % b.length)),
 };
 
 interface Slot { input: string; output: string; expected: ExpectedTensor }
@@ -161,7 +165,7 @@ export class Trainer {
       for (const s of slots.params) {
         const init = options.initial.graph.initializer(s.input)?.initializer;
         if (!init || init.storage === 'external') throw new TrainingOptionError(`The initial model has no ${init ? 'loaded ' : ''}initializer "${s.input}"; pass the model the step was built from${init ? ', with its external data read' : ''}.`);
-        values.set(s.input, toOrt(init));
+        values.set(s.input, toOrt(asMasterWeight(init, s.expected)));
       }
     }
     for (const s of [...slots.state, ...slots.acc]) if (!values.has(s.input)) values.set(s.input, zeros(options.ort, s.expected));
@@ -197,7 +201,7 @@ export class Trainer {
       const feeds: Record<string, TrainerTensor> = {};
       for (const name of inputs.batch) {
         const data = BATCH_INPUTS[name]!(b);
-        if (!data) throw new TrainingOptionError(`The step graph needs "${name}", but the batch has none (packed batches carry position ids).`);
+        if (!data) throw new TrainingOptionError(`The step graph needs "${name}", but the batch has none.`);
         feeds[name] = new ort.Tensor('int64', data, [b.batch, b.length]);
       }
       for (const [name, t] of values) feeds[name] = t;
@@ -209,7 +213,7 @@ export class Trainer {
       if (inputs.weight) feeds[inputs.weight] = new ort.Tensor('float32', Float32Array.from([weight]), []);
       const last = m === batches.length - 1;
       const wired = last ? [...slots.params, ...slots.state] : slots.acc;
-      const out = await this.session.run(feeds, [record.loss, ...wired.map((s) => s.output)]);
+      const out = await this.run(feeds, [record.loss, ...wired.map((s) => s.output)], { update: index + 1, micro: m, of: batches.length, batch: b });
       loss += weight * Number((out[record.loss]!.data as Float32Array)[0]);
       for (const s of wired) values.set(s.input, out[s.output]!);
     }
@@ -242,6 +246,24 @@ export class Trainer {
     await this.session.release();
   }
 
+  /** session.run, its failures turned into a TrainingRunError naming the update and the batch. */
+  private async run(feeds: Record<string, TrainerTensor>, fetches: string[], at: { update: number; micro: number; of: number; batch: TokenBatch }): Promise<Record<string, TrainerTensor>> {
+    try {
+      return await this.session.run(feeds, fetches);
+    } catch (error) {
+      const ortMessage = error instanceof Error ? error.message : String(error);
+      const { batch: b } = at;
+      const where = `Update ${at.update}${at.of > 1 ? ` (micro-batch ${at.micro + 1} of ${at.of})` : ''}`;
+      const limit = sequenceLimit(this.step.model);
+      const hint = limit && b.length > limit.length
+        ? errorMessage`The batch is ${b.length} tokens long, but the model takes at most ${limit.length} (${limit.reason}): cap the row length (${optionName('maxLength')}) at ${limit.length}.`
+        : 'Check that the data fits the model (row length within its positions, token ids below its vocabulary size).';
+      const said = ortMessage.trim().replace(/([^.])$/, '$1.');
+      throw new TrainingRunError(errorMessage`${where} failed in ONNX Runtime on a batch of ${b.batch} rows x ${b.length} tokens: ${said} ${hint}`,
+        at.update, [b.batch, b.length], ortMessage, error);
+    }
+  }
+
   private async tensorsOf(slots: readonly Slot[]): Promise<Tensor[]> {
     const out: Tensor[] = [];
     for (const s of slots) {
@@ -251,6 +273,40 @@ export class Trainer {
     }
     return out;
   }
+}
+
+/** The longest row a model accepts, and why; see `maxSequenceLength`. */
+export interface SequenceLimit { length: number; reason: string }
+
+/**
+ * The longest sequence `model` (a forward model or its training step) accepts, when something static
+ * bounds it: the rows of a position-indexed table (learned position embeddings, a rotary cos/sin
+ * cache) or a static sequence dim of input_ids. Undefined when nothing does (rotary computed at run time).
+ */
+export function maxSequenceLength(model: Model): number | undefined {
+  return sequenceLimit(model)?.length;
+}
+
+/** `maxSequenceLength` with the reason, for messages. */
+export function sequenceLimit(model: Model): SequenceLimit | undefined {
+  const limits: SequenceLimit[] = [];
+  const ids = model.graph.inputs.find((v) => v.name === 'input_ids');
+  const seq = ids?.shape?.[1];
+  if (typeof seq === 'number' && seq > 0) limits.push({ length: seq, reason: `input "input_ids" has a static sequence dim ${seq}` });
+  for (const c of findEmbeddings(model).candidates) {
+    const byPosition = c.role === 'position' || c.indices.source === 'position-computation';
+    if (byPosition && c.graphPath.length === 1 && c.table.rows !== undefined) {
+      limits.push({ length: c.table.rows, reason: `${c.kind} "${c.nodeLabel}" reads position table "${c.table.name}" of ${c.table.rows} rows` });
+    }
+  }
+  return limits.reduce<SequenceLimit | undefined>((a, l) => (!a || l.length < a.length ? l : a), undefined);
+}
+
+/** A float16/bfloat16 initial value as the float32 master weight the step trains (exact: every half value is a float32). */
+function asMasterWeight(t: Tensor, expected: ExpectedTensor): Tensor {
+  const widen = t.dataType === DataType.FLOAT16 ? float16BitsToFloat32 : t.dataType === DataType.BFLOAT16 ? bfloat16BitsToFloat32 : undefined;
+  if (expected.dataType !== DataType.FLOAT || !widen) return t;
+  return Tensor.fromArray(DataType.FLOAT, t.dims, Float32Array.from(t.toArray() as Uint16Array, widen), t.name);
 }
 
 /** An option given both directly and by the checkpoint must agree; either alone is taken. */

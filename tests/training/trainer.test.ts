@@ -6,7 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Node, Value, tensorType, DataType, encodeModel } from '../../src/graph/index.js';
-import { Trainer, type StepEvent, type TrainerOrt } from '../../src/training/trainer.js';
+import { Trainer, maxSequenceLength, sequenceLimit, type StepEvent, type TrainerOrt } from '../../src/training/trainer.js';
+import { TrainingRunError } from '../../src/training/errors.js';
+import { buildTinyGemma, buildTinyGpt, buildTinyT5 } from '../../examples/models.js';
 import { keyPatchNoise, noiseKey, NOISE_KEY_INPUT } from '../../src/training/seeded-noise.js';
 import { CheckpointMismatchError } from '../../src/training/checkpoint.js';
 import { learningRateAt, alphaAt } from '../../src/training/schedules.js';
@@ -50,6 +52,8 @@ test('schedules: linear/cosine warm-up and decay, alpha linear decay and off aft
   assert.equal(learningRateAt({ kind: 'constant', lr: 0.3 }, 1000), 0.3);
   assert.deepEqual([0, 5, 10, 20].map((s) => alphaAt({ kind: 'linear', alpha: 10, totalSteps: 10 }, s)), [10, 5, 0, 0]);
   assert.deepEqual([0, 3, 4].map((s) => alphaAt({ kind: 'constant', alpha: 5, offAfter: 4 }, s)), [5, 5, 0]);
+  // As documented: the last of 10 updates runs at alpha / 10; 0 is reached just after it.
+  assert.deepEqual(Array.from({ length: 11 }, (_, s) => alphaAt({ kind: 'linear', alpha: 5, totalSteps: 10 }, s)), [5, 4.5, 4, 3.5, 3, 2.5, 2, 1.5, 1, 0.5, 0]);
 });
 
 test('gradient accumulation: two half batches give the update of the whole batch (SGD)', { timeout: 120_000 }, async () => {
@@ -174,4 +178,29 @@ test('onnxruntime-web (wasm) in Node: the same run gives the same losses within 
   const a = await run(onCpu, data), b = await run(onWasm, data);
   a.forEach((e, i) => assert.ok(Math.abs(e.loss - b[i]!.loss) < 1e-4 * Math.max(1, Math.abs(e.loss)), `step ${i + 1}: cpu ${e.loss} vs wasm ${b[i]!.loss}`));
   await Promise.all([onCpu.release(), onWasm.release()]);
+});
+
+test('a batch longer than the position table: a typed error naming the update, the batch and ONNX Runtime\'s message', { timeout: 60_000 }, async () => {
+  const forward = tinyLm();
+  const trainer = await Trainer.create({ ort: cpu, step: tinyStep(forward), initial: forward, schedule: { kind: 'constant', lr: 0.01 } });
+  await trainer.trainStep(tokenBatch(2, 8));
+  await assert.rejects(trainer.trainStep(tokenBatch(2, 40)), (e: unknown) => {
+    assert.ok(e instanceof TrainingRunError && e.code === 'BAD_OPTION', String(e));
+    assert.deepEqual([e.update, ...e.batchShape], [2, 2, 40]);
+    assert.match(e.message, /^Update 2 failed in ONNX Runtime on a batch of 2 rows x 40 tokens: .*idx=32 must be within .*\[-32,31\]\. /s);
+    assert.match(e.message, /takes at most 32 \(Gather "wpe_lookup" reads position table "transformer.wpe.weight" of 32 rows\)/);
+    return true;
+  });
+  await trainer.release();
+});
+
+test('maxSequenceLength: position tables, rotary caches and static input_ids dims bound it; forward and step graphs agree', () => {
+  assert.equal(maxSequenceLength(buildTinyGpt({ maxPositions: 20 })), 20);
+  assert.equal(maxSequenceLength(buildTinyGpt({ positionIdsInput: true })), 32);
+  assert.equal(maxSequenceLength(tinyStep(buildTinyGpt({ maxPositions: 24 })).model), 24);
+  assert.equal(maxSequenceLength(buildTinyGemma({ maxPositions: 16 })), 16, 'rotary cos cache rows');
+  assert.equal(maxSequenceLength(buildTinyT5()), undefined, 'no position table');
+  const fixed = buildTinyGpt();
+  fixed.graph.inputs.find((v) => v.name === 'input_ids')!.info = { name: 'input_ids', type: tensorType(DataType.INT64, [1, 12]) };
+  assert.deepEqual(sequenceLimit(fixed), { length: 12, reason: 'input "input_ids" has a static sequence dim 12' });
 });
