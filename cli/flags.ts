@@ -57,7 +57,11 @@ export function optionsFromArgv<Options>(schema: OptionSchema<Options>, argv: Re
 }
 
 /** Option name -> flag, for every option the CLI has. */
-export const FLAG_OF: ReadonlyMap<string, string> = new Map([...flagNames(NEFTUNE_OPTIONS), ...flagNames(FILE_OPTIONS), ...flagNames(STEP_OPTIONS)]);
+export const FLAG_OF: ReadonlyMap<string, string> = new Map([
+  ...flagNames(NEFTUNE_OPTIONS), ...flagNames(FILE_OPTIONS), ...flagNames(STEP_OPTIONS),
+  // Trainer options that `neftune train` spells as its own flags (cli/train-options.ts).
+  ['maxLength', '--max-len'],
+]);
 
 /** An error's message as the CLI prints it: options named as their flags (`tables` -> `--table`). */
 export function cliMessage(error: OnnxNeftuneError): string {

@@ -11,7 +11,7 @@ import { MAX_VERIFY_RUNS } from './verify-budget.js';
 import { NEFTUNE_OPTIONS } from '../src/passes/neftune.js';
 import { FILE_OPTIONS, cliMessage, optionsFromArgv, refuseRepeatedFlags, yargsOptions } from './flags.js';
 import { STEP_OPTIONS, stepCommand } from './step.js';
-import { trainCommand, trainOptions } from './train.js';
+import { trainOptions } from './train-options.js';
 
 /** Set while a model is being written to stdout: its failure is reported as that file's failure. */
 let modelWriteInFlight = false;
@@ -126,7 +126,7 @@ void yargs(rawArgs)
   .command('train <model>', 'Fine-tune a forward model with NEFTune on ONNX Runtime: checkpoints, loss log and plot, the fine-tuned model without noise', (y) => trainOptions(y)
     .example('$0 train model.onnx --data data.jsonl -o tuned.onnx --steps 200 --lr 3e-3', 'Token-id JSONL, NEFTune alpha 5, AdamW')
     .example('$0 train model.onnx --data alpaca.json --tokenizer tokenizer.json -o tuned.onnx --compare --plot loss.svg', 'Instruction data; with and without NEFTune in one plot'),
-  async (argv) => trainCommand(models([argv.model as string])[0]!, argv as never))
+  async (argv) => (await import('./train.js')).trainCommand(models([argv.model as string])[0]!, argv as never))
   .example('$0 inspect model.onnx', 'What would be patched, and why')
   .example('$0 patch model.onnx -o model.neftune.onnx', 'Add noise to the token embedding (alpha 5)')
   .example('$0 strip model.neftune.onnx -o model.onnx', 'Remove it again, byte for byte')
