@@ -436,7 +436,11 @@ async function train(input: string, flags: TrainFlags): Promise<void> {
       rows: data.rows.length, skippedRows: data.skipped, loss, maxLen: settings.maxLen, ep: runtime.ep, checkpointDir: flags.checkpointDir ? path.resolve(flags.checkpointDir) : null,
     };
     if (flags.json) emit(summary);
-    else process.stderr.write(`fine-tuned ${total - (resume?.info.step ?? 0)} updates (final loss ${last(main)?.toFixed(4) ?? '-'}); wrote ${written.path}\n`);
+    else {
+      const ran = total - (resume?.info.step ?? 0);
+      const what = ran > 0 ? `fine-tuned ${ran} updates (final loss ${last(main)?.toFixed(4) ?? '-'})` : `nothing left to train: the checkpoint is at update ${total} of ${total}; exported its weights`;
+      process.stderr.write(`${what}; wrote ${written.path}\n`);
+    }
   } finally {
     loaded.close();
   }
