@@ -15,7 +15,7 @@
  */
 import { OnnxNeftuneError } from '../graph/errors.js';
 import { DataType, dataTypeName, float32ToFloat16Bits as f16, isIntegerType, parseDataType } from '../graph/dtype.js';
-import { decodeModel, encodeModel } from '../graph/codec.js';
+import { encodeModel } from '../graph/codec.js';
 import { Node, Value, type Graph, type Model } from '../graph/ir.js';
 import { attr, makeAttribute } from '../graph/builder.js';
 import { extractSlice } from '../graph/slice.js';
@@ -132,16 +132,18 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
         : `Nothing is patched. ${report.targetReason}.`,
     };
   }
-  const bytes = encodeModel(model);
+  // Probes and the strip check work on clones (the IR copied, payloads shared), never on the
+  // caller's model, and never on an encoded copy of it: a 200 MB model is not held twice more.
+  const snapshot = model.clone();
   // A patch that is not exactly what this tool emits is refused by strip: the strip check fails with why.
-  let stripped: Model | string = decodeModel(bytes);
+  let stripped: Model | string = snapshot.clone();
   try { stripNeftune(stripped); } catch (error) { if (!(error instanceof PatchMismatchError)) throw error; stripped = error.message; }
   const ctx: Ctx = { options, record, batch, seq, runs, patchedOpset: model.opsetVersion('') };
   const sites: SiteReport[] = [];
   let ran: VerifyReport['ran'] = 'whole';
   let sliceReason: string | null = null;
   for (const site of record.sites) {
-    const result = await verifySite(ctx, bytes, stripped, site);
+    const result = await verifySite(ctx, snapshot, stripped, site);
     sites.push(result.report);
     if (result.ran === 'slice') { ran = 'slice'; sliceReason ??= result.reason; }
   }
@@ -158,7 +160,7 @@ interface Ctx { options: VerifyOptions; record: PatchRecord; batch: number; seq:
 
 interface Probe { bytes: Uint8Array; noisy: string; clean: string; ran: 'whole' | 'slice'; reason: string | null; model: Model }
 
-async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model | string, site: PatchedSite): Promise<{ report: SiteReport; ran: 'whole' | 'slice'; reason: string | null }> {
+async function verifySite(ctx: Ctx, patched: Model, stripped: Model | string, site: PatchedSite): Promise<{ report: SiteReport; ran: 'whole' | 'slice'; reason: string | null }> {
   const report: SiteReport = { value: site.value, lookup: site.lookup, table: site.table, dtype: site.dtype, ok: false, checks: [], notRun: [], inputs: [], newSession: null, stats: null };
   const { ort } = ctx.options;
   let session: OrtSessionLike | undefined;
@@ -168,7 +170,7 @@ async function verifySite(ctx: Ctx, bytes: Uint8Array, stripped: Model | string,
   let firstError: string | null = ctx.options.wholeModelUnavailable ?? null;
   for (const whole of ctx.options.sliceOnly || firstError ? [false] : [true, false]) {
     try {
-      probe = buildProbe(decodeModel(bytes), site, whole, ctx);
+      probe = buildProbe(patched.clone(), site, whole, ctx);
       if (!probe) continue;
       session = await ort.InferenceSession.create(probe.bytes, sessionOptionsOf(ctx));
       ({ feeds, inputs: report.inputs } = makeFeeds(ort, probe.model, session.inputNames, ctx));
@@ -600,7 +602,7 @@ async function runOrFail(session: OrtSessionLike, feeds: Record<string, OrtTenso
  */
 async function stripCheck(ctx: Ctx, stripped: Model | string, site: PatchedSite, probe: Probe, feeds: Record<string, OrtTensorLike>, clean: Float32Array): Promise<CheckResult> {
   if (typeof stripped === 'string') return { name: 'strip', ok: false, detail: stripped };
-  const copy = decodeModel(encodeModel(stripped));
+  const copy = stripped.clone();
   const addedOpset = ctx.record.added.opsetImport ? ctx.patchedOpset : undefined;
   if (addedOpset !== undefined && copy.opsetVersion('') === undefined) copy.addOpsetImport('', addedOpset);
   const found = locate(copy, site.graphPath, site.value);
