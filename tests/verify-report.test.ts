@@ -5,7 +5,7 @@ import { ModelBuilder, Tensor, type Model } from '../src/graph/index.js';
 import { applyNeftune, type NeftuneOptions } from '../src/passes/index.js';
 import { verifyNeftune, type VerifyReport } from '../src/verify/index.js';
 import { loadRuntime } from '../src/runtime/node.js';
-import { randomFloats } from '../examples/models.js';
+import { buildTinyGpt, randomFloats } from '../examples/models.js';
 
 const cpu = loadRuntime('cpu');
 async function verify(model: Model, options: { batch?: number; seq?: number; runs?: number } = {}): Promise<VerifyReport> {
@@ -103,4 +103,26 @@ test('an input verify cannot make up is "could not verify" (VERIFY_UNABLE), not 
   const table = b.initializer('wte', Tensor.fromArray('float', [50, 8], randomFloats(400, 3)));
   b.output(b.op('Gather', [table, ids], { axis: 0 }, { name: 'lookup', outputs: ['embeds'] }), 'float');
   await assert.rejects(verify(patched(b.build(), { tables: ['wte'] })), (e: Error & { code?: string }) => e.code === 'VERIFY_UNABLE' && /rank is unknown/.test(e.message));
+});
+
+test('verify holds one ONNX Runtime session at a time: the replay and strip sessions load after the first is released', async () => {
+  const rt = await cpu;
+  let live = 0, most = 0, created = 0;
+  // The real runtime, counting the sessions alive at once.
+  const InferenceSession = {
+    create: async (...args: Parameters<typeof rt.ort.InferenceSession.create>) => {
+      const session = await rt.ort.InferenceSession.create(...args);
+      created++; most = Math.max(most, ++live);
+      const release = session.release.bind(session);
+      session.release = async () => { live--; return release(); };
+      return session;
+    },
+  };
+  const { model } = applyNeftune(buildTinyGpt({ vocab: 64 }), { seed: 3 });
+  const report = await verifyNeftune(model, { ort: { ...rt.ort, InferenceSession } as typeof rt.ort, ep: 'cpu', sessionOptions: rt.sessionOptions });
+  assert.equal(report.ok, true, report.message);
+  assert.ok(report.sites.every((s) => s.newSession), 'the replay check ran');
+  assert.ok(created >= 3, `probe, replay and strip sessions (${created})`);
+  assert.equal(most, 1, 'sessions alive at once');
+  assert.equal(live, 0, 'every session released');
 });

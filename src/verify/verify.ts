@@ -223,12 +223,6 @@ async function verifySite(ctx: Ctx, patched: Model, stripped: Model | string, si
     });
     if (noises.length >= 2) report.checks.push(freshCheck(noises, site.dtype));
     else report.notRun.push({ name: 'fresh', reason: `needs at least two runs to see the noise change; ${ctx.runs} run was asked for` });
-    try {
-      report.newSession = await newSessionCheck(ctx, probe, feeds, noiseOf(smoke, probe));
-    } catch (error) {
-      report.newSession = { replayed: false, detail: `not checked: a second session could not run (${firstLine(error)})` };
-    }
-
     if (alphaInput && session.inputNames.includes(alphaInput)) {
       const out = await runOrFail(session, { ...feeds, [alphaInput]: new ort.Tensor('float32', Float32Array.from([0]), []) }, 'the alpha-zero run');
       const noisy = out[probe.noisy]!.data as Float32Array, c = out[probe.clean]!.data as Float32Array;
@@ -236,12 +230,22 @@ async function verifySite(ctx: Ctx, patched: Model, stripped: Model | string, si
       report.checks.push({ name: 'alpha-zero', ok: differing < 0, detail: differing < 0 ? `alpha 0 gives the clean embedding exactly (${noisy.length} elements)` : `element ${differing}: ${noisy[differing]} != clean ${c[differing]}` });
     }
 
+    // The first session is done: release it before the next ones load, so a large model is held
+    // by one ONNX Runtime session at a time (a new session replays the noise all the same).
+    const first = session;
+    session = undefined;
+    await first.release();
+    try {
+      report.newSession = await newSessionCheck(ctx, probe, feeds, noiseOf(smoke, probe));
+    } catch (error) {
+      report.newSession = { replayed: false, detail: `not checked: a second session could not run (${firstLine(error)})` };
+    }
     report.checks.push(await stripCheck(ctx, stripped, site, probe, feeds, clean!));
   } catch (error) {
     if (!(error instanceof RuntimeRunError)) throw error;
     report.checks.push({ name: report.checks.some((c) => c.name === 'noise') ? 'alpha-zero' : 'noise', ok: false, detail: error.message });
   } finally {
-    await session.release();
+    await session?.release();
   }
   report.ok = report.checks.every((c) => c.ok);
   return { report, ran: probe.ran, reason: probe.reason };
