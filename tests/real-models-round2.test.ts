@@ -387,3 +387,15 @@ test('CLI: --mode mask --mask-input with a mask of other tokens exits 2 and writ
   const fine = cliPatch(writeModel(buildDecoderModel({ maskDims: ['batch', 'target_tokens'] }), 'decoder-ok'), ['--mode', 'mask', '--mask-input', 'encoder_attention_mask']);
   assert.equal(fine.code, 0, JSON.stringify(fine.json.files[0]?.error));
 });
+
+test('a KV-cache model (ort_gpt2_past: past length is a symbolic dim, 8 positions) runs whole in verify: seq is lowered to fit the position table', { skip: skipWithoutFixtures }, async () => {
+  const { model } = applyNeftune(decodeModel(readFixture('ort_gpt2_past.onnx')), { seed: 5 });
+  for (const ep of ['cpu', 'wasm'] as const) {
+    const rt = await loadRuntime(ep);
+    const report = await verifyNeftune(model, { ort: rt.ort, ep, sessionOptions: rt.sessionOptions });
+    assert.equal(report.ok, true, `${ep}: ${report.message}`);
+    assert.equal(report.ran, 'whole', `${ep}: ${report.sliceReason}`);
+    assert.equal(report.seq, 4);
+    assert.match(report.notes[0]!, /seq 16 lowered to 4: position table "wpe\.weight_resize" has 8 rows/);
+  }
+});

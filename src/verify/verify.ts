@@ -118,8 +118,9 @@ export class VerifyFailedError extends OnnxNeftuneError {
 const PROBE_PREFIX = 'neftune_verify__';
 
 export async function verifyNeftune(model: Model, options: VerifyOptions): Promise<VerifyReport> {
-  const batch = options.batch ?? 2, seq = options.seq ?? 16, runs = options.runs ?? 3;
-  if (![batch, seq, runs].every((n) => Number.isInteger(n) && n >= 1)) throw new VerifyError(`batch, seq and runs must be positive integers, got ${batch}, ${seq}, ${runs}`);
+  const batch = options.batch ?? 2, asked = options.seq ?? 16, runs = options.runs ?? 3;
+  if (![batch, asked, runs].every((n) => Number.isInteger(n) && n >= 1)) throw new VerifyError(`batch, seq and runs must be positive integers, got ${batch}, ${asked}, ${runs}`);
+  const { seq, capNote } = sequenceFitting(model, asked);
   const ortVersion = Object.values(options.ort.env.versions ?? {}).find(Boolean) ?? 'unknown';
   const base = { ep: options.ep, ortVersion, batch, seq, runs };
   const record = readPatchRecord(model);
@@ -151,7 +152,7 @@ export async function verifyNeftune(model: Model, options: VerifyOptions): Promi
   const failed = sites.flatMap((s) => s.checks.filter((c) => !c.ok).map((c) => `${s.value}: ${c.name}: ${c.detail}`));
   return {
     ...base, ok, patched: true, mode: record.options.mode, alpha: record.options.alpha, ran, sliceReason, sites, candidates: [],
-    notes: reportNotes(sites, batch, seq),
+    notes: [...(capNote ? [capNote] : []), ...reportNotes(sites, batch, seq)],
     message: ok ? `All checks passed on ${options.ep} (ONNX Runtime ${ortVersion}) for ${sites.length} site(s).` : `Checks failed: ${failed.join('; ')}`,
   };
 }
@@ -486,6 +487,21 @@ function isFixed(d: DeclaredDim): boolean {
 }
 
 /** Notes for the report: inputs fed differently from what was asked, checks not run, replayed noise. */
+/**
+ * The made-up sequence length, capped so that a past and a current length both fit the model's
+ * smallest position table (half of it each): a KV-cache model whose past alone takes the requested
+ * length would index past its position table and never run whole.
+ */
+function sequenceFitting(model: Model, asked: number): { seq: number; capNote: string | null } {
+  let table: { name: string; rows: number } | undefined;
+  for (const c of findEmbeddings(model).candidates) {
+    if (c.role === 'position' && c.table.rows !== undefined && (!table || c.table.rows < table.rows)) table = { name: c.table.name, rows: c.table.rows };
+  }
+  const cap = table ? Math.max(1, Math.floor(table.rows / 2)) : Infinity;
+  if (asked <= cap) return { seq: asked, capNote: null };
+  return { seq: cap, capNote: `seq ${asked} lowered to ${cap}: position table "${table!.name}" has ${table!.rows} rows, and made-up past and current lengths must both fit it` };
+}
+
 function reportNotes(sites: SiteReport[], batch: number, seq: number): string[] {
   const notes = new Set<string>();
   for (const site of sites) {
