@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { DataType, ModelBuilder, decodeModel, encodeModel } from '../src/graph/index.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint-files.js';
@@ -356,4 +357,23 @@ test('train: Ctrl-C (SIGINT) names the last checkpoint and how to resume, exit 1
   });
   assert.equal(code, 130);
   assert.match(stderr, /interrupted\. The last checkpoint is .*step-\d+ \(update \d+\); continue with the same command and --resume /);
+});
+
+const SCRIPT = ['/usr/bin/script', '/bin/script'].find((p) => existsSync(p));
+
+test('on a terminal, progress is one bar redrawn in place with step, loss, tokens/s and time left', {
+  skip: SCRIPT ? false : 'util-linux script(1) not found: no pseudo-terminal to run the CLI on',
+  timeout: 60_000,
+}, () => {
+  const out = path.join(dir, 'tty.onnx');
+  const command = [process.execPath, cliPath, 'train', tiny(), '--data', TOKENS, '-o', out, '--steps', '6', '--max-len', '32'].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  // script(1) runs the command on a pseudo-terminal: stderr is a TTY, as for a person at a shell.
+  const r = spawnSync(SCRIPT!, ['-qfec', command, '/dev/null'], { encoding: 'utf8', timeout: 50_000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const frames = r.stdout.split('\r').filter((f) => f.includes('step '));
+  assert.equal(frames.length, 6, `one redraw per update: ${JSON.stringify(r.stdout.slice(0, 300))}`);
+  assert.match(frames[0]!, /^\[#*-+\] step 1\/6 {2}loss \d+\.\d{4} {2}\d+ tok\/s {2}\d+:\d\d left\x1b\[K$/);
+  assert.match(frames[5]!, /^\[#+\] step 6\/6 /);
+  assert.match(r.stdout, /fine-tuned 6 updates \(final loss \d+\.\d{4}\); wrote /);
+  assert.ok(existsSync(out));
 });
