@@ -15,7 +15,7 @@ import { applyNeftune, findEmbeddings } from '../src/passes/index.js';
 import { buildTrainingStep, type LossChoice } from '../src/training/step.js';
 import { Batcher, TrainingDataError, type BatcherState, type TokenDataset } from '../src/training/data.js';
 import { IGNORE_INDEX, type TokenBatch } from '../src/training/batch.js';
-import { Trainer, type StepEvent, type TrainerOrt, type TrainerTensor } from '../src/training/trainer.js';
+import { BATCH_INPUTS, Trainer, sequenceLimit, type StepEvent, type TrainerOrt, type TrainerTensor } from '../src/training/trainer.js';
 import { CheckpointMismatchError } from '../src/training/checkpoint.js';
 import { exportFineTuned } from '../src/training/export.js';
 import { lossPlotSvg, type LossSeries } from '../src/training/plot.js';
@@ -203,9 +203,8 @@ async function evalLoss(runtime: Runtime, model: Model, batches: readonly TokenB
   try {
     for (const b of batches) {
       const feeds: Record<string, TrainerTensor> = {};
-      const byName: Record<string, BigInt64Array | undefined> = { input_ids: b.inputIds, attention_mask: b.attentionMask, position_ids: b.positionIds };
       for (const name of session.inputNames) {
-        const data = byName[name];
+        const data = BATCH_INPUTS[name]?.(b);
         if (!data) throw new UsageError(`The eval run needs the model input "${name}", which the data does not give.`);
         feeds[name] = new ort.Tensor('int64', data, [b.batch, b.length]);
       }
@@ -297,12 +296,12 @@ async function train(input: string, flags: TrainFlags): Promise<void> {
       throw new CheckpointMismatchError(`The checkpoint in ${flags.resume} was made from another model (fingerprint ${position.model}, this model ${modelPrint}). Resume with the model it was trained from.`, ['model']);
     }
     const saved = position?.settings;
-    const limit = positionLimit(base);
-    if (flags.maxLen !== undefined && limit && flags.maxLen > limit.rows) {
-      throw new UsageError(`--max-len ${flags.maxLen} is longer than the model allows: ${limit.why} has ${limit.rows}. Give --max-len ${limit.rows} or less.`);
+    const limit = sequenceLimit(base);
+    if (flags.maxLen !== undefined && limit && flags.maxLen > limit.length) {
+      throw new UsageError(`--max-len ${flags.maxLen} is longer than the model allows: at most ${limit.length} tokens (${limit.reason}). Give --max-len ${limit.length} or less.`);
     }
     const settings: RunSettings = {
-      maxLen: settle('max-len', flags.maxLen, saved?.maxLen, limit ? Math.min(DEFAULT_MAX_LEN, limit.rows) : DEFAULT_MAX_LEN),
+      maxLen: settle('max-len', flags.maxLen, saved?.maxLen, limit ? Math.min(DEFAULT_MAX_LEN, limit.length) : DEFAULT_MAX_LEN),
       batch: settle('batch', flags.batch, saved?.batch, DEFAULTS.batch),
       mode: settle('mode', flags.mode, saved?.mode, DEFAULTS.mode),
       optimizer: settle('optimizer', flags.optimizer, saved?.optimizer, DEFAULTS.optimizer),
@@ -315,7 +314,7 @@ async function train(input: string, flags: TrainFlags): Promise<void> {
       tokenizer: settle('tokenizer', flags.tokenizer !== undefined, saved?.tokenizer, false),
       loss: 'auto', steps: 0,
     };
-    if (flags.maxLen === undefined && !saved && limit && limit.rows < DEFAULT_MAX_LEN) note(`--max-len ${settings.maxLen}: ${limit.why} has ${limit.rows} rows (longer rows are cut).`);
+    if (flags.maxLen === undefined && !saved && limit && limit.length < DEFAULT_MAX_LEN) note(`--max-len ${settings.maxLen}: the model takes at most ${limit.length} tokens (${limit.reason}); longer rows are cut.`);
     const data = await readDataset(flags.data, flags.tokenizer, vocab, settings.maxLen);
     const dataPrint = dataFingerprint(data);
     if (position && position.data !== dataPrint) {
@@ -453,20 +452,6 @@ function settle<T>(flag: string, given: T | undefined, saved: T | undefined, fal
     throw new UsageError(`--${flag} ${String(given)} differs from the checkpoint's ${String(saved)}; a resumed run keeps the settings it was started with. Leave --${flag} out (it is taken from the checkpoint).`);
   }
   return given ?? saved ?? fallback;
-}
-
-/**
- * The longest sequence the model can take, when it says: the rows of its position-embedding table
- * (a lookup past them fails at run time), or a fixed sequence dimension of input_ids.
- */
-function positionLimit(model: Model): { rows: number; why: string } | undefined {
-  const limits: Array<{ rows: number; why: string }> = [];
-  for (const c of findEmbeddings(model).candidates) {
-    if (c.role === 'position' && typeof c.table.rows === 'number') limits.push({ rows: c.table.rows, why: `the position-embedding table ${c.table.name}` });
-  }
-  const seq = model.graph.inputs.find((v) => v.name === 'input_ids')?.shape?.[1];
-  if (typeof seq === 'number') limits.push({ rows: seq, why: 'the fixed sequence dimension of input_ids' });
-  return limits.sort((a, b) => a.rows - b.rows)[0];
 }
 
 /** SHA-256 of the tokenized rows (ids and labels): a resumed run must see the same data. */

@@ -331,12 +331,12 @@ test('train: --max-len defaults to the position table (said on stderr), a longer
   const out = path.join(dir, 'long.onnx');
   const r = runCli(['train', tiny(), '--data', long, '-o', out, '--steps', '12', '--batch', '1']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stderr, /--max-len 32: the position-embedding table transformer\.wpe\.weight has 32 rows/);
+  assert.match(r.stderr, /--max-len 32: the model takes at most 32 tokens \(Gather "[^"]+" reads position table "transformer\.wpe\.weight" of 32 rows\)/);
   const alpaca = runCli(['train', tiny(), '--data', ALPACA, '--tokenizer', TOKENIZER, '-o', path.join(dir, 'al.onnx'), '--steps', '3']);
   assert.equal(alpaca.code, 0, alpaca.stderr);
   const tooLong = runCli(['train', tiny(), '--data', long, '-o', path.join(dir, 'long2.onnx'), '--steps', '2', '--max-len', '64']);
   assert.equal(tooLong.code, 2);
-  assert.match(tooLong.stderr, /--max-len 64 is longer than the model allows: the position-embedding table transformer\.wpe\.weight has 32/);
+  assert.match(tooLong.stderr, /--max-len 64 is longer than the model allows: at most 32 tokens \(.*position table "transformer\.wpe\.weight" of 32 rows\)/);
 });
 
 test('train --loss passes through to the step: its messages name a flag train has', { timeout: 60_000 }, () => {
@@ -376,4 +376,15 @@ test('on a terminal, progress is one bar redrawn in place with step, loss, token
   assert.match(frames[5]!, /^\[#+\] step 6\/6 /);
   assert.match(r.stdout, /fine-tuned 6 updates \(final loss \d+\.\d{4}\); wrote /);
   assert.ok(existsSync(out));
+});
+
+test('--eval-data on a model that takes position_ids: eval runs get positions 0..L-1 as training does', { timeout: 60_000 }, () => {
+  const model = modelFile('tiny-pos.onnx', { positionIdsInput: true });
+  const out = path.join(dir, 'pos.onnx');
+  const r = runCli(['train', model, '--data', TOKENS, '--eval-data', TOKENS, '-o', out, '--steps', '10', '--max-len', '32', '--lr', '0.01', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const evals = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; evalLoss?: number }).filter((l) => l.type === 'eval');
+  assert.ok(evals.length >= 2, 'evaluated before and after training');
+  assert.ok(evals.every((e) => Number.isFinite(e.evalLoss)));
+  assert.ok(evals.at(-1)!.evalLoss! < evals[0]!.evalLoss!, `eval loss fell: ${evals.map((e) => e.evalLoss).join(' -> ')}`);
 });

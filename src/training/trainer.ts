@@ -82,8 +82,8 @@ const ORT_TYPE: Partial<Record<DataType, string>> = {
 };
 const DTYPE_OF = new Map(Object.entries(ORT_TYPE).map(([k, v]) => [v, Number(k) as DataType]));
 
-/** A batch field for each graph input the trainer knows how to feed. */
-const BATCH_INPUTS: Record<string, (b: TokenBatch) => BigInt64Array | undefined> = {
+/** A batch field for each graph input the trainer knows how to feed (also the eval runs' feeds). */
+export const BATCH_INPUTS: Record<string, (b: TokenBatch) => BigInt64Array | undefined> = {
   input_ids: (b) => b.inputIds, attention_mask: (b) => b.attentionMask, labels: (b) => b.labels,
   // Unpacked rows (right-padded) count positions from 0 as Hugging Face models do without position_ids.
   position_ids: (b) => b.positionIds ?? BigInt64Array.from({ length: b.batch * b.length }, (_, i) => BigInt(i % b.length)),
