@@ -24,7 +24,8 @@ import { errnoOf } from './fs-facts.js';
 const POINTER = 'LATEST';
 const MODEL = 'checkpoint.onnx';
 const INFO = 'checkpoint.json';
-const NAME = /^step-\d{8,}$/;
+// step-N, or step-N.K when step N was saved again (resumed at N): an existing folder is never replaced.
+const NAME = /^step-\d{8,}(\.\d+)?$/;
 const TEMP = /^\.step-\d{8,}\.\d+\.tmp$/;
 const CHECKSUM_KEY = 'onnx_neftune.checkpoint_sha256';
 
@@ -57,8 +58,9 @@ export interface SaveCheckpointOptions {
 
 export async function saveCheckpoint(dir: string, checkpoint: TrainingCheckpoint, options: SaveCheckpointOptions = {}): Promise<string> {
   const root = path.resolve(dir);
-  const name = `step-${String(checkpoint.info.step).padStart(8, '0')}`;
-  const temp = path.join(root, `.${name}.${process.pid}.tmp`);
+  const step = `step-${String(checkpoint.info.step).padStart(8, '0')}`;
+  const temp = path.join(root, `.${step}.${process.pid}.tmp`);
+  let name = step;
   try {
     makeFolders(root);
     for (const entry of readdirSync(root)) if (TEMP.test(entry)) rmSync(path.join(root, entry), { recursive: true, force: true });
@@ -70,8 +72,10 @@ export async function saveCheckpoint(dir: string, checkpoint: TrainingCheckpoint
     for (const file of readdirSync(temp)) flush(path.join(temp, file));
     flush(temp);
     options.afterStage?.('written');
+    // LATEST may name step-N itself (a run resumed at N saving N again): removing it first would leave
+    // LATEST naming nothing if killed before the rename, so the new copy takes the next free name.
+    for (let k = 1; existsSync(path.join(root, name)); k++) name = `${step}.${k}`;
     const final = path.join(root, name);
-    if (existsSync(final)) rmSync(final, { recursive: true, force: true });
     renameSync(temp, final);
     flush(root);
     options.afterStage?.('renamed');
@@ -79,7 +83,9 @@ export async function saveCheckpoint(dir: string, checkpoint: TrainingCheckpoint
     flush(root);
     options.afterStage?.('pointed');
     const keep = Math.max(1, options.keep ?? 2);
-    const complete = readdirSync(root).filter((e) => NAME.test(e)).sort();
+    const order = (e: string) => e.slice('step-'.length).split('.').map(Number) as [number, number?];
+    const complete = readdirSync(root).filter((e) => NAME.test(e))
+      .sort((a, b) => { const [sa, ka = 0] = order(a), [sb, kb = 0] = order(b); return sa - sb || ka - kb; });
     for (const old of complete.slice(0, -keep)) if (old !== name) rmSync(path.join(root, old), { recursive: true, force: true });
     return final;
   } catch (error) {

@@ -52,6 +52,22 @@ test('checkpoint files: a save that dies at any stage leaves the previous checkp
   }
 });
 
+test('checkpoint files: saving the step LATEST names again (a run resumed at its last step) never leaves LATEST naming a missing folder', async () => {
+  for (const stage of ['written', 'renamed', 'pointed'] as const) {
+    const dir = tempDir('ckpt-same-step');
+    await saveCheckpoint(dir, uniformCheckpoint(2));
+    await assert.rejects(saveCheckpoint(dir, uniformCheckpoint(2), { afterStage: (s) => { if (s === stage) throw new Error(`died at ${s}`); } }), /died/);
+    assert.equal(assertWhole(loadCheckpoint(dir)), 2, `died after ${stage}: LATEST still names a complete checkpoint`);
+  }
+  const dir = tempDir('ckpt-same-step-ok');
+  await saveCheckpoint(dir, uniformCheckpoint(2));
+  const again = await saveCheckpoint(dir, uniformCheckpoint(2));
+  assert.equal(path.basename(again), 'step-00000002.1', 'the existing folder is not replaced');
+  await saveCheckpoint(dir, uniformCheckpoint(3));
+  assert.deepEqual(readdirSync(dir).sort(), ['LATEST', 'step-00000002.1', 'step-00000003'], 'pruning orders step-N.K after step-N');
+  assert.equal(assertWhole(loadCheckpoint(dir)), 3);
+});
+
 test('checkpoint files: SIGKILL of a process mid-save never leaves an unreadable last checkpoint', { timeout: 120_000 }, async () => {
   const child = fileURLToPath(new URL('./checkpoint-writer.js', import.meta.url));
   for (let round = 0; round < 4; round++) {
