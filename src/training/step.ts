@@ -75,6 +75,8 @@ export interface TrainingStepRecord {
   runtimeShapeFallbacks: number;
   /** How Gather table gradients are computed: ScatterND add from opset 16, else the one-hot MatMul form. */
   gatherGradient: GatherGradientForm;
+  /** Positions an appended cross-entropy counts: logits at i against labels at i + 1 (`next-token`) or at i (`per-position`); absent for a loss output of the model. */
+  lossTargets?: 'next-token' | 'per-position';
   /** paddingIdx as applied: table -> row whose lookups get no gradient. */
   paddingRows?: Record<string, number>;
 }
@@ -104,7 +106,9 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   const names = new NameAllocator(model);
   const forwardInputs = [...graph.inputs];
   const shapes0 = inferShapes(graph, opset);
+  const ownOutputs = new Set(graph.outputs.map((o) => o.name));
   const lossName = chooseLoss(model, shapes0, options.loss ?? 'auto', names, opset, ignoreIndex);
+  const lossTargets = ownOutputs.has(lossName) ? undefined : (options.loss ?? '').startsWith('labels:') ? 'per-position' as const : 'next-token' as const;
 
   const gradientOptions = { ...(options.params ? { params: options.params } : {}), ...(options.paddingIdx !== undefined ? { paddingIdx: options.paddingIdx } : {}) };
   let plan = planGradients(model, lossName, gradientOptions);
@@ -152,6 +156,7 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
     version: 1, loss: lossName, optimizer: options.optimizer, hyperparameters, learningRate: lr.name,
     ...(step ? { step: step.name } : {}), params: [], state: [], frozen: [], inputs: [], droppedInputs: [], runtimeShapeFallbacks: result.runtimeShapeFallbacks,
     gatherGradient: result.gatherGradient,
+    ...(lossTargets ? { lossTargets } : {}),
     ...(plan.paddingRows.size ? { paddingRows: Object.fromEntries([...plan.paddingRows].map(([t, row]) => [t.name, row])) } : {}),
   };
   const newParams: Array<[Value, Value]> = [];

@@ -193,7 +193,7 @@ export class Trainer {
     const index = this.updates;
     const lr = learningRateAt(this.schedule, index);
     const alpha = this.alpha ? alphaAt(this.alpha, index) : 0;
-    const targets = batches.map((b) => lossTargets(b, inputs.batch));
+    const targets = batches.map((b) => lossTargets(b, inputs.batch, record.lossTargets === 'per-position'));
     const total = targets.reduce((a, b) => a + b, 0);
     let loss = 0;
     for (let m = 0; m < batches.length; m++) {
@@ -327,14 +327,15 @@ function zeros(ort: TrainerOrt, e: ExpectedTensor): TrainerTensor {
 }
 
 /**
- * Positions the loss counts: targets 1..L-1 of each row that are not IGNORE_INDEX (labels), or
- * that are real tokens (attention mask), or all of them.
+ * Positions the loss counts: the targets (1..L-1 of each row for a next-token loss, 0..L-1 for a
+ * per-position one) that are not IGNORE_INDEX (labels), or that are real tokens (attention mask),
+ * or all of them.
  */
-function lossTargets(b: TokenBatch, fed: readonly string[]): number {
+function lossTargets(b: TokenBatch, fed: readonly string[], perPosition: boolean): number {
   const labels = fed.includes('labels'), mask = fed.includes('attention_mask');
   let n = 0;
   for (let r = 0; r < b.batch; r++) {
-    for (let j = 1; j < b.length; j++) {
+    for (let j = perPosition ? 0 : 1; j < b.length; j++) {
       const i = r * b.length + j;
       if (labels ? b.labels[i] !== IGNORE_INDEX : mask ? b.attentionMask[i] !== 0n : true) n++;
     }
