@@ -816,7 +816,7 @@ function resolvePaddingIdx(model: Model, option: GradientOptions['paddingIdx'], 
   for (const [name, row] of entries) {
     const table = params.find((p) => p.name === name);
     if (!table) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} names "${name}", which is not a trained parameter of this step (parameters: ${params.map((p) => p.name).join(', ')}).`);
-    if (!path.some((n) => n.opType === 'Gather' && n.input(0) === table)) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} names "${name}", but no Gather lookup on the way to the loss reads it.`);
+    if (!path.some((n) => n.opType === 'Gather' && n.input(0) === table && normalizeAxis(attrInt(n, 'axis', 0), shapes.rank(table) ?? 2) === 0)) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} names "${name}", but no row lookup (Gather on axis 0) on the way to the loss reads it.`);
     const count = shapes.dims(table)?.[0];
     const bound = typeof count === 'number' ? count : Infinity;
     if (!Number.isInteger(row) || row >= bound || row < (typeof count === 'number' ? -count : 0)) throw new TrainingOptionError(errorMessage`${optionName('paddingIdx')} row ${row} for "${name}" is not a row of the table (${typeof count === 'number' ? `${count} rows` : 'rows unknown: use a non-negative row'}).`);

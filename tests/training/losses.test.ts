@@ -139,7 +139,7 @@ test('paddingIdx: the padding row gets no gradient from lookups (torch nn.Embedd
     after.forEach((x, i) => assert.equal(x, Math.floor(i / D) === 2 ? 0 : before[i], `emb.grad[${i}]`));
     assert.deepEqual(Array.from(out['w.grad']!.data as Float64Array), Array.from(plain.out['w.grad']!.data as Float64Array));
   }
-  assert.throws(() => buildTrainingStep(m, { optimizer: 'sgd', loss: 'labels:labels', paddingIdx: { w: 0 } }), /no Gather lookup/);
+  assert.throws(() => buildTrainingStep(m, { optimizer: 'sgd', loss: 'labels:labels', paddingIdx: { w: 0 } }), /no row lookup \(Gather on axis 0\)/);
   assert.throws(() => buildTrainingStep(m, { optimizer: 'sgd', loss: 'labels:labels', paddingIdx: { nope: 0 } }), (e: unknown) => e instanceof TrainingOptionError && /"nope", which is not a trained parameter/.test(e.message));
   assert.throws(() => buildTrainingStep(m, { optimizer: 'sgd', loss: 'labels:labels', paddingIdx: V }), /row 5 for "emb" is not a row of the table \(5 rows\)/);
 });
@@ -164,4 +164,17 @@ test('paddingIdx on a tied table: only the lookup contribution of the row is dro
   const row = withPad.slice(D, 2 * D), rowPlain = without.slice(D, 2 * D);
   assert.ok(row.some((x) => x !== 0), 'the projection still trains the padding row');
   assert.notDeepEqual(row, rowPlain, 'the lookup share is gone');
+});
+
+test('paddingIdx on a table read only by a Gather along another axis is refused, not ignored', () => {
+  const b = new ModelBuilder({ opset: 17, irVersion: 8 });
+  const cols = b.input('cols', 'int64', [2]);
+  const table = b.initializer('table', Tensor.fromArray('double', [V, D], Float64Array.from(values(V * D, 5))));
+  const picked = b.op('Gather', [table, cols], { axis: -1 });
+  const loss = b.op('ReduceSum', [b.op('Mul', [picked, picked])], { keepdims: 0 }, { outputs: ['loss'] });
+  b.output(loss, 'double', []);
+  const m = b.build();
+  assert.ok(buildTrainingStep(m, { optimizer: 'sgd' }), 'the step itself builds');
+  assert.throws(() => buildTrainingStep(m, { optimizer: 'sgd', paddingIdx: { table: 1 } }),
+    (e: unknown) => e instanceof TrainingOptionError && /"table", but no row lookup \(Gather on axis 0\)/.test(e.message));
 });
