@@ -6,7 +6,6 @@
  */
 import { DataType, dataTypeName } from '../graph/dtype.js';
 import { attr, makeAttribute, tensorType } from '../graph/builder.js';
-import { decodeModel, encodeModel } from '../graph/codec.js';
 import { ErrorMessage, OnnxNeftuneError, errorMessage, optionName } from '../graph/errors.js';
 import { Node, Value, type Graph, type Model } from '../graph/ir.js';
 import { NameAllocator } from '../graph/names.js';
@@ -101,7 +100,7 @@ export function buildTrainingStep(source: Model, options: TrainingStepOptions): 
   for (const [k, v] of Object.entries(hyperparameters)) if (!Number.isFinite(v) || v < 0) throw new TrainingOptionError(errorMessage`${optionName(k)} must be a finite non-negative number, got ${v}.`);
   // Model-level refusals come before the loss is chosen, so the first error names the real reason.
   const opset = checkTrainingOpset(source);
-  const model = decodeModel(encodeModel(source));
+  const model = source.clone();
   const graph = model.graph;
   const names = new NameAllocator(model);
   const forwardInputs = [...graph.inputs];
@@ -307,7 +306,7 @@ function lossAlternatives(model: Model, shapes: ShapeTable): ErrorMessage {
   if (!scalars.length) return errorMessage`${otherLosses()}.`;
   return joinMessages(scalars.map((o) => {
     try {
-      planGradients(decodeModel(encodeModel(model)), o.name);
+      planGradients(model.clone(), o.name);
       return errorMessage`The model has a scalar float output "${o.name}": ${optionName('loss')} "output:${o.name}" trains against it.`;
     } catch (error) {
       return errorMessage`The model's scalar float output "${o.name}" cannot be the loss either: ${error instanceof OnnxNeftuneError ? error.text : String(error)}`;

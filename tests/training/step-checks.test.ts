@@ -163,3 +163,15 @@ test('nodes no step output needs are pruned; a forward input nothing reads any m
   const out = await (await session(step.model)).run(stepFeeds(m, step, 0.1, { input_ids: new ort.Tensor('int64', BigInt64Array.from([1n, 2n, 3n, 4n, 5n, 6n]), [2, 3]) }));
   assert.ok(Number.isFinite(Number((out[step.record.loss]!.data as Float32Array)[0])));
 });
+
+test('buildTrainingStep works on a clone: the source model encodes to the same bytes afterwards (float32, float16, NEFTune-patched)', async () => {
+  const { buildTinyGpt } = await import('../../examples/models.js');
+  const { applyNeftune } = await import('../../src/passes/index.js');
+  const { encodeModel } = await import('../../src/graph/index.js');
+  const { buildTrainingStep } = await import('../../src/training/index.js');
+  for (const source of [buildTinyGpt({ vocab: 64 }), buildTinyGpt({ vocab: 64, dtype: 'float16' }), applyNeftune(buildTinyGpt({ vocab: 64 }), { alphaInput: true, seed: 1 }).model]) {
+    const before = encodeModel(source);
+    buildTrainingStep(source, { optimizer: 'adamw', loss: 'causal-lm', paddingIdx: 0, gradients: true });
+    assert.deepEqual(encodeModel(source), before);
+  }
+});
