@@ -5,7 +5,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ModelBuilder, Tensor, type Model } from '../../src/graph/index.js';
+import { ModelBuilder, Tensor, encodeModel, type Model } from '../../src/graph/index.js';
+import { applyNeftune } from '../../src/passes/index.js';
+import { buildTinyGpt } from '../../examples/models.js';
 import { buildTrainingStep } from '../../src/training/step.js';
 import { TrainingOptionError, UnsupportedGradientError } from '../../src/training/errors.js';
 import { inferShapes } from '../../src/training/shapes.js';
@@ -164,11 +166,7 @@ test('nodes no step output needs are pruned; a forward input nothing reads any m
   assert.ok(Number.isFinite(Number((out[step.record.loss]!.data as Float32Array)[0])));
 });
 
-test('buildTrainingStep works on a clone: the source model encodes to the same bytes afterwards (float32, float16, NEFTune-patched)', async () => {
-  const { buildTinyGpt } = await import('../../examples/models.js');
-  const { applyNeftune } = await import('../../src/passes/index.js');
-  const { encodeModel } = await import('../../src/graph/index.js');
-  const { buildTrainingStep } = await import('../../src/training/index.js');
+test('buildTrainingStep works on a clone: the source model encodes to the same bytes afterwards (float32, float16, NEFTune-patched)', () => {
   for (const source of [buildTinyGpt({ vocab: 64 }), buildTinyGpt({ vocab: 64, dtype: 'float16' }), applyNeftune(buildTinyGpt({ vocab: 64 }), { alphaInput: true, seed: 1 }).model]) {
     const before = encodeModel(source);
     buildTrainingStep(source, { optimizer: 'adamw', loss: 'causal-lm', paddingIdx: 0, gradients: true });
