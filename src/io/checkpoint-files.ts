@@ -12,12 +12,13 @@
 import { createHash } from 'node:crypto';
 import { fsyncSync, openSync, closeSync, readdirSync, readFileSync, renameSync, rmSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { decodeModel } from '../graph/codec.js';
 import { DataType } from '../graph/dtype.js';
 import { Tensor } from '../graph/tensor.js';
 import { checkpointFromModel, checkpointToModel, CheckpointFormatError, type TrainingCheckpoint } from '../training/checkpoint.js';
 import { makeFolders, writeError, writeFileAtomic } from './atomic-write.js';
-import { saveWithExternalData } from './files.js';
+import { readModelFile, saveWithExternalData } from './files.js';
+import { withExternalDataRead } from './finetuned-files.js';
+import { lstatOrUndefined } from './fs-facts.js';
 import { FileAccessError } from './errors.js';
 import { errnoOf } from './fs-facts.js';
 
@@ -94,9 +95,6 @@ export async function saveCheckpoint(dir: string, checkpoint: TrainingCheckpoint
   }
 }
 
-/** A Buffer as a plain Uint8Array: Buffer's slice() is a view, and tensors copy with slice(). */
-const plain = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-
 function flush(file: string): void {
   const fd = openSync(file, 'r');
   try { fsyncSync(fd); } finally { closeSync(fd); }
@@ -114,30 +112,21 @@ export function loadCheckpoint(dir: string): TrainingCheckpoint {
     if (!NAME.test(pointer)) throw new CheckpointFormatError(`${path.join(root, POINTER)} names "${pointer}", not a checkpoint folder (step-NNNNNNNN). It was edited or damaged.`);
     folder = path.join(root, pointer);
   }
-  let bytes: Uint8Array, infoText: string;
-  try {
-    bytes = plain(readFileSync(path.join(folder, MODEL)));
-    infoText = readFileSync(path.join(folder, INFO), 'utf8');
-  } catch (error) {
+  // The model and its data files go through the checked reads every model does (regular files only,
+  // no symbolic link out of the folder, no FIFO that would hang): a checkpoint folder is input too.
+  const info = path.join(folder, INFO);
+  const infoStat = lstatOrUndefined(info);
+  if (!infoStat?.isFile()) throw new CheckpointFormatError(`The checkpoint in ${folder} has no ${INFO} regular file${infoStat ? ` (it is ${infoStat.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'})` : ''}. Resume from a checkpoint the trainer wrote.`);
+  let infoText: string;
+  try { infoText = readFileSync(info, 'utf8'); } catch (error) {
     throw new FileAccessError(`Cannot read the checkpoint in ${folder}: ${errnoOf(error)}. Resume from an earlier checkpoint.`, { cause: error });
   }
-  const model = decodeModel(bytes);
-  const files = new Map<string, Uint8Array>();
-  for (const v of model.graph.initializers) {
-    const t = v.initializer!;
-    const ref = t.external;
-    if (!ref) continue;
-    if (path.isAbsolute(ref.location) || ref.location.includes('..') || ref.location.includes('/')) throw new CheckpointFormatError(`Checkpoint tensor ${t.name}: external data location "${ref.location}" is not a file beside the checkpoint.`);
-    let data = files.get(ref.location);
-    if (!data) {
-      try { data = plain(readFileSync(path.join(folder, ref.location))); } catch (error) {
-        throw new FileAccessError(`Cannot read the checkpoint data ${path.join(folder, ref.location)}: ${errnoOf(error)}.`, { cause: error });
-      }
-      files.set(ref.location, data);
-    }
-    const length = ref.length ?? t.byteLength;
-    if (length !== t.byteLength || ref.offset + length > data.length) throw new CheckpointFormatError(`Checkpoint tensor ${t.name}: its ${length} bytes at offset ${ref.offset} are not in ${ref.location} (${data.length} bytes). The checkpoint is damaged.`);
-    v.initializer = new Tensor({ name: v.name, dims: t.dims, data_type: t.dataType, raw_data: data.slice(ref.offset, ref.offset + length) });
+  const loaded = readModelFile(path.join(folder, MODEL), { deferThreshold: Infinity });
+  let model;
+  try {
+    model = withExternalDataRead(loaded);
+  } finally {
+    loaded.close();
   }
   const checkpoint = checkpointFromModel(model, infoText);
   const recorded = model.metadata.get(CHECKSUM_KEY);

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Trainer, type TrainerOrt } from '../../src/training/trainer.js';
@@ -104,4 +105,29 @@ test('resume from disk: K steps, saveCheckpoint, loadCheckpoint, a new trainer t
   const params = await resumed.parameters();
   params.forEach((t, i) => assert.ok(Buffer.from(t.rawBytes()).equals(Buffer.from(wantParams[i]!.rawBytes())), `${t.name} bit-identical`));
   await Promise.all([straight.release(), first.release(), resumed.release()]);
+});
+
+test('a hostile checkpoint folder: a data file that links outside it, a FIFO, or a linked info file is refused with a typed error, never read or waited on', { timeout: 60_000 }, async () => {
+  const make = async (label: string) => {
+    const dir = tempDir(`ckpt-hostile-${label}`);
+    const folder = await saveCheckpoint(dir, uniformCheckpoint(1));
+    return { dir, folder };
+  };
+  const outside = path.join(tempDir('ckpt-outside'), 'secret.bin');
+  writeFileSync(outside, Buffer.alloc(1 << 16, 7));
+
+  const linked = await make('link');
+  renameSync(path.join(linked.folder, 'checkpoint.onnx.data'), path.join(linked.folder, 'moved'));
+  symlinkSync(outside, path.join(linked.folder, 'checkpoint.onnx.data'));
+  assert.throws(() => loadCheckpoint(linked.dir), (e: unknown) => e instanceof Error && 'code' in e && /checkpoint\.onnx\.data/.test(e.message));
+
+  const fifo = await make('fifo');
+  renameSync(path.join(fifo.folder, 'checkpoint.onnx.data'), path.join(fifo.folder, 'moved'));
+  execFileSync('mkfifo', [path.join(fifo.folder, 'checkpoint.onnx.data')]);
+  assert.throws(() => loadCheckpoint(fifo.dir), (e: unknown) => e instanceof Error && 'code' in e && /checkpoint\.onnx\.data/.test(e.message));
+
+  const info = await make('info');
+  renameSync(path.join(info.folder, 'checkpoint.json'), path.join(info.folder, 'moved.json'));
+  symlinkSync(outside, path.join(info.folder, 'checkpoint.json'));
+  assert.throws(() => loadCheckpoint(info.dir), (e: unknown) => e instanceof CheckpointFormatError && /no checkpoint\.json regular file \(it is a symbolic link\)/.test(e.message));
 });
