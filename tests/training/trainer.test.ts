@@ -16,6 +16,7 @@ import { checkUniformNoise } from '../../src/verify/stats.js';
 import { loadRuntime } from '../../src/runtime/node.js';
 import { ort } from './helpers.js';
 import { tinyLm, tinyStep, tokenBatch, rowsOf } from './tiny-lm.js';
+import type { TokenBatch } from '../../src/training/batch.js';
 
 const cpu = ort as unknown as TrainerOrt;
 const batches = (n: number) => Array.from({ length: n }, (_, k) => tokenBatch(4, 8, k * 4));
@@ -56,37 +57,11 @@ test('schedules: linear/cosine warm-up and decay, alpha linear decay and off aft
   assert.deepEqual(Array.from({ length: 11 }, (_, s) => alphaAt({ kind: 'linear', alpha: 5, totalSteps: 10 }, s)), [5, 4.5, 4, 3.5, 3, 2.5, 2, 1.5, 1, 0.5, 0]);
 });
 
-test('gradient accumulation with a per-position labels loss: micro-batches weighted by the positions it counts (position 0 too)', { timeout: 120_000 }, async () => {
-  const forward = tinyLm();
-  const step = tinyStep(forward, { optimizer: 'sgd', gradients: true, loss: 'labels:labels' });
-  assert.equal(step.record.lossTargets, 'per-position');
+/** Trains `data` as whole batches and as two accumulated halves (rows 0-1, 2-3): same losses, same parameters. */
+async function assertHalvesEqualWhole(step: ReturnType<typeof tinyStep>, forward: ReturnType<typeof tinyLm>, data: readonly TokenBatch[]) {
   const schedule = { kind: 'constant', lr: 0.5 } as const;
   const whole = await Trainer.create({ ort: cpu, step, initial: forward, schedule });
   const halves = await Trainer.create({ ort: cpu, step, initial: forward, schedule, gradientAccumulation: 2 });
-  // Rows 0-1 keep only positions 0 and 1 in the loss, rows 2-3 all: the halves count 4 and 2L
-  // positions, where a next-token count would give 2 and 2(L-1).
-  const b = tokenBatch(4, 8);
-  for (let r = 0; r < 2; r++) for (let j = 2; j < 8; j++) b.labels[r * 8 + j] = -100n;
-  const a = await whole.trainStep(b);
-  const h = await halves.trainStep([rowsOf(b, 0, 2), rowsOf(b, 2, 4)]);
-  assert.ok(Math.abs(a.loss - h.loss) < 1e-5, `loss ${a.loss} vs ${h.loss}`);
-  const [pa, ph] = [await whole.parameters(), await halves.parameters()];
-  let worst = 0;
-  pa.forEach((t, i) => {
-    const x = t.toArray() as Float32Array, y = ph[i]!.toArray() as Float32Array;
-    x.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - y[j]!)); });
-  });
-  assert.ok(worst < 1e-5, `worst parameter difference ${worst}`);
-  await Promise.all([whole.release(), halves.release()]);
-});
-
-test('gradient accumulation: two half batches give the update of the whole batch (SGD)', { timeout: 120_000 }, async () => {
-  const forward = tinyLm();
-  const step = tinyStep(forward, { optimizer: 'sgd', gradients: true });
-  const schedule = { kind: 'constant', lr: 0.5 } as const;
-  const whole = await Trainer.create({ ort: cpu, step, initial: forward, schedule });
-  const halves = await Trainer.create({ ort: cpu, step, initial: forward, schedule, gradientAccumulation: 2 });
-  const data = batches(3);
   for (const b of data) {
     const a = await whole.trainStep(b);
     const h = await halves.trainStep([rowsOf(b, 0, 2), rowsOf(b, 2, 4)]);
@@ -99,12 +74,32 @@ test('gradient accumulation: two half batches give the update of the whole batch
     x.forEach((v, j) => { worst = Math.max(worst, Math.abs(v - y[j]!)); });
   });
   assert.ok(worst < 1e-5, `worst parameter difference ${worst}`);
+  await Promise.all([whole.release(), halves.release()]);
+  return pa;
+}
+
+test('gradient accumulation with a per-position labels loss: micro-batches weighted by the positions it counts (position 0 too)', { timeout: 120_000 }, async () => {
+  const forward = tinyLm();
+  const step = tinyStep(forward, { optimizer: 'sgd', gradients: true, loss: 'labels:labels' });
+  assert.equal(step.record.lossTargets, 'per-position');
+  // Rows 0-1 keep only positions 0 and 1 in the loss, rows 2-3 all: the halves count 4 and 2L
+  // positions, where a next-token count would give 2 and 2(L-1).
+  const b = tokenBatch(4, 8);
+  for (let r = 0; r < 2; r++) for (let j = 2; j < 8; j++) b.labels[r * 8 + j] = -100n;
+  await assertHalvesEqualWhole(step, forward, [b]);
+});
+
+test('gradient accumulation: two half batches give the update of the whole batch (SGD)', { timeout: 120_000 }, async () => {
+  const forward = tinyLm();
+  const step = tinyStep(forward, { optimizer: 'sgd', gradients: true });
+  const data = batches(3);
+  const pa = await assertHalvesEqualWhole(step, forward, data);
   // And accumulation did something: one half alone moves the parameters elsewhere.
-  const single = await Trainer.create({ ort: cpu, step, initial: forward, schedule });
+  const single = await Trainer.create({ ort: cpu, step, initial: forward, schedule: { kind: 'constant', lr: 0.5 } });
   for (const b of data) await single.trainStep(rowsOf(b, 0, 2));
   const ps = await single.parameters();
   assert.ok((ps[0]!.toArray() as Float32Array).some((v, j) => Math.abs(v - (pa[0]!.toArray() as Float32Array)[j]!) > 1e-4));
-  await Promise.all([whole.release(), halves.release(), single.release()]);
+  await single.release();
 });
 
 test('resume: K steps, checkpoint, a new trainer (new session) to N equals N steps straight, bit for bit (NEFTune on)', { timeout: 120_000 }, async () => {
