@@ -11,7 +11,7 @@ export {
 export { Tensor, type ExternalDataRef, type TensorStorage, type TensorData } from './tensor.js';
 export {
   Model, Graph, Node, Value, Attribute, AttributeType, OnnxFunction, TrainingInfo, Metadata,
-  type AttributeKind, type Use, type Dim, type ValueList, type GraphScope,
+  type AttributeKind, type Use, type Dim, type ValueList, type GraphScope, type NodeFilter,
 } from './ir.js';
 export { decodeModel, encodeModel, encodeModelChunks, encodeModelTo, decodeModelProto, encodeModelProto } from './codec.js';
 export { modelFromProto, modelToProto } from './serde.js';

@@ -611,6 +611,23 @@ function checkNoOtherProducer(value: Value, node: Node): void {
 /** @internal A graph declaration list a value can appear in. */
 export type DeclarationList = 'input' | 'output' | 'value_info';
 
+/** What Graph.findNodes matches: every given condition must hold. */
+export interface NodeFilter {
+  /** One op type or several (any domain). */
+  opType?: string | Iterable<string>;
+  /** The node's name starts with this (unnamed nodes never match). */
+  namePrefix?: string;
+  /** The node holds at least one subgraph (true) or none (false). */
+  hasSubgraphs?: boolean;
+}
+
+function matchesFilter(node: Node, opTypes: ReadonlySet<string> | undefined, filter: NodeFilter): boolean {
+  if (opTypes && !opTypes.has(node.opType)) return false;
+  if (filter.namePrefix !== undefined && !node.name?.startsWith(filter.namePrefix)) return false;
+  if (filter.hasSubgraphs !== undefined && filter.hasSubgraphs !== node.attributes.some((a) => a.graphs.length > 0)) return false;
+  return true;
+}
+
 /**
  * A graph's inputs or outputs as a frozen snapshot (taken again after each edit), so a loop over
  * it may edit the graph. Edit through the graph: addInput, insertInput, removeInput, addOutput,
@@ -733,6 +750,23 @@ export class Graph {
     }
   }
   get nodes(): Node[] { return [...this]; }
+  /**
+   * The nodes of this graph (not of its subgraphs) that match every condition of `filter`, in list
+   * order. On a graph decoded from bytes only the nodes returned are built as objects, so a pass
+   * that looks for a few op types in a large graph does not pay for the rest.
+   */
+  findNodes(filter: NodeFilter): Node[] {
+    const opTypes = filter.opType === undefined ? undefined : new Set(typeof filter.opType === 'string' ? [filter.opType] : filter.opType);
+    const found: Node[] = [];
+    for (const node of this) if (matchesFilter(node, opTypes, filter)) found.push(node);
+    return found;
+  }
+  /** How many nodes of each op type (any domain) this graph holds, not counting its subgraphs. */
+  opTypeCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const node of this) counts.set(node.opType, (counts.get(node.opType) ?? 0) + 1);
+    return counts;
+  }
   get first(): Node | null { return this.sentinel._next === this.sentinel ? null : this.sentinel._next; }
   get last(): Node | null { return this.sentinel._prev === this.sentinel ? null : this.sentinel._prev; }
 
