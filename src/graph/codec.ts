@@ -6,6 +6,7 @@ import { GraphProtoType, ModelProtoType, cloneShallow, decodeKeepingUnknowns, ty
 import { modelFromProto, modelToProto, nodeToProto, type NodeBytes } from './serde.js';
 import { unchangedFromBytes } from './node-bytes.js';
 import { checkWireStructure } from './wire.js';
+import { entryStartOf, readNodeStore } from './node-store.js';
 import { coalesce, encodeProtoPieces, fieldsAsPieces, joinPieces, withLentPayloads, type EncodedPiece } from './deferred.js';
 import { encodeVarint, skipValue, varintAt } from './varint.js';
 
@@ -19,10 +20,10 @@ export function decodeModelProto(bytes: Uint8Array): ModelProto {
   return checkedModel(decodeChecked(ModelProtoType, bytes, 0, bytes.length) as ModelProto);
 }
 
-function checkModelBytes(bytes: Uint8Array): void {
+function checkModelBytes(bytes: Uint8Array, options: { skipMainGraphNodes?: boolean } = {}): void {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('decodeModelProto expects a Uint8Array');
   if (bytes.length === 0) throw new OnnxDecodeError('the input is empty', 'ModelProto', 0);
-  checkWireStructure(bytes, ModelProtoType);
+  checkWireStructure(bytes, ModelProtoType, options);
 }
 
 function checkedModel(proto: ModelProto): ModelProto {
@@ -114,10 +115,17 @@ export function encodeModelProto(proto: ModelProto): Uint8Array {
  * are written back from them), so they must not be changed while the model is in use.
  */
 export function decodeModel(bytes: Uint8Array): Model {
-  checkModelBytes(bytes);
+  // One pass over the bytes: the main graph's node bodies are checked by the node store as it reads them.
+  checkModelBytes(bytes, { skipMainGraphNodes: true });
   const shell = decodeModelShell(bytes);
-  if (!shell) return modelFromProto(checkedModel(decodeChecked(ModelProtoType, bytes, 0, bytes.length) as ModelProto));
-  return modelFromProto(shell.proto, shell.nodes);
+  const store = shell && readNodeStore(bytes, shell.nodes.ranges);
+  if (!store) {
+    // Something the node reader does not take: the full check says what (or passes), then the plain decode.
+    checkWireStructure(bytes, ModelProtoType);
+    if (!shell) return modelFromProto(checkedModel(decodeChecked(ModelProtoType, bytes, 0, bytes.length) as ModelProto));
+    return modelFromProto(shell.proto, shell.nodes);
+  }
+  return modelFromProto(shell.proto, { ...shell.nodes, store });
 }
 
 /**
@@ -207,8 +215,10 @@ function encodePieces(model: Model): { pieces: EncodedPiece[]; length: number } 
 }
 
 function hasByteBackedNodes(graph: Graph): boolean {
-  for (const node of graph) if (node._srcBytes) return true;
-  return false;
+  if (graph._store) return true;
+  let found = false;
+  graph._forEachEntry((node) => { if (node._srcBytes) found = true; }, () => {});
+  return found;
 }
 
 /** Offset of the first top-level field numbered above `fieldNo` or unknown to the schema. */
@@ -236,30 +246,34 @@ function nodeEntries(graph: Graph): { pieces: EncodedPiece[]; size: number } {
     size += part.size;
   };
   const flush = () => { if (run) add(run, runStart, runEnd, false); run = undefined; };
-  for (const node of graph) {
+  /** Writes an unchanged node as its source bytes: runs of entries that lie back to back are one piece. */
+  const fromSource = (src: Uint8Array, entryStart: number, bodyStart: number, bodyEnd: number) => {
+    if (entryStart < 0) {
+      // A length prefix longer than it needs to be: the same body under a minimal one.
+      flush();
+      const head = Uint8Array.of(1 * 8 + 2, ...encodeVarint(bodyEnd - bodyStart));
+      const entry = new Uint8Array(head.length + bodyEnd - bodyStart);
+      entry.set(head);
+      entry.set(src.subarray(bodyStart, bodyEnd), head.length);
+      add(entry, 0, entry.length, false);
+      return;
+    }
+    if (run === src && runEnd === entryStart) { runEnd = bodyEnd; return; }
+    flush();
+    run = src; runStart = entryStart; runEnd = bodyEnd;
+  };
+  graph._forEachEntry((node) => {
     const src = node._srcBytes;
     if (src && unchangedFromBytes(node, src, node._srcStart, node._srcEnd, node._srcAttributes)) {
       const entryStart = entryStartOf(src, node._srcStart, node._srcEnd);
-      if (entryStart !== undefined) {
-        if (run === src && runEnd === entryStart) { runEnd = node._srcEnd; continue; }
-        flush();
-        run = src; runStart = entryStart; runEnd = node._srcEnd;
-        continue;
-      }
+      if (entryStart >= 0) { fromSource(src, entryStart, node._srcStart, node._srcEnd); return; }
     }
     flush();
     const entry = GraphProtoType.encode({ node: [nodeToProto(node, { verbatim: true })] } as unknown as protobuf.Message).finish();
     add(entry, 0, entry.length, true);
-  }
+  }, (store, from, to) => {
+    for (let k = from; k < to; k++) fromSource(store.bytes, store.entryStart[k]!, store.bodyStart[k]!, store.bodyEnd[k]!);
+  });
   flush();
   return { pieces, size };
-}
-
-/** Where the entry (tag 1, minimal length prefix) of the node body at [start, end) begins, if it is there. */
-function entryStartOf(buf: Uint8Array, start: number, end: number): number | undefined {
-  const length = encodeVarint(end - start);
-  const at = start - 1 - length.length;
-  if (at < 0 || buf[at] !== 1 * 8 + 2) return undefined;
-  for (let i = 0; i < length.length; i++) if (buf[at + 1 + i] !== length[i]) return undefined;
-  return at;
 }

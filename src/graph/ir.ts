@@ -8,7 +8,7 @@
  */
 import { DataType } from './dtype.js';
 import { GraphEditError, OnnxModelError } from './errors.js';
-import { adoptNodeBytes, nodeSourceBytes } from './node-bytes.js';
+import { adoptNodeBytes, keepNodeSource, nodeSourceBytes, readNodeBody } from './node-bytes.js';
 import {
   int64ToNumber,
   type AttributeProto, type FunctionProto, type GraphProto, type ModelProto, type NodeProto,
@@ -18,6 +18,7 @@ import {
 import { Tensor } from './tensor.js';
 import { makeAttribute, type AttributeInput } from './builder.js';
 import { NameAllocator } from './names.js';
+import { NodeFlag, utf8Bytes, type NodeStore } from './node-store.js';
 
 /** One use of a value: input number `index` of `node`. */
 export interface Use { readonly node: Node; readonly index: number }
@@ -28,9 +29,18 @@ export type Dim = number | string | undefined;
 const NO_USES: readonly Use[] = Object.freeze([]);
 
 export class Value {
-  /** The node that writes this value and which of its outputs it is; null for inputs and initializers. */
-  producer: Node | null = null;
+  /** @internal */
+  private producerNode: Node | null = null;
+  /** Which output of its producer this value is; -1 for inputs and initializers. */
   producerIndex = -1;
+  /** @internal The node store this value's producer or uses are still in (node-store.ts), and its name id there. */
+  _store: NodeStore | undefined = undefined;
+  /** @internal */
+  _storeId = -1;
+  /** @internal The producer is a stored node not built yet. */
+  _lazyProducer = false;
+  /** @internal Some uses are by stored nodes not counted yet: the use list is filled in on first need. */
+  _lazyUses = false;
   /** @internal Uses: none, the only one, or a list from the second on (most values have one use; this saves a list per value). */
   private useStore: Use | Use[] | undefined;
   /** The ValueInfoProto this value was declared with (its name field is ignored: `name` rules). */
@@ -48,6 +58,37 @@ export class Value {
     this._name = name;
   }
 
+  /** The node that writes this value; null for inputs and initializers. */
+  get producer(): Node | null {
+    if (this._lazyProducer) this._store!.graph!._builtNode(this._store!.producer[this._storeId]!);
+    return this.producerNode;
+  }
+  set producer(node: Node | null) {
+    this._lazyProducer = false;
+    this.producerNode = node;
+  }
+
+  /** @internal Builds what is still stored about this value (its producer and readers), before an edit that stored bytes could not follow. */
+  _settle(): void {
+    if (this._lazyProducer) void this.producer;
+    if (this._lazyUses) this._completeUses();
+  }
+
+  /** @internal Fills the use list with the stored nodes that read this value, in node order. */
+  _completeUses(): void {
+    this._lazyUses = false;
+    const store = this._store!;
+    const graph = store.graph!;
+    const { nodes, slots, from, to } = store.usesOf(this._storeId);
+    for (let i = from; i < to; i++) {
+      const k = nodes[i]!, slot = slots[i]!;
+      const node = store.built[k];
+      // A node built before now did not count this use; one built now counts it itself.
+      if (!node) graph._builtNode(k);
+      else if (node.graph && node._isAttached && node.inputs[slot] === this) this._pushUse(node, slot);
+    }
+  }
+
   /**
    * The value's name. Renaming keeps the defining graph's scope in step. A name that the defining
    * graph, an enclosing scope or a scope nested in it (subgraphs, training graphs) already uses is
@@ -59,6 +100,8 @@ export class Value {
     const old = this._name;
     if (name === old) return;
     const graph = this.graph;
+    // Stored nodes name this value by its old name in their bytes: build them so they follow.
+    if (this._store) this._settle();
     if (graph) {
       const holder = graph._definition(name);
       if (holder && holder !== this) {
@@ -81,11 +124,13 @@ export class Value {
    * answer without building one.
    */
   get uses(): readonly Use[] {
+    if (this._lazyUses) this._completeUses();
     const store = this.useStore;
     if (store === undefined) return NO_USES;
     return Object.freeze(Array.isArray(store) ? store.slice() : [store]);
   }
   get useCount(): number {
+    if (this._lazyUses) this._completeUses();
     const store = this.useStore;
     return store === undefined ? 0 : Array.isArray(store) ? store.length : 1;
   }
@@ -93,17 +138,20 @@ export class Value {
 
   /** @internal The first use, without a snapshot. */
   _firstUse(): Use | undefined {
+    if (this._lazyUses) this._completeUses();
     const store = this.useStore;
     return store === undefined ? undefined : Array.isArray(store) ? store[0] : store;
   }
   /** @internal The uses without a snapshot (callers must not edit them while looping). */
   _usesUnsafe(): readonly Use[] {
+    if (this._lazyUses) this._completeUses();
     const store = this.useStore;
     return store === undefined ? NO_USES : Array.isArray(store) ? store : [store];
   }
 
   /** @internal The first use by a node other than `node`, without a snapshot. */
   _useOtherThan(node: Node): Use | undefined {
+    if (this._lazyUses) this._completeUses();
     const store = this.useStore;
     if (store === undefined) return undefined;
     if (!Array.isArray(store)) return store.node === node ? undefined : store;
@@ -112,6 +160,15 @@ export class Value {
 
   /** @internal Only Node changes use lists, so they never drift from the nodes. */
   _addUse(node: Node, index: number): void {
+    if (this._lazyUses) this._completeUses();
+    this._pushUse(node, index);
+  }
+  /** @internal A use by a stored node being built: counted now unless the list is still to be filled in. */
+  _addStoredUse(node: Node, index: number): void {
+    if (!this._lazyUses) this._pushUse(node, index);
+  }
+  /** @internal */
+  _pushUse(node: Node, index: number): void {
     const use = { node, index };
     const store = this.useStore;
     if (store === undefined) this.useStore = use;
@@ -120,6 +177,7 @@ export class Value {
   }
   /** @internal */
   _removeUse(node: Node, index: number): void {
+    if (this._lazyUses) this._completeUses();
     const store = this.useStore;
     if (store === undefined) return;
     if (!Array.isArray(store)) {
@@ -564,6 +622,12 @@ export class Node {
 
   /** @internal Whether this node's inputs are counted in their values' use lists. */
   private attached = true;
+  /** @internal */
+  get _isAttached(): boolean { return this.attached; }
+  /** @internal For a list entry that stands for stored nodes [_segFrom, _segTo) not built yet (see Graph); -1 for a real node. */
+  _segFrom = -1;
+  /** @internal */
+  _segTo = -1;
   /** @internal Drops this node's uses (on removal from a graph). */
   _detachInputs(): void {
     if (!this.attached) return;
@@ -581,8 +645,8 @@ export class Node {
 
   /** Whether the node was in a graph and has been removed from it (and not inserted again). */
   get isRemoved(): boolean { return this.graph === null && this._tomb !== undefined; }
-  get next(): Node | null { const n = this.graph ? this._next : null; return n && n.graph ? n : null; }
-  get prev(): Node | null { const p = this.graph ? this._prev : null; return p && p.graph ? p : null; }
+  get next(): Node | null { this.graph?._buildAll(); const n = this.graph ? this._next : null; return n && n.graph ? n : null; }
+  get prev(): Node | null { this.graph?._buildAll(); const p = this.graph ? this._prev : null; return p && p.graph ? p : null; }
 
   /** "Gather 'embed' (domain '')" style description for messages. */
   describe(): string {
@@ -611,6 +675,19 @@ function checkNoOtherProducer(value: Value, node: Node): void {
 /** @internal A graph declaration list a value can appear in. */
 export type DeclarationList = 'input' | 'output' | 'value_info';
 
+/** @internal Ties `value` (new, or an input or initializer of the graph) to stored name `id`. */
+export function bindStored(store: NodeStore, value: Value, id: number): void {
+  store.values[id] = value;
+  value._store = store;
+  value._storeId = id;
+  const producer = store.producer[id]!;
+  if (producer >= 0 && !store.built[producer]) {
+    value._lazyProducer = true;
+    value.producerIndex = store.producerSlot[id]!;
+  }
+  value._lazyUses = store.useCount[id]! > 0;
+}
+
 /** What Graph.findNodes matches: every given condition must hold. */
 export interface NodeFilter {
   /** One op type or several (any domain). */
@@ -619,12 +696,18 @@ export interface NodeFilter {
   namePrefix?: string;
   /** The node holds at least one subgraph (true) or none (false). */
   hasSubgraphs?: boolean;
+  /** The node holds a tensor in an attribute (t, tensors, sparse_tensor, sparse_tensors; true) or none (false). */
+  hasTensorAttribute?: boolean;
 }
+
+const TENSOR_ATTRIBUTE_FIELDS = ['t', 'tensors', 'sparse_tensor', 'sparse_tensors'] as const;
+const holdsTensor = (a: Attribute) => TENSOR_ATTRIBUTE_FIELDS.some((f) => { const x = a.proto[f]; return Array.isArray(x) ? x.length > 0 : x != null; });
 
 function matchesFilter(node: Node, opTypes: ReadonlySet<string> | undefined, filter: NodeFilter): boolean {
   if (opTypes && !opTypes.has(node.opType)) return false;
   if (filter.namePrefix !== undefined && !node.name?.startsWith(filter.namePrefix)) return false;
   if (filter.hasSubgraphs !== undefined && filter.hasSubgraphs !== node.attributes.some((a) => a.graphs.length > 0)) return false;
+  if (filter.hasTensorAttribute !== undefined && filter.hasTensorAttribute !== node.attributes.some(holdsTensor)) return false;
   return true;
 }
 
@@ -692,6 +775,14 @@ export class Graph {
   _localNames: NameAllocator | undefined = undefined;
   /** @internal Bumped by topologicalSort, which relinks the list in place. */
   _reorders = 0;
+  /**
+   * @internal Nodes still held as their source bytes (node-store.ts). The list then holds segment
+   * entries (`_segFrom`/`_segTo`) for runs of them; a node is built when reached (a producer, a
+   * use, a name lookup, findNodes) and everything when the list itself is walked.
+   */
+  _store: NodeStore | undefined = undefined;
+  /** @internal The segment entries, ordered by `_segFrom`. */
+  private segments: Node[] = [];
 
   /** @internal */
   private readonly sentinel: Node;
@@ -721,7 +812,7 @@ export class Graph {
   _listsChanged(): void { this.views = {}; }
 
   /** Value names defined in this graph (inputs, initializers, node outputs). */
-  get scope(): GraphScope { return this._scope; }
+  get scope(): GraphScope { this._buildAll(); return this._scope; }
 
   /** The scope names resolve against after this graph's own (set for subgraphs and training graphs). */
   get parentScope(): Graph | null { return this._parentScope; }
@@ -738,7 +829,7 @@ export class Graph {
   get nodeCount(): number { return this.count; }
 
   /** Nodes in list order; see the class comment for edits during the loop. */
-  [Symbol.iterator](): Iterator<Node> { return new NodeIterator(this, this.sentinel); }
+  [Symbol.iterator](): Iterator<Node> { this._buildAll(); return new NodeIterator(this, this.sentinel); }
   /** @internal Pushes the subgraphs held by this graph's nodes, in node order, onto `into`: a plain list walk, no iterator or array per node. */
   _collectSubgraphs(into: Graph[]): void {
     for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
@@ -757,18 +848,232 @@ export class Graph {
    */
   findNodes(filter: NodeFilter): Node[] {
     const opTypes = filter.opType === undefined ? undefined : new Set(typeof filter.opType === 'string' ? [filter.opType] : filter.opType);
-    const found: Node[] = [];
-    for (const node of this) if (matchesFilter(node, opTypes, filter)) found.push(node);
-    return found;
+    const store = this._store;
+    if (!store) {
+      const found: Node[] = [];
+      for (const node of this) if (matchesFilter(node, opTypes, filter)) found.push(node);
+      return found;
+    }
+    // Stored nodes are tested on their bytes; only the matches are built, once the walk is over.
+    let opMatch: Uint8Array | undefined;
+    if (opTypes) {
+      opMatch = new Uint8Array(store.ops.count);
+      for (let id = 0; id < store.ops.count; id++) if (opTypes.has(store.ops.text(id))) opMatch[id] = 1;
+    }
+    const prefix = filter.namePrefix === undefined ? undefined : utf8Bytes(filter.namePrefix);
+    const picked: (Node | number)[] = [];
+    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
+      if (node._segFrom < 0) {
+        if (matchesFilter(node, opTypes, filter)) picked.push(node);
+        continue;
+      }
+      for (let k = node._segFrom; k < node._segTo; k++) {
+        if (opMatch && !opMatch[store.op[k]!]) continue;
+        if (prefix && !store.nameStartsWith(k, prefix)) continue;
+        const flags = store.flags[k]!;
+        if (filter.hasSubgraphs !== undefined && ((flags & NodeFlag.Subgraph) !== 0) !== filter.hasSubgraphs) continue;
+        if (filter.hasTensorAttribute !== undefined && ((flags & NodeFlag.Tensor) !== 0) !== filter.hasTensorAttribute) continue;
+        picked.push(k);
+      }
+    }
+    return picked.map((p) => (typeof p === 'number' ? this._builtNode(p) : p));
   }
   /** How many nodes of each op type (any domain) this graph holds, not counting its subgraphs. */
   opTypeCounts(): Map<string, number> {
     const counts = new Map<string, number>();
-    for (const node of this) counts.set(node.opType, (counts.get(node.opType) ?? 0) + 1);
+    const store = this._store;
+    let stored: Int32Array | undefined;
+    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
+      if (node._segFrom < 0) { counts.set(node.opType, (counts.get(node.opType) ?? 0) + 1); continue; }
+      stored ??= new Int32Array(store!.ops.count);
+      for (let k = node._segFrom; k < node._segTo; k++) stored[store!.op[k]!]!++;
+    }
+    if (stored) {
+      for (let id = 0; id < stored.length; id++) {
+        if (!stored[id]) continue;
+        const op = store!.ops.text(id);
+        counts.set(op, (counts.get(op) ?? 0) + stored[id]!);
+      }
+    }
     return counts;
   }
-  get first(): Node | null { return this.sentinel._next === this.sentinel ? null : this.sentinel._next; }
-  get last(): Node | null { return this.sentinel._prev === this.sentinel ? null : this.sentinel._prev; }
+
+  /** @internal Takes the nodes of `store` as this graph's node list (decoding: the list is empty, inputs and initializers are registered). */
+  _adoptStore(store: NodeStore): void {
+    if (!store.count) return;
+    store.graph = this;
+    this._store = store;
+    const segment = new Node('<stored nodes>');
+    segment._segFrom = 0;
+    segment._segTo = store.count;
+    segment.graph = this;
+    this.splice(this.sentinel._prev!, segment);
+    this.count += store.count - 1;
+    this.segments.push(segment);
+  }
+
+  /** @internal The node built for stored node k (built now if it was not). */
+  _builtNode(k: number): Node {
+    const store = this._store!;
+    const known = store.built[k];
+    if (known) return known;
+    // The segment holding k: the last one starting at or before it.
+    const segments = this.segments;
+    let lo = 0, hi = segments.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (segments[mid]!._segFrom <= k) lo = mid; else hi = mid - 1;
+    }
+    const segment = segments[lo]!;
+    const node = this.makeStoredNode(k);
+    const from = segment._segFrom, to = segment._segTo;
+    if (from === k && to === k + 1) {
+      this.replaceEntry(segment, node);
+      segments.splice(lo, 1);
+    } else if (from === k) {
+      segment._segFrom = k + 1;
+      this.linkEntry(segment._prev!, node);
+    } else if (to === k + 1) {
+      segment._segTo = k;
+      this.linkEntry(segment, node);
+    } else {
+      const rest = new Node('<stored nodes>');
+      rest._segFrom = k + 1;
+      rest._segTo = to;
+      rest.graph = this;
+      segment._segTo = k;
+      this.linkEntry(segment, node);
+      this.linkEntry(node, rest);
+      segments.splice(lo + 1, 0, rest);
+    }
+    return node;
+  }
+
+  /** @internal Builds every stored node in list order and lets go of the store: the graph is plain objects again. */
+  _buildAll(): void {
+    const store = this._store;
+    if (!store) return;
+    for (const segment of this.segments) {
+      let at = segment._prev!;
+      for (let k = segment._segFrom; k < segment._segTo; k++) {
+        const node = this.makeStoredNode(k);
+        this.linkEntry(at, node);
+        at = node;
+      }
+      this.unlinkEntry(segment);
+    }
+    this.segments = [];
+    for (const value of store.values) if (value) value._settle();
+    for (const value of store.values) if (value) value._store = undefined;
+    this._store = undefined;
+  }
+
+  /** @internal A stored node as a Node: its fields from the bytes, its values from the store's names. */
+  private makeStoredNode(k: number): Node {
+    const store = this._store!;
+    const from = store.bodyStart[k]!, to = store.bodyEnd[k]!;
+    const body = readNodeBody(store.bytes, from, to);
+    const node = new Node(body.proto.op_type ?? '', [], [], { proto: body.proto });
+    for (const ap of body.attributes ?? []) node.attributes.push(new Attribute(ap));
+    keepNodeSource(node, body, store.bytes, from, to);
+    const outFrom = store.outFrom[k]!, outTo = store.outFrom[k + 1]!;
+    const outputs = new Array<Value | null>(outTo - outFrom);
+    for (let j = outFrom; j < outTo; j++) {
+      const id = store.outIds[j]!;
+      const value = id < 0 ? null : this._storedValue(id);
+      if (value) value._lazyProducer = false;
+      outputs[j - outFrom] = value;
+    }
+    node._adoptOutputs(outputs);
+    const inFrom = store.inFrom[k]!, inTo = store.inFrom[k + 1]!;
+    const inputs = new Array<Value | null>(inTo - inFrom);
+    for (let j = inFrom; j < inTo; j++) {
+      const id = store.inIds[j]!;
+      inputs[j - inFrom] = id < 0 ? null : this._storedValue(id);
+    }
+    node._setInputsUncounted(inputs);
+    for (let i = 0; i < inputs.length; i++) inputs[i]?._addStoredUse(node, i);
+    store.built[k] = node;
+    store.builtCount++;
+    return node;
+  }
+
+  /** @internal How many nodes exist as objects (all of them unless the graph still holds stored nodes): for tests and benchmarks. */
+  _builtNodeCount(): number {
+    const store = this._store;
+    return store ? this.count - store.count + store.builtCount : this.count;
+  }
+
+  /** @internal The Value of stored name `id` (made, with its producer and uses still stored, when first asked for). */
+  _storedValue(id: number): Value {
+    const store = this._store!;
+    const known = store.values[id];
+    if (known) return known;
+    const value = new Value(store.names.text(id));
+    value.graph = this;
+    bindStored(store, value, id);
+    if (!this._scope.has(value._name)) this._scope.set(value._name, value);
+    return value;
+  }
+
+  /** @internal A value defined here by name: in the scope map, or a stored node's output not reached yet. */
+  _local(name: string): Value | undefined {
+    const value = this._scope.get(name);
+    if (value !== undefined || this._store === undefined) return value;
+    const store = this._store;
+    const id = store.names.find(name);
+    // A name whose value was made already is in the scope map, or left it (removed, renamed).
+    if (id < 0 || store.values[id] || store.producer[id]! < 0) return undefined;
+    return this._storedValue(id);
+  }
+
+  /** @internal Calls `visit` for each list entry: a node, or a run [from, to) of stored nodes. */
+  _forEachEntry(visit: (node: Node) => void, visitStored: (store: NodeStore, from: number, to: number) => void): void {
+    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
+      if (node._segFrom < 0) visit(node); else visitStored(this._store!, node._segFrom, node._segTo);
+    }
+  }
+
+  /** @internal Every name used here (values, node names), or those starting with `prefix`, without building stored nodes. */
+  _forEachName(prefix: string | undefined, add: (name: string) => void): void {
+    for (const name of this._scope.keys()) if (prefix === undefined || name.startsWith(prefix)) add(name);
+    const bytes = prefix === undefined ? undefined : utf8Bytes(prefix);
+    this._forEachEntry((node) => {
+      const keep = (name: string) => { if (prefix === undefined || name.startsWith(prefix)) add(name); };
+      if (node.name !== undefined) keep(node.name);
+      for (const v of node.inputs) if (v) keep(v.name);
+      for (const v of node.outputs) if (v) keep(v.name);
+    }, (store, from, to) => {
+      for (let k = from; k < to; k++) if (bytes ? store.nameStartsWith(k, bytes) : store.nameStart[k]! >= 0) add(store.nodeName(k)!);
+    });
+    const store = this._store;
+    if (store) for (let id = 0; id < store.names.count; id++) if (!bytes || store.names.startsWith(id, bytes)) add(store.names.text(id));
+  }
+
+  /** @internal Links a list entry after `anchor` without the checks and counts of insertion. */
+  private linkEntry(anchor: Node, node: Node): void {
+    node._prev = anchor;
+    node._next = anchor._next;
+    anchor._next!._prev = node;
+    anchor._next = node;
+    node.graph = this;
+  }
+  /** @internal */
+  private unlinkEntry(node: Node): void {
+    node._prev!._next = node._next;
+    node._next!._prev = node._prev;
+    node._prev = null;
+    node._next = null;
+    node.graph = null;
+  }
+  /** @internal */
+  private replaceEntry(old: Node, node: Node): void {
+    const anchor = old._prev!;
+    this.unlinkEntry(old);
+    this.linkEntry(anchor, node);
+  }
+  get first(): Node | null { this._buildAll(); return this.sentinel._next === this.sentinel ? null : this.sentinel._next; }
+  get last(): Node | null { this._buildAll(); return this.sentinel._prev === this.sentinel ? null : this.sentinel._prev; }
 
   append(node: Node): Node { return this.linkAfter(this.sentinel._prev!, node); }
   prepend(node: Node): Node { return this.linkAfter(this.sentinel, node); }
@@ -903,7 +1208,7 @@ export class Graph {
   /** Looks a name up in this graph, then in enclosing scopes. */
   lookup(name: string): Value | undefined {
     for (let g: Graph | null = this; g; g = g._parentScope) {
-      const v = g._scope.get(name);
+      const v = g._local(name);
       if (v) return v;
     }
     return undefined;
@@ -924,7 +1229,7 @@ export class Graph {
     const found = this.lookup(name);
     if (found || !this._childScopes) return found;
     for (const g of this._scopeTree()) {
-      const v = g._scope.get(name);
+      const v = g._local(name);
       if (v) return v;
     }
     return undefined;
@@ -1095,7 +1400,7 @@ export class Graph {
   }
 
   /** A value produced by some node of this graph, or defined here, by name. */
-  value(name: string): Value | undefined { return this._scope.get(name); }
+  value(name: string): Value | undefined { return this._local(name); }
 }
 
 /** A frozen copy of `list` whose deprecated splice/pop remove through the graph. */
@@ -1327,6 +1632,7 @@ class ModelCloner {
   }
 
   private graph(graph: Graph, parentScope: Graph | null): Graph {
+    graph._buildAll();
     const copy = new Graph(this.data(graph.proto));
     this.graphs.set(graph, copy);
     copy.parentScope = parentScope;

@@ -62,12 +62,7 @@ export class NameAllocator extends NameSet {
     const isModel = 'allGraphs' in this.source;
     for (const graph of isModel ? (this.source as Model).allGraphs() : walkGraphs(this.source as Graph)) {
       for (const v of [...graph.inputs, ...graph.outputs, ...graph.valueInfo, ...graph.initializers, ...graph.sparseInitializers]) add(v.name);
-      for (const name of graph._scope.keys()) add(name);
-      for (const node of graph) {
-        if (node.name !== undefined) add(node.name);
-        for (const v of node.inputs) if (v) add(v.name);
-        for (const v of node.outputs) if (v) add(v.name);
-      }
+      graph._forEachName(prefix, (name) => this.add(name));
     }
     if (isModel) for (const fn of (this.source as Model).functions) add(fn.name);
   }

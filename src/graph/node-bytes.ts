@@ -153,6 +153,39 @@ export function unchangedFromBytes(node: Node, buf: Uint8Array, start: number, e
 /** NodeProto fields the IR owns (the rest stay in `node.proto`). */
 export const NODE_FIELDS_IN_IR: ReadonlySet<string> = new Set(['input', 'output', 'attribute']);
 
+/** A NodeProto body read from bytes: by the fast reader, or (`decoded`) by protobufjs when it has other fields. */
+export interface NodeBody extends NodeFields { decoded?: NodeProto }
+
+/** Reads the NodeProto body bytes[from, to) (structure already checked). */
+export function readNodeBody(bytes: Uint8Array, from: number, to: number): NodeBody {
+  const fields = readNodeFields(bytes, from, to);
+  if (fields) return fields;
+  const decoded = decodeKeepingUnknowns<NodeProto>(NodeProtoType, bytes.subarray(from, to), 'ModelProto.graph.node', from);
+  return { inputs: decoded.input ?? [], outputs: decoded.output ?? [], proto: copyWithout(decoded, NODE_FIELDS_IN_IR), attributes: decoded.attribute, decoded };
+}
+
+/** Records where `node` was read from, so that it is written back as those bytes while unchanged. */
+export function keepNodeSource(node: Node, body: NodeBody, bytes: Uint8Array, from: number, to: number): void {
+  if (body.decoded) {
+    node._decodedFrom = body.decoded;
+    node._verbatim = bytes.subarray(from, to);
+  } else {
+    node._srcBytes = bytes;
+    node._srcStart = from;
+    node._srcEnd = to;
+    node._srcAttributes = body.attributes;
+  }
+}
+
+/** A copy without the fields the IR owns (built up rather than deleted from, which keeps objects fast). */
+export function copyWithout<T extends object>(proto: T, skip: ReadonlySet<string>): T {
+  const kept: Record<string, unknown> = {};
+  for (const key of Object.keys(proto)) if (!skip.has(key)) kept[key] = (proto as Record<string, unknown>)[key];
+  const unknowns = (proto as { $unknowns?: unknown }).$unknowns;
+  if (unknowns) kept['$unknowns'] = unknowns;
+  return kept as T;
+}
+
 /** Whether encoding `node` would give back `source`, the message it was decoded from (or adopted as). */
 export function unchangedSince(node: Node, source: NodeProto): boolean {
   if (node.opType !== (source.op_type ?? '') || (node.opType === '' && Object.hasOwn(source, 'op_type'))) return false;
@@ -165,12 +198,14 @@ export function unchangedSince(node: Node, source: NodeProto): boolean {
   }
   // The kept copy must still hold exactly the source's other fields.
   let kept = 0;
+  // `$unknowns` is compared below: it is enumerable on a kept copy and not on a decoded message.
   for (const key of Object.keys(node.proto)) {
+    if (key === '$unknowns') continue;
     if ((node.proto as Record<string, unknown>)[key] !== (source as Record<string, unknown>)[key]) return false;
     kept++;
   }
   let others = 0;
-  for (const key of Object.keys(source)) if (!NODE_FIELDS_IN_IR.has(key)) others++;
+  for (const key of Object.keys(source)) if (!NODE_FIELDS_IN_IR.has(key) && key !== '$unknowns') others++;
   return kept === others && (node.proto as { $unknowns?: unknown }).$unknowns === (source as { $unknowns?: unknown }).$unknowns;
 }
 

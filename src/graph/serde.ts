@@ -4,10 +4,11 @@
  * first, then the enclosing ones. Encoding writes each object's kept proto back with the fields
  * the IR owns (names, inputs, outputs, nodes, subgraphs) filled in from the IR.
  */
-import { Attribute, Graph, Model, Node, OnnxFunction, TrainingInfo, Value, type DeclarationList } from './ir.js';
-import { NODE_FIELDS_IN_IR, readNodeFields, unchangedSince, verbatimNode } from './node-bytes.js';
+import { Attribute, Graph, Model, Node, OnnxFunction, TrainingInfo, Value, bindStored, type DeclarationList } from './ir.js';
+import { NODE_FIELDS_IN_IR, copyWithout, keepNodeSource, readNodeBody, unchangedSince, verbatimNode } from './node-bytes.js';
+import { NodeFlag, type NodeStore } from './node-store.js';
 import {
-  ModelProtoType, NodeProtoType, cloneShallow, decodeKeepingUnknowns,
+  ModelProtoType, cloneShallow,
   type AttributeProto, type FunctionProto, type GraphProto, type ModelProto, type NodeProto,
   type TensorProto, type ValueInfoProto,
 } from './proto.js';
@@ -16,8 +17,11 @@ import { OnnxModelError } from './errors.js';
 
 // ---------------------------------------------------------------- decode
 
-/** The main graph's nodes as wire byte ranges (body start, end pairs) of `bytes`, read by node-bytes.ts. */
-export interface NodeBytes { bytes: Uint8Array; ranges: readonly number[] }
+/**
+ * The main graph's nodes as wire byte ranges (body start, end pairs) of `bytes`, read by
+ * node-bytes.ts; with `store` (node-store.ts, read from the same ranges) the graph keeps them there.
+ */
+export interface NodeBytes { bytes: Uint8Array; ranges: readonly number[]; store?: NodeStore }
 
 export function modelFromProto(proto: ModelProto, graphNodes?: NodeBytes): Model {
   const graph = graphFromProto(proto.graph ?? {}, null, graphNodes);
@@ -37,7 +41,7 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
   graph.parentScope = parentScope;
   const declare = (list: DeclarationList, info: ValueInfoProto) => {
     const name = info.name ?? '';
-    let value = graph.scope.get(name);
+    let value = graph._local(name);
     if (!value) {
       // Outputs and value_info may name values of an enclosing scope (a body that passes an outer value through).
       value = (list === 'input' ? undefined : parentScope?.lookup(name)) ?? graph._register(new Value(name));
@@ -100,22 +104,15 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
     return node;
   };
   for (const np of proto.node ?? []) fromProto(np);
-  if (nodeBytes) {
+  if (nodeBytes?.store && adoptsStore(graph, nodeBytes.store)) {
+    graph._adoptStore(nodeBytes.store);
+  } else if (nodeBytes) {
     const { bytes, ranges } = nodeBytes;
     for (let i = 0; i < ranges.length; i += 2) {
       const from = ranges[i]!, to = ranges[i + 1]!;
-      const fields = readNodeFields(bytes, from, to);
-      if (!fields) {
-        // Fields the fast reader leaves to protobufjs: the node is still written as these bytes while unchanged.
-        const body = bytes.subarray(from, to);
-        fromProto(decodeKeepingUnknowns<NodeProto>(NodeProtoType, body, 'ModelProto.graph.node', from))._verbatim = body;
-        continue;
-      }
-      const node = add(fields.outputs, fields.proto, fields.inputs, fields.attributes ?? []);
-      node._srcBytes = bytes;
-      node._srcStart = from;
-      node._srcEnd = to;
-      node._srcAttributes = fields.attributes;
+      const body = readNodeBody(bytes, from, to);
+      // Written back as these bytes while unchanged.
+      keepNodeSource(add(body.outputs, body.proto, body.inputs, body.attributes ?? []), body, bytes, from, to);
     }
   }
   for (const info of proto.output ?? []) declare('output', info);
@@ -127,6 +124,32 @@ function graphFromProto(proto: GraphProto, parentScope: Graph | null, nodeBytes?
     graph._appendDecoded(node);
   }
   return graph;
+}
+
+/**
+ * Whether `graph` can keep its nodes in `store`: no node holds a subgraph, no node writes a name an
+ * input or initializer has (the first definition would win), and every name a node reads is defined
+ * here. If so, its inputs and initializers are tied to their stored names.
+ */
+function adoptsStore(graph: Graph, store: NodeStore): boolean {
+  for (let k = 0; k < store.count; k++) if (store.flags[k]! & NodeFlag.Subgraph) return false;
+  const outside: Value[] = [];
+  const ids: number[] = [];
+  for (const list of [graph._inputs, graph._initializers, graph._sparseInitializers]) {
+    for (const value of list) {
+      const id = store.names.find(value.name);
+      if (id < 0) continue;
+      if (store.producer[id]! >= 0) return false;
+      outside.push(value);
+      ids.push(id);
+    }
+  }
+  const defined = new Uint8Array(store.names.count);
+  for (const id of ids) defined[id] = 1;
+  for (let id = 0; id < store.names.count; id++) if (store.useCount[id]! > 0 && !defined[id] && store.producer[id]! < 0) return false;
+  // A name listed twice as an input shares the first value (the scope map holds that one).
+  ids.forEach((id, i) => { if (!store.values[id]) bindStored(store, graph._scope.get(outside[i]!.name) ?? outside[i]!, id); });
+  return true;
 }
 
 /** The inputs' values when all are already defined in `graph` itself and no attribute holds a graph. */
@@ -200,15 +223,6 @@ const GRAPH_FIELDS_IN_IR = new Set(['node', 'initializer', 'sparse_initializer',
 function stripGraphFields(proto: GraphProto): GraphProto { return copyWithout(proto, GRAPH_FIELDS_IN_IR); }
 function stripNodeFields(proto: NodeProto): NodeProto { return copyWithout(proto, NODE_FIELDS_IN_IR); }
 
-/** A copy without the fields the IR owns (built up rather than deleted from, which keeps objects fast). */
-function copyWithout<T extends object>(proto: T, skip: ReadonlySet<string>): T {
-  const kept: Record<string, unknown> = {};
-  for (const key of Object.keys(proto)) if (!skip.has(key)) kept[key] = (proto as Record<string, unknown>)[key];
-  const unknowns = (proto as { $unknowns?: unknown }).$unknowns;
-  if (unknowns) kept['$unknowns'] = unknowns;
-  return kept as T;
-}
-
 const infoType = ModelProtoType.root.lookupType('onnx.ValueInfoProto');
 function sameDeclaration(a: ValueInfoProto, b: ValueInfoProto): boolean {
   const x = infoType.encode({ ...withoutName(a) }).finish();
@@ -237,7 +251,7 @@ export function checkNesting(model: Model): void {
   for (const t of model.trainingInfo) for (const g of [t.initialization, t.algorithm]) if (g) stack.push({ graph: g, depth: 0 });
   while (stack.length) {
     const { graph, depth } = stack.pop()!;
-    for (const node of graph) {
+    for (const node of graph.findNodes({ hasSubgraphs: true })) {
       for (const sub of node.subgraphs()) {
         if (depth + 1 > MAX_SUBGRAPH_NESTING) {
           throw new OnnxModelError(`Subgraphs are nested more than ${MAX_SUBGRAPH_NESTING} levels deep (at ${node.describe()} in graph ${graph.name ?? '(unnamed)'}); ` +

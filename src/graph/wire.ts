@@ -40,6 +40,8 @@ interface Frame { type: protobuf.Type; start: number; fieldNo: number; tagAt: nu
 
 class WireWalker {
   private readonly stack: Frame[] = [];
+  /** Leave the bodies of ModelProto.graph.node unwalked (their lengths are still checked): the node store checks them as it reads them. */
+  skipMainGraphNodes = false;
   constructor(private readonly buf: Uint8Array) {}
 
   fail(reason: string, offset: number): never {
@@ -136,6 +138,12 @@ class WireWalker {
     return this.fail(`${label} claims ${len} bytes but only ${Math.max(0, end - pos)} remain`, pos);
   }
 
+  /** Walks a message as if `depth` messages enclosed it (for the nesting limit). */
+  walkAtDepth(type: protobuf.Type, start: number, end: number, depth: number): void {
+    for (let i = 0; i < depth; i++) this.stack.push({ type, start, fieldNo: 0, tagAt: 0 });
+    this.walk(type, start, end, 0, 0);
+  }
+
   walk(type: protobuf.Type, start: number, end: number, fieldNo: number, tagAt: number): void {
     if (this.stack.length >= MAX_DEPTH) this.fail(`messages nested deeper than ${MAX_DEPTH} levels`, start);
     this.stack.push({ type, start, fieldNo, tagAt });
@@ -159,7 +167,9 @@ class WireWalker {
       if (field.child) {
         if (wire !== Wire.Bytes) this.fail(`field ${field.name} has wire type ${wire}, expected a message`, at);
         const bodyEnd = this.delimited(pos, end, field.name);
-        this.walk(field.child, this.after, bodyEnd, number, at);
+        if (!(number === 1 && this.skipMainGraphNodes && this.stack.length === 2 && type.name === 'GraphProto')) {
+          this.walk(field.child, this.after, bodyEnd, number, at);
+        }
         pos = bodyEnd;
         continue;
       }
@@ -189,7 +199,27 @@ class WireWalker {
   }
 }
 
-/** Throws OnnxDecodeError unless `bytes` is a structurally sound encoding of `type`. */
-export function checkWireStructure(bytes: Uint8Array, type: protobuf.Type): void {
-  new WireWalker(bytes).walk(type, 0, bytes.length, 0, 0);
+/**
+ * Throws OnnxDecodeError unless `bytes` is a structurally sound encoding of `type`. With
+ * `skipMainGraphNodes` (a ModelProto), the node bodies of the main graph are left to the caller.
+ */
+export function checkWireStructure(bytes: Uint8Array, type: protobuf.Type, options: { skipMainGraphNodes?: boolean } = {}): void {
+  const walker = new WireWalker(bytes);
+  walker.skipMainGraphNodes = options.skipMainGraphNodes ?? false;
+  walker.walk(type, 0, bytes.length, 0, 0);
+}
+
+/**
+ * Whether bytes[start, end) is a sound encoding of `type` nested `depth` messages deep. No error
+ * details: a caller that gets false checks the whole message again to report where it broke.
+ */
+export function isSoundMessage(bytes: Uint8Array, type: protobuf.Type, start: number, end: number, depth: number): boolean {
+  const walker = new WireWalker(bytes);
+  try {
+    walker.walkAtDepth(type, start, end, depth);
+    return true;
+  } catch (error) {
+    if (error instanceof OnnxDecodeError) return false;
+    throw error;
+  }
 }

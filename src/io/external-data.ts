@@ -92,7 +92,9 @@ function* graphSites(graph: Graph, scope: string): Iterable<ExternalTensorSite> 
     if (t && t.storage === 'external') yield { tensor: t, name: v.name, where: `initializer in ${scope}` };
   }
   for (const v of graph.sparseInitializers) yield* sparseSites(v.sparseInitializer, v.name, 'sparse initializer', scope);
-  for (const node of graph) {
+  // Only attributes with tensors or graphs hold external data: a graph kept as bytes builds only those nodes.
+  const holders = graph.findNodes({ hasSubgraphs: true }).length ? graph.nodes : graph.findNodes({ hasTensorAttribute: true });
+  for (const node of holders) {
     if (!node.attributes.length) continue;
     for (const a of node.attributes) {
       if (holdsTensors(a.proto)) yield* attributeSites(a.proto, `attribute "${a.name}" of ${node.describe()}`, scope);
