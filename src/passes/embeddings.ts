@@ -110,13 +110,20 @@ const TYPE_PRESERVING_INDICES = new Set(['Identity', 'Reshape', 'Unsqueeze', 'Sq
 /** Lists in messages stop after this many entries (a hostile model can have hundreds of thousands). */
 const LISTED = 10;
 
+/** Op types inspectNode can make a candidate or a near miss of (besides a OneHot's MatMul): the rest of a graph is never built. */
+const INSPECTED_OPS: readonly string[] = ['Gather', 'GatherBlockQuantized', 'ATen', 'ATenOp', 'EmbedLayerNormalization'];
+
 export function findEmbeddings(model: Model): EmbeddingReport {
   const candidates: EmbeddingCandidate[] = [];
   const nearMisses: NearMiss[] = [];
   const declared = new DeclarationLookup();
   const context: Context = { declared, tracer: new IndexTracer(declared), nearMisses, opset: model.opsetVersion('') };
+  // A MatMul is a near miss only behind a OneHot, which may sit in an enclosing graph: asked for only when the model has one.
+  let hasOneHot = false;
+  for (const g of model.allGraphs()) if (g.opTypeCounts().has('OneHot')) { hasOneHot = true; break; }
+  const opType = hasOneHot ? [...INSPECTED_OPS, 'MatMul'] : INSPECTED_OPS;
   for (const { graph, path } of graphsWithPaths(model)) {
-    for (const node of graph) {
+    for (const node of graph.findNodes({ opType })) {
       const candidate = inspectNode(node, path, context);
       if (candidate) candidates.push(candidate);
     }
@@ -153,7 +160,7 @@ function listSome(items: readonly string[], separator = ', ', max = LISTED): str
 export function* graphsWithPaths(model: Model): Iterable<{ graph: Graph; path: string[] }> {
   function* walk(graph: Graph, path: string[]): Iterable<{ graph: Graph; path: string[] }> {
     yield { graph, path };
-    for (const node of graph) {
+    for (const node of graph.findNodes({ hasSubgraphs: true })) {
       for (const attr of node.attributes) {
         for (const [i, sub] of attr.graphs.entries()) {
           const label = `${node.describe()}.${attr.name}${attr.graphs.length > 1 ? `[${i}]` : ''}`;

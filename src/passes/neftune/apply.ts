@@ -3,7 +3,7 @@
  * object that ties options, check, apply and strip together under the GraphPass contract.
  */
 import { DataType } from '../../graph/dtype.js';
-import { Model, Value } from '../../graph/ir.js';
+import { Model, Value, type Node } from '../../graph/ir.js';
 import { errorMessage, optionName, type OnnxNeftuneError } from '../../graph/errors.js';
 import { tensorType } from '../../graph/builder.js';
 import { NameAllocator } from '../../graph/names.js';
@@ -120,15 +120,35 @@ function patchNeftune(model: Model, options: NeftunePassOptions): PatchResult {
 /** Metadata key of the step graphs src/training builds (TRAINING_STEP_METADATA_KEY there; passes do not import training). */
 const TRAINING_STEP_KEY = 'onnx_neftune.training_step';
 
-/** Backward ops, gradient outputs or our own training-step record mark a training graph. */
+const BACKWARD_OP = /Grad$|Grad_|Gradient|InPlaceAccumulator|SoftmaxCrossEntropyLossInternal|Optimizer$/;
+
+/** An ATen / ATenOp node running a backward kernel; throws on a malformed operator name (not a string). */
+function isBackwardAten(n: Node): boolean {
+  if (n.opType === 'ATen') return /_backward$/.test(n.attributeValue<string>('operator', ''));
+  return n.opType === 'ATenOp' && /_backward$/.test(n.attributeValue<string>('name', ''));
+}
+
+function readsCleanly(n: Node): boolean {
+  try { isBackwardAten(n); return true; } catch { return false; }
+}
+
+/**
+ * Backward ops, gradient outputs or our own training-step record mark a training graph. Decided
+ * from each graph's op types and its ATen nodes, so the other nodes are never built.
+ */
 export function looksLikeTrainingGraph(model: Model): boolean {
   if (model.metadata.get(TRAINING_STEP_KEY) !== undefined) return true;
   for (const g of model.allGraphs()) {
-    for (const n of g) {
-      if (/Grad$|Grad_|Gradient|InPlaceAccumulator|SoftmaxCrossEntropyLossInternal|Optimizer$/.test(n.opType)) return true;
-      if (n.opType === 'ATen' && /_backward$/.test(n.attributeValue<string>('operator', ''))) return true;
-      if (n.opType === 'ATenOp' && /_backward$/.test(n.attributeValue<string>('name', ''))) return true;
+    const atens = g.findNodes({ opType: ['ATen', 'ATenOp'] });
+    let backwardOp = false;
+    for (const opType of g.opTypeCounts().keys()) if (BACKWARD_OP.test(opType)) { backwardOp = true; break; }
+    if (!backwardOp) {
+      if (atens.some(isBackwardAten)) return true;
+      continue;
     }
+    // A backward op answers yes, unless a malformed ATen node before it throws first: only then does list order matter.
+    if (atens.every(readsCleanly)) return true;
+    for (const n of g) if (BACKWARD_OP.test(n.opType) || isBackwardAten(n)) return true;
   }
   return model.graph.outputs.some((o) => /_grad(\b|_|\.)/.test(o.name)) || model.graph.inputs.some((i) => /_grad\.accumulation/.test(i.name));
 }

@@ -176,7 +176,8 @@ function recordedSiteType(model: Model, value: string, table: string): string | 
 
 export function markedNodes(model: Model): Node[] {
   const found: Node[] = [];
-  for (const g of model.allGraphs()) for (const n of g) if (n.name?.startsWith(RESERVED_PREFIX)) found.push(n);
+  // A loop, not push(...list): spreading a patch's many nodes as arguments can overflow the stack.
+  for (const g of model.allGraphs()) for (const n of g.findNodes({ namePrefix: RESERVED_PREFIX })) found.push(n);
   return found;
 }
 
