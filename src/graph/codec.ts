@@ -62,25 +62,31 @@ function decodeModelShell(bytes: Uint8Array): { proto: ModelProto; nodes: NodeBy
 function decodeExcept(type: protobuf.Type, bytes: Uint8Array, start: number, end: number, special: number,
   onSpecial: (from: number, to: number, result: Record<string, unknown>) => void): Record<string, unknown> {
   let target: Record<string, unknown> | undefined;
-  const specials: [number, number][] = [];
+  const specials: number[] = [];
   let runStart = start;
   const flush = (runEnd: number) => {
     if (runEnd > runStart) target = mergeInto(target, decodeChecked(type, bytes, runStart, runEnd));
   };
+  const specialTag = special * 8 + 2;
   for (let pos = start; pos < end;) {
     const fieldStart = pos;
-    const [tag, afterTag] = varintAt(bytes, pos);
-    pos = skipValue(bytes, tag % 8, afterTag);
-    if ((tag - (tag % 8)) / 8 === special && tag % 8 === 2) {
+    // One-byte tags and length prefixes (a graph's node entries are nearly all such) are read inline: no tuple per field.
+    let tag = bytes[pos]!, after = pos + 1;
+    if (tag >= 0x80) [tag, after] = varintAt(bytes, pos);
+    if (tag % 8 !== 2) { pos = skipValue(bytes, tag % 8, after); continue; }
+    let length = bytes[after]!, body = after + 1;
+    if (length >= 0x80) [length, body] = varintAt(bytes, after);
+    pos = body + length;
+    if (tag === specialTag) {
       flush(fieldStart);
-      specials.push([varintAt(bytes, afterTag)[1], pos]);
+      specials.push(body, pos);
       runStart = pos;
     }
   }
   flush(end);
   // Special fields are handed over after the rest, so the handler may set fields on the result.
   const result = target ?? (type.create() as unknown as Record<string, unknown>);
-  for (const [from, to] of specials) onSpecial(from, to, result);
+  for (let i = 0; i < specials.length; i += 2) onSpecial(specials[i]!, specials[i + 1]!, result);
   return result;
 }
 

@@ -62,7 +62,13 @@ export class ByteNames {
   find(text: string): number {
     let bytes = this.scratch;
     if (text.length * 3 > bytes.length) bytes = this.scratch = new Uint8Array(text.length * 3);
-    const length = utf8Encoder.encodeInto(text, bytes).written!;
+    let length = text.length;
+    // ASCII (nearly every name) is its own UTF-8: no encoder call.
+    for (let i = 0; i < length; i++) {
+      const c = text.charCodeAt(i);
+      if (c >= 0x80) { length = utf8Encoder.encodeInto(text, bytes).written!; break; }
+      bytes[i] = c;
+    }
     let h = 0x811c9dc5 | 0;
     for (let i = 0; i < length; i++) h = Math.imul(h ^ bytes[i]!, 16777619);
     const mask = this.slots.length - 1;
@@ -274,53 +280,69 @@ export class NodeStore {
  */
 export function readNodeStore(bytes: Uint8Array, ranges: readonly number[]): NodeStore | undefined {
   const store = new NodeStore(bytes, ranges);
-  const names = store.names;
-  let inIds = store.inIds, outIds = store.outIds;
-  let ins = 0, outs = 0;
+  const reader = new NodeReader(store);
   const n = store.count;
-  const emptyOp = store.ops.intern(0, 0);
-  for (let k = 0; k < n; k++) {
-    const start = ranges[2 * k]!, end = ranges[2 * k + 1]!;
+  for (let k = 0; k < n; k++) if (!reader.read(k, ranges[2 * k]!, ranges[2 * k + 1]!)) return undefined;
+  store.inFrom[n] = reader.ins;
+  store.outFrom[n] = reader.outs;
+  store.inIds = reader.inIds;
+  store.outIds = reader.outIds;
+  if (!indexNames(store)) return undefined;
+  return store;
+}
+
+/** Reads one node body at a time into the store (a small method the JIT optimises early, not one long loop). */
+class NodeReader {
+  ins = 0;
+  outs = 0;
+  inIds: Int32Array;
+  outIds: Int32Array;
+  private readonly bytes: Uint8Array;
+  private readonly names: ByteNames;
+  private readonly emptyOp: number;
+  constructor(private readonly store: NodeStore) {
+    this.bytes = store.bytes;
+    this.names = store.names;
+    this.inIds = store.inIds;
+    this.outIds = store.outIds;
+    this.emptyOp = store.ops.intern(0, 0);
+  }
+
+  /** False when the body is not plainly sound (the full check then says why). */
+  read(k: number, start: number, end: number): boolean {
+    const store = this.store, bytes = this.bytes;
     store.bodyStart[k] = start;
     store.bodyEnd[k] = end;
     store.entryStart[k] = entryStartOf(bytes, start, end);
-    store.inFrom[k] = ins;
-    store.outFrom[k] = outs;
+    store.inFrom[k] = this.ins;
+    store.outFrom[k] = this.outs;
     store.nameStart[k] = -1;
-    let op = emptyOp, flags = 0;
+    let op = this.emptyOp, flags = 0;
     for (let pos = start; pos < end;) {
       const tag = bytes[pos++]!;
       // Every NodeProto field is numbered below 16 (one-byte tag) and length-delimited; anything else takes the full check.
-      if (tag >= 0x80 || (tag & 7) !== 2 || tag < 8) return undefined;
+      if (tag >= 0x80 || (tag & 7) !== 2 || tag < 8) return false;
       let length = bytes[pos++]!;
       if (length >= 0x80) {
-        length &= 0x7f;
-        let scale = 128, more = true;
-        for (let i = 1; more; i++) {
-          if (i >= 5 || pos >= end) return undefined;
-          const b = bytes[pos++]!;
-          length += (b & 0x7f) * scale;
-          scale *= 128;
-          more = b >= 0x80;
-        }
+        length = this.longLength(pos, end, length);
+        if (length < 0) return false;
+        pos = this.after;
       }
-      if (pos > end || length > end - pos) return undefined;
+      if (pos > end || length > end - pos) return false;
       const bodyEnd = pos + length;
       switch (tag >>> 3) {
-        case Field.Input:
+        case Field.Input: {
+          const id = this.name(pos, bodyEnd);
+          if (id === -2) return false;
+          if (this.ins === this.inIds.length) this.inIds = grow(this.inIds);
+          this.inIds[this.ins++] = id;
+          break;
+        }
         case Field.Output: {
-          let id = -1;
-          if (length > 0) {
-            if (!isAscii(bytes, pos, bodyEnd) && !isWellFormedUtf8(bytes, pos, bodyEnd)) return undefined;
-            id = names.intern(pos, bodyEnd);
-          }
-          if (tag >>> 3 === Field.Input) {
-            if (ins === inIds.length) store.inIds = inIds = grow(inIds);
-            inIds[ins++] = id;
-          } else {
-            if (outs === outIds.length) store.outIds = outIds = grow(outIds);
-            outIds[outs++] = id;
-          }
+          const id = this.name(pos, bodyEnd);
+          if (id === -2) return false;
+          if (this.outs === this.outIds.length) this.outIds = grow(this.outIds);
+          this.outIds[this.outs++] = id;
           break;
         }
         case Field.Name:
@@ -329,12 +351,12 @@ export function readNodeStore(bytes: Uint8Array, ranges: readonly number[]): Nod
           break;
         case Field.OpType: op = store.ops.intern(pos, bodyEnd); break;
         case Field.Attribute:
-          if (!isSoundMessage(bytes, AttributeProtoType, pos, bodyEnd, NODE_DEPTH)) return undefined;
+          if (!isSoundMessage(bytes, AttributeProtoType, pos, bodyEnd, NODE_DEPTH)) return false;
           flags |= attributeFlags(bytes, pos, bodyEnd);
           break;
         case Field.MetadataProps:
         case Field.DeviceConfigurations:
-          if (!isSoundMessage(bytes, messageType(tag >>> 3), pos, bodyEnd, NODE_DEPTH)) return undefined;
+          if (!isSoundMessage(bytes, messageType(tag >>> 3), pos, bodyEnd, NODE_DEPTH)) return false;
           break;
         default: break; // doc_string, domain, overload, unknown fields: bytes kept as they are
       }
@@ -342,11 +364,30 @@ export function readNodeStore(bytes: Uint8Array, ranges: readonly number[]): Nod
     }
     store.op[k] = op;
     store.flags[k] = flags;
+    return true;
   }
-  store.inFrom[n] = ins;
-  store.outFrom[n] = outs;
-  if (!indexNames(store)) return undefined;
-  return store;
+
+  private after = 0;
+  /** A length prefix of two to five bytes whose first byte is `first`; -1 when it runs out or is too long. `after` is set past it. */
+  private longLength(pos: number, end: number, first: number): number {
+    let length = first & 0x7f, scale = 128;
+    for (let i = 1; ; i++) {
+      if (i >= 5 || pos >= end) return -1;
+      const b = this.bytes[pos++]!;
+      length += (b & 0x7f) * scale;
+      scale *= 128;
+      if (b < 0x80) break;
+    }
+    this.after = pos;
+    return length;
+  }
+
+  /** The id of a value name (-1 for '', the absent optional value); -2 when the name is not UTF-8. */
+  private name(start: number, end: number): number {
+    if (start === end) return -1;
+    if (!isAscii(this.bytes, start, end) && !isWellFormedUtf8(this.bytes, start, end)) return -2;
+    return this.names.intern(start, end);
+  }
 }
 
 function messageType(field: number): protobuf.Type {
