@@ -5,6 +5,12 @@
  *
  * Every IR object keeps the protobuf message it came from (`proto`) for the fields the IR does
  * not model, so encoding an unedited model reproduces its bytes.
+ *
+ * Storage: a main graph decoded from bytes keeps its nodes where they are (node-store.ts: byte
+ * ranges, names as ids, producers and uses in typed arrays). Its list holds segment entries for
+ * runs of them, and a `Node` (with its `Value`s) is built when something reaches it: a producer, a
+ * use, a name lookup, findNodes. Walking the list builds the rest. Unbuilt nodes are written back
+ * as their bytes. The API is the same either way; only what it costs differs.
  */
 import { DataType } from './dtype.js';
 import { GraphEditError, OnnxModelError } from './errors.js';
