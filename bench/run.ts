@@ -32,24 +32,26 @@ function report(name: string, value: number, target: string, ok: boolean | null,
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** Wall time and peak RSS of a command, via GNU time when present. */
-function measure(cmd: string, args: string[], clean?: string, env: NodeJS.ProcessEnv = process.env): { seconds: number; rssBytes: number | null } {
+/** Wall time, and CPU time (user + sys) and peak RSS via GNU time when present, of a command. */
+function measure(cmd: string, args: string[], clean?: string, env: NodeJS.ProcessEnv = process.env): Run {
   if (clean) rmSync(clean, { force: true });
   const gnuTime = existsSync('/usr/bin/time');
   const start = process.hrtime.bigint();
   const r = gnuTime
-    ? spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8', env })
+    ? spawnSync('/usr/bin/time', ['-f', '%U %S %M', cmd, ...args], { encoding: 'utf8', env })
     : spawnSync(cmd, args, { encoding: 'utf8', env });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
-  const kb = gnuTime ? Number(r.stderr.trim().split('\n').at(-1)) : NaN;
-  return { seconds, rssBytes: Number.isFinite(kb) ? kb * 1024 : null };
+  const [user, sys, kb] = gnuTime ? r.stderr.trim().split('\n').at(-1)!.split(' ').map(Number) : [];
+  const known = (x: number | undefined) => x !== undefined && Number.isFinite(x);
+  return { seconds, cpuSeconds: known(user) && known(sys) ? user! + sys! : null, rssBytes: known(kb) ? kb! * 1024 : null };
 }
 
-type Run = { seconds: number; rssBytes: number | null };
-/** Median time and the largest peak RSS of several runs. */
+type Run = { seconds: number; cpuSeconds: number | null; rssBytes: number | null };
+/** Median wall and CPU time and the largest peak RSS of several runs. */
 function summarize(runs: Run[]): Run {
-  return { seconds: median(runs.map((r) => r.seconds)), rssBytes: Math.max(...runs.map((r) => r.rssBytes ?? 0)) || null };
+  const cpu = runs.flatMap((r) => r.cpuSeconds ?? []);
+  return { seconds: median(runs.map((r) => r.seconds)), cpuSeconds: cpu.length ? median(cpu) : null, rssBytes: Math.max(...runs.map((r) => r.rssBytes ?? 0)) || null };
 }
 function repeat(times: number, run: () => Run): Run {
   return summarize(Array.from({ length: times }, run));
