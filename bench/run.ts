@@ -1,6 +1,6 @@
 /**
  * Benchmarks. Every target is printed as a ratio against a baseline measured in the same run,
- * because these machines are noisy. Usage: npm run bench [-- --only=startup,llama,sparse,encode,large,graph,runtime,step,train,ort119]
+ * because these machines are noisy. Usage: npm run bench [-- --only=startup,llama,decode,sparse,encode,large,graph,runtime,step,train,ort119]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -13,6 +13,7 @@ import { buildTinyGpt } from '../examples/models.js';
 import { buildLargeGpt, buildManyNodes } from './models.js';
 import { writeLlamaShaped } from './make-llama.js';
 import { encodeBench } from './encode.js';
+import { DECODE_CASES, type DecodeCase, type PhaseMs } from './decode.js';
 import { runtimeBench } from './runtime.js';
 import { stepBench } from './step.js';
 import { trainBench } from './train.js';
@@ -22,7 +23,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const cli = path.join(root, 'dist', 'cli', 'bin.cjs'); // the installed `neftune` (bundle + code cache)
 const pythonScript = path.join(root, 'bench', 'python_patch.py');
 const work = mkdtempSync(path.join(tmpdir(), 'onnx-neftune-bench-'));
-const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'startup,llama,sparse,encode,large,graph,runtime,step,train,ort119').split(','));
+const only = new Set((process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? 'startup,llama,decode,sparse,encode,large,graph,runtime,step,train,ort119').split(','));
 const results: Array<{ name: string; value: number; target: string; ok: boolean | null; note: string }> = [];
 
 function report(name: string, value: number, target: string, ok: boolean | null, note = ''): void {
@@ -201,6 +202,49 @@ function llama(py: string | undefined): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/**
+ * In-process decode against protobufjs reflection decode of the same bytes (bench/decode.ts), one
+ * fresh process per case and round: the first call is what the CLI pays, the warmed calls what a
+ * long-running library user pays.
+ */
+function decode(): void {
+  console.log('\n# in-process decode (bench/decode.ts): fresh process per case, cases interleaved per round, medians');
+  const many = path.join(work, 'decode-1m.onnx');
+  writeFileSync(many, encodeModel(buildManyNodes(1_000_000)));
+  const models = [
+    { label: 'Llama-7B shaped', file: writeLlamaShaped(path.join(work, 'decode-llama')).model, rounds: 5, repeats: 10 },
+    { label: '1M nodes', file: many, rounds: 3, repeats: 1 },
+  ];
+  const script = path.join(root, 'dist', 'bench', 'decode.js');
+  for (const m of models) {
+    // runs[case][round] = one process's calls, the first call first
+    const runs = Object.fromEntries(DECODE_CASES.map((c) => [c, [] as PhaseMs[][]])) as Record<DecodeCase, PhaseMs[][]>;
+    for (let round = 0; round < m.rounds; round++) {
+      for (const c of DECODE_CASES) {
+        const p = spawnSync(process.execPath, [script, m.file, c, String(m.repeats)], { encoding: 'utf8' });
+        if (p.status !== 0) throw new Error(`decode.js ${c} failed: ${p.stderr}`);
+        runs[c].push(JSON.parse(p.stdout) as PhaseMs[]);
+      }
+    }
+    const first = (calls: PhaseMs[]) => calls[0]!;
+    const warm = (calls: PhaseMs[]) => Object.fromEntries(Object.keys(calls[0]!).map((k) => [k, median(calls.slice(1).map((x) => x[k]!))]));
+    const perPhase = (c: DecodeCase, pick: (calls: PhaseMs[]) => PhaseMs) =>
+      Object.fromEntries(Object.keys(runs[c][0]![0]!).map((k) => [k, median(runs[c].map((calls) => pick(calls)[k]!))]));
+    const text = (phases: PhaseMs) => {
+      const total = Object.values(phases).reduce((a, b) => a + b, 0);
+      return Object.keys(phases).length > 1 ? `${Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(' + ')} = ${total.toFixed(0)} ms` : `${total.toFixed(0)} ms`;
+    };
+    console.log(`${m.label}, ${m.rounds} rounds, first call / median of ${m.repeats} warmed calls per process:`);
+    for (const c of DECODE_CASES) console.log(`  ${c.padEnd(12)} first ${text(perPhase(c, first))}; warmed ${text(perPhase(c, warm))}`);
+    for (const [when, pick] of [['first call', first], ['warmed', warm]] as const) {
+      const ratio = median(runs.decodeModel.map((calls, round) => pick(calls)['decode']! / pick(runs.protobufjs[round]!)['decode']!));
+      report(`${m.label} decodeModel / protobufjs decode, ${when}`, ratio, '<= 1', ratio <= 1, 'median of per-round ratios');
+    }
+  }
+  rmSync(many, { force: true });
+  rmSync(path.join(work, 'decode-llama'), { recursive: true, force: true });
+}
+
 /** Disk space a file or folder takes (allocated blocks, not length). */
 function allocated(file: string): number {
   const r = spawnSync('du', ['-s', '-B1', file], { encoding: 'utf8' });
@@ -241,6 +285,7 @@ const py = only.has('large') || only.has('startup') || only.has('llama') ? pytho
 try {
   if (only.has('startup')) await startup(py);
   if (only.has('llama')) llama(py);
+  if (only.has('decode')) decode();
   if (only.has('sparse')) sparse();
   if (only.has('encode')) encode();
   if (only.has('large')) await large(py);
