@@ -1052,8 +1052,15 @@ export class Graph {
     }, (store, from, to) => {
       for (let k = from; k < to; k++) if (bytes ? store.nameStartsWith(k, bytes) : store.nameStart[k]! >= 0) add(store.nodeName(k)!);
     });
+    // Stored names: those no Value was made for are read only by stored nodes; a made Value is named by
+    // the scope map or a built node above, or (removed, renamed) only while stored nodes still read it.
     const store = this._store;
-    if (store) for (let id = 0; id < store.names.count; id++) if (!bytes || store.names.startsWith(id, bytes)) add(store.names.text(id));
+    if (!store) return;
+    for (let id = 0; id < store.names.count; id++) {
+      const value = store.values[id];
+      if (value) { if (value._lazyUses && (prefix === undefined || value.name.startsWith(prefix))) add(value.name); continue; }
+      if (!bytes || store.names.startsWith(id, bytes)) add(store.names.text(id));
+    }
   }
 
   /** @internal Links a list entry after `anchor` without the checks and counts of insertion. */
