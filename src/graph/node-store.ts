@@ -43,6 +43,12 @@ export class ByteNames {
     const buf = this.buf;
     let h = 0x811c9dc5 | 0;
     for (let i = start; i < end; i++) h = Math.imul(h ^ buf[i]!, 16777619);
+    return this.internHashed(start, end, h);
+  }
+
+  /** intern() with the bytes' hash (hashBytes) already known. */
+  internHashed(start: number, end: number, h: number): number {
+    const buf = this.buf;
     const mask = this.slots.length - 1;
     const length = end - start;
     for (let slot = h & mask; ; slot = (slot + 1) & mask) {
@@ -351,8 +357,11 @@ class NodeReader {
           break;
         case Field.OpType: op = store.ops.intern(pos, bodyEnd); break;
         case Field.Attribute:
-          if (!isSoundMessage(bytes, AttributeProtoType, pos, bodyEnd, NODE_DEPTH)) return false;
-          flags |= attributeFlags(bytes, pos, bodyEnd);
+          // Attributes of numbers and strings are checked here; those holding messages by the wire walker.
+          if (!isPlainAttribute(bytes, pos, bodyEnd)) {
+            if (!isSoundMessage(bytes, AttributeProtoType, pos, bodyEnd, NODE_DEPTH)) return false;
+            flags |= attributeFlags(bytes, pos, bodyEnd);
+          }
           break;
         case Field.MetadataProps:
         case Field.DeviceConfigurations:
@@ -385,8 +394,12 @@ class NodeReader {
   /** The id of a value name (-1 for '', the absent optional value); -2 when the name is not UTF-8. */
   private name(start: number, end: number): number {
     if (start === end) return -1;
-    if (!isAscii(this.bytes, start, end) && !isWellFormedUtf8(this.bytes, start, end)) return -2;
-    return this.names.intern(start, end);
+    // The hash and an ASCII test in one pass over the name.
+    const bytes = this.bytes;
+    let h = 0x811c9dc5 | 0, high = 0;
+    for (let i = start; i < end; i++) { const b = bytes[i]!; high |= b; h = Math.imul(h ^ b, 16777619); }
+    if (high >= 0x80 && !isWellFormedUtf8(bytes, start, end)) return -2;
+    return this.names.internHashed(start, end, h);
   }
 }
 
@@ -422,9 +435,61 @@ function indexNames(store: NodeStore): boolean {
   return true;
 }
 
-function isAscii(buf: Uint8Array, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) if (buf[i]! >= 0x80) return false;
+/** Wire type of each AttributeProto field that holds no message; -1 for packed-capable repeated scalars' element width checks below. */
+const PLAIN_ATTRIBUTE_WIRE: Readonly<Record<number, number>> = { 1: 2, 2: 5, 3: 0, 4: 2, 7: 5, 8: 0, 9: 2, 13: 2, 20: 0, 21: 2 };
+
+/**
+ * Whether an AttributeProto body is sound and holds only numbers and strings (no tensor, graph or
+ * type, no unknown field): the common case, checked without the wire walker. False means "ask the
+ * walker", not "unsound".
+ */
+function isPlainAttribute(buf: Uint8Array, start: number, end: number): boolean {
+  for (let pos = start; pos < end;) {
+    let tag = buf[pos++]!;
+    if (tag >= 0x80) {
+      if (pos >= end || buf[pos]! >= 0x80) return false; // two-byte tags cover fields 16 to 2047: enough here
+      tag = (tag & 0x7f) + buf[pos++]! * 128;
+    }
+    const wire = tag & 7, field = tag >>> 3;
+    const expected = PLAIN_ATTRIBUTE_WIRE[field];
+    if (expected === undefined) return false;
+    if (wire === 2) {
+      if ((expected !== 2 && field !== 7 && field !== 8)) return false;
+      let length = 0, scale = 1, i = 0;
+      for (;; i++) {
+        if (i >= 5 || pos >= end) return false;
+        const b = buf[pos++]!;
+        length += (b & 0x7f) * scale;
+        scale *= 128;
+        if (b < 0x80) break;
+      }
+      if (length > end - pos || length >= 2 ** 31) return false;
+      const bodyEnd = pos + length;
+      if (field === 7 && length % 4 !== 0) return false; // packed floats
+      if (field === 8 && !wellFormedVarints(buf, pos, bodyEnd)) return false; // packed ints
+      pos = bodyEnd;
+    } else if (wire !== expected) {
+      return false;
+    } else if (wire === 5) {
+      if (end - pos < 4) return false;
+      pos += 4;
+    } else {
+      let i = 0;
+      for (;; i++) {
+        if (i >= 10 || pos >= end) return false;
+        if (buf[pos++]! < 0x80) break;
+      }
+    }
+  }
   return true;
+}
+
+function wellFormedVarints(buf: Uint8Array, start: number, end: number): boolean {
+  for (let pos = start, bytes = 0; pos < end; pos++) {
+    bytes = buf[pos]! >= 0x80 ? bytes + 1 : 0;
+    if (bytes >= 10) return false;
+  }
+  return end === start || buf[end - 1]! < 0x80;
 }
 
 /** AttributeProto fields that hold graphs (g, graphs) or tensors (t, tensors, sparse_tensor, sparse_tensors), in checked bytes. */
