@@ -30,16 +30,22 @@ export const notStrictEqual = (a, b, m) => { if (Object.is(a, b)) fail(m, 'Expec
 };
 const cache = `${outfile}.cache`;
 rmSync(cache, { force: true });
-// string-width makes an Intl.Segmenter when it loads (about 7 ms: ICU data), though yargs' help
-// text, which is ASCII, takes its fast path and never uses it: make it on first use.
-const lazySegmenter = {
-  name: 'lazy-segmenter',
+// string-width makes an Intl.Segmenter (about 7 ms: ICU data) and four Unicode-property regular
+// expressions (`\p{RGI_Emoji}` with the v flag alone is 5-10 ms to construct) when it loads, though
+// yargs' help text, which is ASCII, takes its fast path and never uses them: make them on the first
+// string off that path.
+const lazyStringWidth = {
+  name: 'lazy-string-width',
   setup(b) {
     b.onLoad({ filter: /[\\/]string-width[\\/]index\.js$/ }, async (args) => {
       const source = await readFile(args.path, 'utf8');
-      const eager = 'const segmenter = new Intl.Segmenter();';
-      if (!source.includes(eager)) return undefined; // another version: bundled as it is
-      return { contents: source.replace(eager, 'let made;\nconst segmenter = { segment: (text) => (made ??= new Intl.Segmenter()).segment(text) };'), loader: 'js' };
+      const eager = /^const (\w+) = (new Intl\.Segmenter\(\)|\/.+\/[a-z]*);$/gm;
+      const made = [...source.matchAll(eager)].map(([, name, value]) => `${name} ??= ${value};`);
+      const fastPath = '\t\treturn string.length;\n\t}\n';
+      // Another version: bundled as it is.
+      if (made.length === 0 || source.split(fastPath).length !== 2 || !source.includes('segmenter.segment(')) return undefined;
+      const contents = source.replace(eager, 'let $1;').replace(fastPath, `${fastPath}\n\t${made.join(' ')}\n`);
+      return { contents, loader: 'js' };
     });
   },
 };
@@ -56,7 +62,7 @@ await build({
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
-  plugins: [assertShim, lazySegmenter],
+  plugins: [assertShim, lazyStringWidth],
 });
 
 // The browser app (web/): the page and its workers as ES modules, beside index.html, style.css and
