@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `neftune` command line. */
+import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
@@ -54,6 +55,13 @@ function fileCommandOptions(argv: Record<string, unknown>): FileCommandOptions {
   const { output, inPlace, dryRun } = optionsFromArgv(FILE_OPTIONS, argv);
   return { ...(output !== undefined ? { output } : {}), inPlace: !!inPlace, dryRun: !!dryRun, writeStdout };
 }
+
+/**
+ * The package's version, from its package.json (two folders up, in the bundle too): yargs would
+ * look for a package.json above the working directory, or above the folder that installed us.
+ */
+const packageVersion = (): string =>
+  (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** yargs drops a bare '-' from positional lists; carry it through as a token and map it back. */
 const STDIN_TOKEN = '\u0000stdin';
@@ -144,7 +152,7 @@ void yargs(rawArgs)
     process.exit(EXIT.USAGE);
   })
   .help()
-  .version()
+  .version(packageVersion())
   .wrap(Math.min(110, process.stdout.columns ?? 100))
   .parseAsync()
   .catch((error: unknown) => {

@@ -50,6 +50,21 @@ const lazyStringWidth = {
   },
 };
 
+// Every yargs instance starts by guessing its program's version: a package.json looked for with a
+// directory listing of the working directory and each folder above it. cli/main.ts names the
+// version itself, so the guess is dropped.
+const noVersionGuess = {
+  name: 'no-version-guess',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]yargs-factory\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const guess = '        yargs.help();\n        yargs.version();\n';
+      if (source.split(guess).length !== 2) return undefined; // another version: bundled as it is
+      return { contents: source.replace(guess, '        yargs.help();\n'), loader: 'js' };
+    });
+  },
+};
+
 await build({
   entryPoints: [path.join(root, 'dist', 'cli', 'main.js')],
   outfile,
@@ -62,7 +77,7 @@ await build({
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
-  plugins: [assertShim, lazyStringWidth],
+  plugins: [assertShim, lazyStringWidth, noVersionGuess],
 });
 
 // The browser app (web/): the page and its workers as ES modules, beside index.html, style.css and
