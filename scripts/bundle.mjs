@@ -65,6 +65,21 @@ const noVersionGuess = {
   },
 };
 
+// After running a command's handler yargs renders that command's whole help text and keeps it, for
+// a failure that shows help; the CLI's failures never show it (cli/main.ts `.fail`), and help asked
+// for is rendered when asked: every command would lay out text nobody reads.
+const noHelpCache = {
+  name: 'no-help-cache',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]command\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const cache = 'yargs.getInternalMethods().getUsageInstance().cacheHelpMessage();';
+      if (source.split(cache).length !== 2) return undefined; // another version: bundled as it is
+      return { contents: source.replace(cache, '/* help rendered when asked for */'), loader: 'js' };
+    });
+  },
+};
+
 await build({
   entryPoints: [path.join(root, 'dist', 'cli', 'main.js')],
   outfile,
@@ -77,7 +92,7 @@ await build({
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
-  plugins: [assertShim, lazyStringWidth, noVersionGuess],
+  plugins: [assertShim, lazyStringWidth, noVersionGuess, noHelpCache],
 });
 
 // The browser app (web/): the page and its workers as ES modules, beside index.html, style.css and
