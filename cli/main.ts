@@ -11,7 +11,7 @@ import { printHuman } from './report.js';
 import { MAX_VERIFY_RUNS } from './verify-budget.js';
 import { NEFTUNE_OPTIONS } from '../src/passes/neftune.js';
 import { FILE_OPTIONS, cliMessage, optionsFromArgv, refuseRepeatedFlags, yargsOptions } from './flags.js';
-import { STEP_OPTIONS, stepCommand } from './step.js';
+import { STEP_OPTIONS } from './step-options.js';
 import { trainOptions } from './train-options.js';
 
 /** Set while a model is being written to stdout: its failure is reported as that file's failure. */
@@ -129,7 +129,7 @@ void yargs(rawArgs)
   async (argv) => {
     const bad = checkStdoutJson(argv, 'step');
     if (bad) return emit(bad, false);
-    emit(await stepCommand(models([argv.model as string])[0]!, optionsFromArgv(STEP_OPTIONS, argv), { output: argv['output'] as string, writeStdout }), !!argv['json']);
+    emit(await (await import('./step.js')).stepCommand(models([argv.model as string])[0]!, optionsFromArgv(STEP_OPTIONS, argv), { output: argv['output'] as string, writeStdout }), !!argv['json']);
   })
   .command('train <model>', 'Fine-tune a forward model with NEFTune on ONNX Runtime: checkpoints, loss log and plot, the fine-tuned model without noise', (y) => trainOptions(y)
     .example('$0 train model.onnx --data data.jsonl -o tuned.onnx --steps 200 --lr 3e-3', 'Token-id JSONL, NEFTune alpha 5, AdamW')
