@@ -143,34 +143,72 @@ function graphSize(): void {
   }
 }
 
+/**
+ * Wall and CPU (user + system) seconds of one process, via bash: its clock around the command and
+ * `times` for the children's CPU (millisecond resolution; GNU time's is 10 ms). Output goes to
+ * /dev/null, alike for every command compared.
+ */
+function processCost(cmd: string, args: string[], env: NodeJS.ProcessEnv, clean?: string): { wall: number; cpu: number } {
+  if (clean) rmSync(clean, { force: true });
+  const script = 's=$EPOCHREALTIME; "$@" >/dev/null 2>&1 || exit 99; e=$EPOCHREALTIME; times; echo "$s $e"';
+  const r = spawnSync('bash', ['-c', script, 'cost', cmd, ...args], { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status})`);
+  const [, children, clock] = r.stdout.trim().split('\n');
+  const cpu = [...children!.matchAll(/(\d+)m([\d.]+)s/g)].reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+  const [start, end] = clock!.split(' ').map(Number);
+  return { wall: end! - start!, cpu };
+}
+
 async function startup(py: string | undefined): Promise<void> {
-  console.log('\n# small model (~700 kB GPT-shaped): process start to exit');
+  console.log('\n# small model (~700 kB GPT-shaped): process start to exit, wall and CPU, medians of interleaved rounds');
   const file = path.join(work, 'small.onnx');
   await writeFileAtomic(file, [encodeModel(buildTinyGpt({ vocab: 2560, dim: 64, maxPositions: 128 }))]);
   console.log(`model: ${(statSync(file).size / 1024).toFixed(0)} kB`);
   const out = path.join(work, 'small.out.onnx');
-  const ours = repeat(9, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out)).seconds;
-  report('patch small model: milliseconds', ours * 1000, '<= 150', ours <= 0.15);
-  let theirs: number | undefined;
-  if (py) {
-    theirs = repeat(9, () => measure(py, [pythonScript, file, out], out)).seconds;
-    report('patch small model: neftune time / Python onnx time', ours / theirs, '<= 1', ours / theirs <= 1, `python ${(theirs * 1000).toFixed(0)} ms`);
-  }
-  const bare = repeat(9, () => measure(process.execPath, ['-e', '0'])).seconds;
-  report('Node start-up alone (node -e 0): milliseconds', bare * 1000, 'reference', null);
-  // Loading the CLI before any work: bundle evaluation and yargs, nothing read.
-  const version = repeat(9, () => measure(process.execPath, [cli, '--version'])).seconds;
-  report('neftune --version minus node -e 0: milliseconds', (version - bare) * 1000, 'reported', null, `--version ${(version * 1000).toFixed(0)} ms`);
+  const cases: Record<string, { cmd: string; args: string[]; clean?: string }> = {
+    'node -e 0': { cmd: process.execPath, args: ['-e', '0'] },
+    'neftune --version': { cmd: process.execPath, args: [cli, '--version'] },
+    'neftune inspect': { cmd: process.execPath, args: [cli, 'inspect', file] },
+    'neftune patch': { cmd: process.execPath, args: [cli, 'patch', file, '-o', out], clean: out },
+    ...(py ? { 'python onnx patch': { cmd: py, args: [pythonScript, file, out], clean: out } } : {}),
+  };
   // NODE_EXTRA_CA_CERTS makes Node 20 load a certificate file at start-up, before any of our code
-  // runs (about 70 ms on these machines); show what the same command costs without it.
-  if (process.env['NODE_EXTRA_CA_CERTS']) {
-    const env = { ...process.env };
-    delete env['NODE_EXTRA_CA_CERTS'];
-    const clean = repeat(9, () => measure(process.execPath, [cli, 'patch', file, '-o', out], out, env)).seconds;
-    const bareClean = repeat(9, () => measure(process.execPath, ['-e', '0'], undefined, env)).seconds;
-    const versionClean = repeat(9, () => measure(process.execPath, [cli, '--version'], undefined, env)).seconds;
-    report('patch small model without NODE_EXTRA_CA_CERTS: ms', clean * 1000, 'reference', null,
-      `node -e 0 without it: ${(bareClean * 1000).toFixed(0)} ms; --version ${(versionClean * 1000).toFixed(0)} ms${theirs ? `; / Python ${(clean / theirs).toFixed(2)}` : ''}`);
+  // runs (about 30 ms of CPU on these machines); show every case with and without it.
+  const withoutCa = { ...process.env };
+  delete withoutCa['NODE_EXTRA_CA_CERTS'];
+  const variants: Record<string, NodeJS.ProcessEnv> = process.env['NODE_EXTRA_CA_CERTS']
+    ? { 'with NODE_EXTRA_CA_CERTS': process.env, 'without NODE_EXTRA_CA_CERTS': withoutCa } : { '': process.env };
+  const runs: Record<string, Array<{ wall: number; cpu: number }>> = {};
+  for (let round = 0; round < 15; round++) {
+    for (const [name, c] of Object.entries(cases)) {
+      for (const [variant, env] of Object.entries(variants)) (runs[`${name}|${variant}`] ??= []).push(processCost(c.cmd, c.args, env, c.clean));
+    }
+  }
+  const cost = (name: string, variant: string) => {
+    const r = runs[`${name}|${variant}`]!;
+    return { wall: median(r.map((x) => x.wall)) * 1000, cpu: median(r.map((x) => x.cpu)) * 1000 };
+  };
+  const names = Object.keys(variants);
+  for (const name of Object.keys(cases)) {
+    for (const v of names) {
+      const c = cost(name, v);
+      console.log(`${name.padEnd(20)} ${v.padEnd(26)} wall ${c.wall.toFixed(1).padStart(6)} ms   CPU ${c.cpu.toFixed(1).padStart(6)} ms`);
+    }
+  }
+  const [main] = names as [string];
+  const ours = cost('neftune patch', main);
+  report('patch small model: milliseconds', ours.wall, '<= 150', ours.wall <= 150);
+  if (py) {
+    for (const variant of names) {
+      const [a, b] = [cost('neftune patch', variant), cost('python onnx patch', variant)];
+      const label = variant === main ? '' : ` (${variant})`;
+      report(`patch small model: neftune / Python onnx time${label}`, a.wall / b.wall, '<= 1', a.wall / b.wall <= 1, `CPU ratio ${(a.cpu / b.cpu).toFixed(2)}; python ${b.wall.toFixed(0)} ms`);
+    }
+  }
+  for (const variant of names) {
+    // Loading the CLI before any work: bundle evaluation and yargs, nothing read.
+    const [bare, version] = [cost('node -e 0', variant), cost('neftune --version', variant)];
+    report(`neftune --version minus node -e 0: CPU ms${variant === main ? '' : ` (${variant})`}`, version.cpu - bare.cpu, 'reported', null, `node -e 0 ${bare.cpu.toFixed(0)} ms CPU, ${bare.wall.toFixed(0)} ms wall`);
   }
 }
 

@@ -6,8 +6,7 @@ import type { Options as YargsOption } from 'yargs';
 import type { OnnxNeftuneError } from '../src/graph/errors.js';
 import { UsageError } from './errors.js';
 import { NEFTUNE_OPTIONS, defaultText, flagNames, type OptionSchema, type OptionSpec } from '../src/passes/index.js';
-// A cycle (step.ts imports commands.ts, which imports this): safe, STEP_OPTIONS is a literal evaluated first.
-import { STEP_OPTIONS } from './step.js';
+import { STEP_OPTIONS } from './step-options.js';
 
 /** The file options of patch and strip (the library's saveModelFile knows `inPlace` too). */
 export interface FileFlags { output?: string; inPlace?: boolean; dryRun?: boolean; json?: boolean }

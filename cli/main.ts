@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** The `neftune` command line. */
+import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { OnnxNeftuneError } from '../src/graph/errors.js';
@@ -10,7 +11,7 @@ import { printHuman } from './report.js';
 import { MAX_VERIFY_RUNS } from './verify-budget.js';
 import { NEFTUNE_OPTIONS } from '../src/passes/neftune.js';
 import { FILE_OPTIONS, cliMessage, optionsFromArgv, refuseRepeatedFlags, yargsOptions } from './flags.js';
-import { STEP_OPTIONS, stepCommand } from './step.js';
+import { STEP_OPTIONS } from './step-options.js';
 import { trainOptions } from './train-options.js';
 
 /** Set while a model is being written to stdout: its failure is reported as that file's failure. */
@@ -54,6 +55,13 @@ function fileCommandOptions(argv: Record<string, unknown>): FileCommandOptions {
   const { output, inPlace, dryRun } = optionsFromArgv(FILE_OPTIONS, argv);
   return { ...(output !== undefined ? { output } : {}), inPlace: !!inPlace, dryRun: !!dryRun, writeStdout };
 }
+
+/**
+ * The package's version, from its package.json (two folders up, in the bundle too): yargs would
+ * look for a package.json above the working directory, or above the folder that installed us.
+ */
+const packageVersion = (): string =>
+  (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** yargs drops a bare '-' from positional lists; carry it through as a token and map it back. */
 const STDIN_TOKEN = '\u0000stdin';
@@ -121,7 +129,7 @@ void yargs(rawArgs)
   async (argv) => {
     const bad = checkStdoutJson(argv, 'step');
     if (bad) return emit(bad, false);
-    emit(await stepCommand(models([argv.model as string])[0]!, optionsFromArgv(STEP_OPTIONS, argv), { output: argv['output'] as string, writeStdout }), !!argv['json']);
+    emit(await (await import('./step.js')).stepCommand(models([argv.model as string])[0]!, optionsFromArgv(STEP_OPTIONS, argv), { output: argv['output'] as string, writeStdout }), !!argv['json']);
   })
   .command('train <model>', 'Fine-tune a forward model with NEFTune on ONNX Runtime: checkpoints, loss log and plot, the fine-tuned model without noise', (y) => trainOptions(y)
     .example('$0 train model.onnx --data data.jsonl -o tuned.onnx --steps 200 --lr 3e-3', 'Token-id JSONL, NEFTune alpha 5, AdamW')
@@ -144,7 +152,7 @@ void yargs(rawArgs)
     process.exit(EXIT.USAGE);
   })
   .help()
-  .version()
+  .version(packageVersion())
   .wrap(Math.min(110, process.stdout.columns ?? 100))
   .parseAsync()
   .catch((error: unknown) => {

@@ -4,7 +4,7 @@
 // time (bench/README.md). ONNX Runtime stays outside the bundle and is loaded only by `verify`.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,16 +30,52 @@ export const notStrictEqual = (a, b, m) => { if (Object.is(a, b)) fail(m, 'Expec
 };
 const cache = `${outfile}.cache`;
 rmSync(cache, { force: true });
-// string-width makes an Intl.Segmenter when it loads (about 7 ms: ICU data), though yargs' help
-// text, which is ASCII, takes its fast path and never uses it: make it on first use.
-const lazySegmenter = {
-  name: 'lazy-segmenter',
+// string-width makes an Intl.Segmenter (about 7 ms: ICU data) and four Unicode-property regular
+// expressions (`\p{RGI_Emoji}` with the v flag alone is 5-10 ms to construct) when it loads, though
+// yargs' help text, which is ASCII, takes its fast path and never uses them: make them on the first
+// string off that path.
+const lazyStringWidth = {
+  name: 'lazy-string-width',
   setup(b) {
     b.onLoad({ filter: /[\\/]string-width[\\/]index\.js$/ }, async (args) => {
       const source = await readFile(args.path, 'utf8');
-      const eager = 'const segmenter = new Intl.Segmenter();';
-      if (!source.includes(eager)) return undefined; // another version: bundled as it is
-      return { contents: source.replace(eager, 'let made;\nconst segmenter = { segment: (text) => (made ??= new Intl.Segmenter()).segment(text) };'), loader: 'js' };
+      const eager = /^const (\w+) = (new Intl\.Segmenter\(\)|\/.+\/[a-z]*);$/gm;
+      const made = [...source.matchAll(eager)].map(([, name, value]) => `${name} ??= ${value};`);
+      const fastPath = '\t\treturn string.length;\n\t}\n';
+      // Another version: bundled as it is.
+      if (made.length === 0 || source.split(fastPath).length !== 2 || !source.includes('segmenter.segment(')) return undefined;
+      const contents = source.replace(eager, 'let $1;').replace(fastPath, `${fastPath}\n\t${made.join(' ')}\n`);
+      return { contents, loader: 'js' };
+    });
+  },
+};
+
+// Every yargs instance starts by guessing its program's version: a package.json looked for with a
+// directory listing of the working directory and each folder above it. cli/main.ts names the
+// version itself, so the guess is dropped.
+const noVersionGuess = {
+  name: 'no-version-guess',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]yargs-factory\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const guess = '        yargs.help();\n        yargs.version();\n';
+      if (source.split(guess).length !== 2) return undefined; // another version: bundled as it is
+      return { contents: source.replace(guess, '        yargs.help();\n'), loader: 'js' };
+    });
+  },
+};
+
+// After running a command's handler yargs renders that command's whole help text and keeps it, for
+// a failure that shows help; the CLI's failures never show it (cli/main.ts `.fail`), and help asked
+// for is rendered when asked: every command would lay out text nobody reads.
+const noHelpCache = {
+  name: 'no-help-cache',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]lib[\\/]command\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      const cache = 'yargs.getInternalMethods().getUsageInstance().cacheHelpMessage();';
+      if (source.split(cache).length !== 2) return undefined; // another version: bundled as it is
+      return { contents: source.replace(cache, '/* help rendered when asked for */'), loader: 'js' };
     });
   },
 };
@@ -56,8 +92,13 @@ await build({
   define: { 'import.meta.url': '__bundleUrl' },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
-  plugins: [assertShim, lazySegmenter],
+  plugins: [assertShim, lazyStringWidth, noVersionGuess, noHelpCache],
 });
+// One character past ASCII makes the whole 1.2 MB source a two-byte string: decoding it is several
+// times slower at every start, and so is scanning it for a function the code cache lacks. esbuild
+// escapes strings, regular expressions and names (charset ascii); what it leaves is in comments.
+const bundled = readFileSync(outfile, 'utf8');
+writeFileSync(outfile, bundled.replace(/[^\0-\x7f]/gu, (c) => `\\u{${c.codePointAt(0).toString(16)}}`));
 
 // The browser app (web/): the page and its workers as ES modules, beside index.html, style.css and
 // the bundled training data in dist/web/static, which `npm run web` (web/serve.ts) serves.

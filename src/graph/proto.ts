@@ -5,7 +5,7 @@
  */
 import protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from './errors.js';
-import { onnxSchemaJson } from './schema.generated.js';
+import { onnxCodecs, onnxSchemaJson } from './schema.generated.js';
 
 /** protobufjs hands int64 fields over as long.js values (or numbers when long.js is missing). */
 export interface LongLike {
@@ -164,6 +164,7 @@ export interface ModelProto extends HasUnknowns {
 
 /** The reflection root built from proto/onnx.proto (see scripts/gen-schema.mjs). */
 export const onnxRoot: protobuf.Root = protobuf.Root.fromJSON(onnxSchemaJson as protobuf.INamespace);
+useGeneratedCodecs(onnxRoot);
 export const ModelProtoType: protobuf.Type = onnxRoot.lookupType('onnx.ModelProto');
 /**
  * protobufjs decode that keeps fields the schema does not know (`$unknowns`). Whatever protobufjs
@@ -199,3 +200,23 @@ export function cloneShallow<T extends HasUnknowns>(proto: T): T {
 
 /** Whether `x` is a decoded protobufjs message (its class's prototype holds the field defaults). */
 export function isMessage(x: object): boolean { return x instanceof protobuf.Message; }
+
+/**
+ * Gives each message type the encoder and decoder protobufjs would generate and compile on its
+ * first use (Type#setup), taken from the build (scripts/gen-schema.mjs): the same code, without
+ * building source text and compiling it in every process, and only for the types a run uses.
+ * Type#setup, should anything call verify/fromObject/toObject, makes the same functions again.
+ */
+function useGeneratedCodecs(root: protobuf.Root): void {
+  for (const [name, codec] of Object.entries(onnxCodecs)) {
+    const type = root.lookupType(name);
+    const install = () => {
+      // What Type#setup hands its generated functions: the field types in field order, the constructor.
+      const types = type.fieldsArray.map((field) => field.resolve().resolvedType);
+      type.encode = codec.encode(protobuf.Writer, types, protobuf.util) as typeof type.encode;
+      type.decode = codec.decode(protobuf.Reader, types, protobuf.util, type.ctor) as typeof type.decode;
+    };
+    type.encode = (...args: Parameters<typeof type.encode>) => { install(); return type.encode(...args); };
+    type.decode = (...args: Parameters<typeof type.decode>) => { install(); return type.decode(...args); };
+  }
+}
