@@ -17,7 +17,8 @@ protobuf.util.codegen = ((params: string[], name?: string) => {
 
 const { encodeModel, decodeModel } = await import('../src/graph/index.js');
 const { buildTinyGpt } = await import('../examples/models.js');
-const { onnxCodecs, onnxSchemaJson } = await import('../src/graph/schema.generated.js');
+const { onnxSchemaJson } = await import('../src/graph/schema.generated.js');
+const { onnxCodecs } = await import('../src/graph/codecs.generated.js');
 
 test('decoding and encoding a model generates no protobufjs code at run time', () => {
   const bytes = encodeModel(buildTinyGpt());

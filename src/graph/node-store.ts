@@ -337,20 +337,12 @@ class NodeReader {
       if (pos > end || length > end - pos) return false;
       const bodyEnd = pos + length;
       switch (tag >>> 3) {
-        case Field.Input: {
-          const id = this.name(pos, bodyEnd);
-          if (id === -2) return false;
-          if (this.ins === this.inIds.length) this.inIds = grow(this.inIds);
-          this.inIds[this.ins++] = id;
+        case Field.Input:
+          if (!this.addInput(this.name(pos, bodyEnd))) return false;
           break;
-        }
-        case Field.Output: {
-          const id = this.name(pos, bodyEnd);
-          if (id === -2) return false;
-          if (this.outs === this.outIds.length) this.outIds = grow(this.outIds);
-          this.outIds[this.outs++] = id;
+        case Field.Output:
+          if (!this.addOutput(this.name(pos, bodyEnd))) return false;
           break;
-        }
         case Field.Name:
           store.nameStart[k] = pos;
           store.nameEnd[k] = bodyEnd;
@@ -373,6 +365,20 @@ class NodeReader {
     }
     store.op[k] = op;
     store.flags[k] = flags;
+    return true;
+  }
+
+  /** Appends a name id (false for -2, a name that is not UTF-8). */
+  private addInput(id: number): boolean {
+    if (id === -2) return false;
+    if (this.ins === this.inIds.length) this.inIds = grow(this.inIds);
+    this.inIds[this.ins++] = id;
+    return true;
+  }
+  private addOutput(id: number): boolean {
+    if (id === -2) return false;
+    if (this.outs === this.outIds.length) this.outIds = grow(this.outIds);
+    this.outIds[this.outs++] = id;
     return true;
   }
 

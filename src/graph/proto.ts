@@ -5,7 +5,8 @@
  */
 import protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from './errors.js';
-import { onnxCodecs, onnxSchemaJson } from './schema.generated.js';
+import { onnxSchemaJson } from './schema.generated.js';
+import { onnxCodecs } from './codecs.generated.js';
 
 /** protobufjs hands int64 fields over as long.js values (or numbers when long.js is missing). */
 export interface LongLike {
