@@ -6,7 +6,7 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 
 const [from, to] = process.argv.slice(2) as [string, string];
-const buffer = new Uint8Array(8 << 20);
+const buffer = new Uint8Array(4 << 20); // the size of the buffers neftune copies payloads through
 const input = openSync(from, 'r');
 const output = openSync(to, 'wx', 0o644);
 for (let position = 0; ;) {
