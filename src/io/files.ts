@@ -207,6 +207,9 @@ const COPY_BUFFER = 4 << 20;
 /**
  * Byte pieces as they are; deferred payloads read from their held file through two reused buffers
  * in turn (a yielded buffer is refilled only after the iterator resumes twice, see writeFileAtomic).
+ * Packing small pieces and payloads into full buffers (fewer writes, at 4 MiB-aligned file
+ * positions) was tried: it made the kernel's copy into the page cache 2.4x slower here (system
+ * time 0.46 s against 0.19 s for the 583 MB bench model), so each payload chunk starts a buffer.
  */
 export function* streamPieces(pieces: Iterable<EncodedPiece>): Iterable<Uint8Array> {
   let buffers: [Uint8Array, Uint8Array] | undefined;

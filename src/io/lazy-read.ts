@@ -8,7 +8,7 @@
 import type protobuf from 'protobufjs/light.js';
 import { OnnxDecodeError } from '../graph/errors.js';
 import { ModelProtoType } from '../graph/proto.js';
-import { PLACEHOLDER_LENGTH, placeholderFor, type DeferredPayload } from '../graph/deferred.js';
+import { PLACEHOLDER_LENGTH, PayloadRegistry, type DeferredPayload } from '../graph/deferred.js';
 import { encodeVarint } from '../graph/varint.js';
 import { FileAccessError } from './errors.js';
 import { ModelSource } from './model-source.js';
@@ -18,6 +18,8 @@ export interface CompactFile {
   size: number;
   deferred: number;
   deferredBytes: number;
+  /** The deferred payloads, owned by `bytes`: the model decoded from them keeps them, and drops them with itself. */
+  payloads: PayloadRegistry;
   /** The open file the deferred payloads read from (undefined when nothing was deferred); close it when done. */
   source: ModelSource | undefined;
 }
@@ -38,7 +40,9 @@ export function readCompact(file: string | ModelSource, threshold = DEFAULT_DEFE
     const out = new Output(Math.min(size, 1 << 20) || 16);
     walker.walk(ModelProtoType, 0, size, out);
     if (owned && !walker.deferred) source.close();
-    return { bytes: out.bytes(), size, deferred: walker.deferred, deferredBytes: walker.deferredBytes, source: walker.deferred ? source : undefined };
+    const bytes = out.bytes();
+    walker.payloads.owns(bytes);
+    return { bytes, size, deferred: walker.deferred, deferredBytes: walker.deferredBytes, payloads: walker.payloads, source: walker.deferred ? source : undefined };
   } catch (error) {
     if (owned) source.close();
     throw error;
@@ -68,6 +72,7 @@ const WINDOW = 1 << 16;
 class SparseWalker {
   deferred = 0;
   deferredBytes = 0;
+  readonly payloads = new PayloadRegistry();
   private readonly window = new Uint8Array(WINDOW);
   private windowStart = 0;
   private windowEnd = 0;
@@ -133,7 +138,7 @@ class SparseWalker {
       if (field && field.type === 'bytes') {
         flush(afterTag);
         out.push(encodeVarint(PLACEHOLDER_LENGTH));
-        out.push(placeholderFor(this.payload(body, len)));
+        out.push(this.payloads.placeholderFor(this.payload(body, len)));
         pending = bodyEnd;
         this.deferred++;
         this.deferredBytes += len;
