@@ -9,7 +9,7 @@ import Long from 'long';
 import { decodeModel, extractSlice, OnnxNeftuneError, type Model, type Value } from '../src/graph/index.js';
 import { dataTypeName } from '../src/graph/dtype.js';
 import { encodeModelPieces } from '../src/graph/codec.js';
-import { placeholderFor, type EncodedPiece } from '../src/graph/deferred.js';
+import { PayloadRegistry, type EncodedPiece } from '../src/graph/deferred.js';
 import { applyNeftune, findEmbeddings, isPatched, readPatchRecord, stripNeftune, type NeftuneOptions } from '../src/passes/index.js';
 import { verifyNeftune, type VerifyReport } from '../src/verify/index.js';
 import type { CandidateRow, DataFileRow, ModelSummary, Reply, Request, WorkerError } from './protocol.js';
@@ -120,12 +120,13 @@ function summarize(model: Model, name: string, bytes: number, locations: DataFil
 /** Decodes `bytes` with every large raw payload handed to the encoder as a view (see the header). */
 function decodeDeferred(bytes: Uint8Array): Model {
   const model = decodeModel(bytes);
+  const registry = new PayloadRegistry(); // this model's payloads, collected with it
   for (const graph of model.allGraphs()) {
     for (const v of graph.initializers) {
       const proto = v.initializer?.proto;
       const raw = proto?.raw_data;
       if (!proto || !raw || raw.length < DEFER_BYTES) continue;
-      proto.raw_data = placeholderFor({ length: raw.length, read: () => raw, source: { path: '', offset: 0 } });
+      proto.raw_data = registry.placeholderFor({ length: raw.length, read: () => raw, source: { path: '', offset: 0 } });
     }
   }
   return model;
