@@ -338,11 +338,19 @@ class NodeReader {
       const bodyEnd = pos + length;
       switch (tag >>> 3) {
         case Field.Input:
-          if (!this.addInput(this.name(pos, bodyEnd))) return false;
+        case Field.Output: {
+          // The name's hash and an ASCII test in one pass, inline: this runs for every name of the graph,
+          // mostly before the JIT has optimised anything.
+          let id = -1;
+          if (bodyEnd > pos) {
+            let h = 0x811c9dc5 | 0, high = 0;
+            for (let i = pos; i < bodyEnd; i++) { const b = bytes[i]!; high |= b; h = Math.imul(h ^ b, 16777619); }
+            if (high >= 0x80 && !isWellFormedUtf8(bytes, pos, bodyEnd)) return false;
+            id = this.names.internHashed(pos, bodyEnd, h);
+          }
+          if (tag === Field.Input * 8 + 2) this.addInput(id); else this.addOutput(id);
           break;
-        case Field.Output:
-          if (!this.addOutput(this.name(pos, bodyEnd))) return false;
-          break;
+        }
         case Field.Name:
           store.nameStart[k] = pos;
           store.nameEnd[k] = bodyEnd;
@@ -368,18 +376,13 @@ class NodeReader {
     return true;
   }
 
-  /** Appends a name id (false for -2, a name that is not UTF-8). */
-  private addInput(id: number): boolean {
-    if (id === -2) return false;
+  private addInput(id: number): void {
     if (this.ins === this.inIds.length) this.inIds = grow(this.inIds);
     this.inIds[this.ins++] = id;
-    return true;
   }
-  private addOutput(id: number): boolean {
-    if (id === -2) return false;
+  private addOutput(id: number): void {
     if (this.outs === this.outIds.length) this.outIds = grow(this.outIds);
     this.outIds[this.outs++] = id;
-    return true;
   }
 
   private after = 0;
@@ -397,16 +400,6 @@ class NodeReader {
     return length;
   }
 
-  /** The id of a value name (-1 for '', the absent optional value); -2 when the name is not UTF-8. */
-  private name(start: number, end: number): number {
-    if (start === end) return -1;
-    // The hash and an ASCII test in one pass over the name.
-    const bytes = this.bytes;
-    let h = 0x811c9dc5 | 0, high = 0;
-    for (let i = start; i < end; i++) { const b = bytes[i]!; high |= b; h = Math.imul(h ^ b, 16777619); }
-    if (high >= 0x80 && !isWellFormedUtf8(bytes, start, end)) return -2;
-    return this.names.internHashed(start, end, h);
-  }
 }
 
 function messageType(field: number): protobuf.Type {
