@@ -82,17 +82,17 @@ export class Value {
 
   /** @internal Fills the use list with the stored nodes that read this value, in node order. */
   _completeUses(): void {
-    this._lazyUses = false;
     const store = this._store!;
     const graph = store.graph!;
     const { nodes, slots, from, to } = store.usesOf(this._storeId);
+    // Only this loop records stored readers: a reader built now skips this value (still lazy), and
+    // one built earlier did too; each stored (node, input) pair that still reads it is one use.
     for (let i = from; i < to; i++) {
       const k = nodes[i]!, slot = slots[i]!;
-      const node = store.built[k];
-      // A node built before now did not count this use; one built now counts it itself.
-      if (!node) graph._builtNode(k);
-      else if (node.graph && node._isAttached && node.inputs[slot] === this) this._pushUse(node, slot);
+      const node = store.built[k] ?? graph._builtNode(k);
+      if (node.graph && node._isAttached && node.inputs[slot] === this) this._pushUse(node, slot);
     }
+    this._lazyUses = false;
   }
 
   /**
