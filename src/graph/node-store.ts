@@ -6,7 +6,7 @@
  * anything this reader does not take as sound sends the whole model to the full check (wire.ts),
  * which reports where it broke.
  */
-import type protobuf from 'protobufjs/light.js';
+import protobuf from 'protobufjs/light.js';
 import { AttributeProtoType, NodeProtoType } from './proto.js';
 import { isSoundMessage } from './wire.js';
 import type { Graph, Node, Value } from './ir.js';
@@ -92,7 +92,7 @@ export class ByteNames {
   }
 
   text(id: number): string {
-    return this.texts[id] ??= utf8Decoder.decode(this.buf.subarray(this.start[id]!, this.end[id]!));
+    return this.texts[id] ??= decodeText(this.buf, this.start[id]!, this.end[id]!);
   }
 
   /** Whether name `id` starts with the UTF-8 bytes `prefix`. */
@@ -128,7 +128,8 @@ export class ByteNames {
 }
 
 const utf8Encoder = new TextEncoder();
-const utf8Decoder = new TextDecoder();
+/** Text as protobufjs reads it (a built node's fields come from it), so bytes that are not UTF-8 read the same both ways. */
+const decodeText = (buf: Uint8Array, start: number, end: number): string => protobuf.util.utf8.read(buf, start, end);
 export const utf8Bytes = (text: string): Uint8Array => utf8Encoder.encode(text);
 
 function tableSize(capacity: number): number {
@@ -273,7 +274,7 @@ export class NodeStore {
 
   nodeName(k: number): string | undefined {
     const s = this.nameStart[k]!;
-    return s < 0 ? undefined : utf8Decoder.decode(this.bytes.subarray(s, this.nameEnd[k]!));
+    return s < 0 ? undefined : decodeText(this.bytes, s, this.nameEnd[k]!);
   }
 }
 
