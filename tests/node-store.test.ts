@@ -152,3 +152,26 @@ test('third-party fixtures: lazy and eager decodes agree, and an unedited model 
   }
   assert.ok(storedGraphs > 10, `only ${storedGraphs} fixtures were held in the store`);
 });
+
+test('clone of a partly built graph: nothing more is built in either, the copy reads and edits like the original', () => {
+  const bytes = bert();
+  const model = decodeModel(bytes);
+  const lookup = model.graph.findNodes({ opType: 'Gather' })[0]!;
+  const wordTable = lookup.input(0)!;
+  void wordTable.uses; // completed before the clone
+  const before = built(model.graph);
+  const copy = model.clone();
+  assert.equal(built(model.graph), before, 'cloning builds nothing in the original');
+  assert.ok(stored(copy.graph) && built(copy.graph) === before, 'the copy keeps the same nodes unbuilt');
+  assert.ok(sameBytes(encodeModel(copy), bytes));
+  // An edit on the copy reaches stored nodes of the copy only.
+  const copyLookup = copy.graph.findNodes({ opType: 'Gather' })[0]!;
+  copyLookup.output(0).name = 'renamed_in_copy';
+  assert.equal(model.graph.value('renamed_in_copy'), undefined);
+  assert.ok(sameBytes(encodeModel(model), bytes), 'the original is untouched');
+  const reference = eager(bytes);
+  reference.graph.findNodes({ opType: 'Gather' })[0]!.output(0).name = 'renamed_in_copy';
+  assert.ok(sameBytes(encodeModel(copy), encodeModel(reference)));
+  assert.deepEqual(describe(copy), describe(reference));
+  assert.deepEqual(describe(model), describe(eager(bytes)));
+});

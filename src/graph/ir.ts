@@ -918,6 +918,16 @@ export class Graph {
     this.segments.push(segment);
   }
 
+  /** @internal Appends a segment entry for stored nodes [from, to) (a copy of a graph that holds them). */
+  _appendStored(from: number, to: number): void {
+    const segment = new Node('<stored nodes>');
+    segment._segFrom = from;
+    segment._segTo = to;
+    this.splice(this.sentinel._prev!, segment);
+    this.count += to - from - 1;
+    this.segments.push(segment);
+  }
+
   /** @internal The node built for stored node k (built now if it was not). */
   _builtNode(k: number): Node {
     const store = this._store!;
@@ -1608,6 +1618,9 @@ export function* walkGraphs(graph: Graph): Iterable<Graph> {
   }
 }
 
+/** Stands for a stored node the original built and then removed: the copy never builds it again. */
+const DETACHED = new Node('<removed>');
+
 /** Payload fields of TensorProto: shared between a model and its clone, never copied. */
 const SHARED_PAYLOADS = new Set(['raw_data', 'float_data', 'int32_data', 'string_data', 'int64_data', 'double_data', 'uint64_data']);
 
@@ -1636,6 +1649,7 @@ class ModelCloner {
     for (const [from, to] of this.values) to.graph = from.graph ? this.graphs.get(from.graph) ?? null : null;
     // Uses in the original's order, by the copied nodes only (a node never inserted anywhere is not copied).
     for (const [from, to] of this.values) {
+      if (from._lazyUses) continue; // filled in from the copy's store when first asked for
       for (const use of from._usesUnsafe()) {
         const node = this.nodes.get(use.node);
         if (node) to._addUse(node, use.index);
@@ -1645,7 +1659,6 @@ class ModelCloner {
   }
 
   private graph(graph: Graph, parentScope: Graph | null): Graph {
-    graph._buildAll();
     const copy = new Graph(this.data(graph.proto));
     this.graphs.set(graph, copy);
     copy.parentScope = parentScope;
@@ -1658,7 +1671,29 @@ class ModelCloner {
     for (const [list, overrides] of graph.declarationOverrides) {
       copy.declarationOverrides.set(list, new Map([...overrides].map(([v, info]) => [this.value(v), this.data(info)])));
     }
-    for (const node of graph) copy._appendDefined(this.node(node, copy));
+    const store = graph._store;
+    if (!store) {
+      for (const node of graph) copy._appendDefined(this.node(node, copy));
+      return copy;
+    }
+    // A graph still holding stored nodes: the copy shares the store's read-only index and bytes, and
+    // keeps the same nodes unbuilt (copying never builds the original).
+    const copyStore = store.copyUnbuilt();
+    graph._forEachEntry((node) => copy._appendDefined(this.node(node, copy)), (_, from, to) => copy._appendStored(from, to));
+    store.built.forEach((node, k) => { copyStore.built[k] = (node && this.nodes.get(node)) ?? DETACHED; });
+    copyStore.builtCount = store.builtCount;
+    store.values.forEach((value, id) => {
+      if (!value) return;
+      const to = this.value(value);
+      copyStore.values[id] = to;
+      to._store = copyStore;
+      to._storeId = id;
+      to._lazyProducer = value._lazyProducer;
+      if (value._lazyProducer) to.producerIndex = value.producerIndex;
+      to._lazyUses = value._lazyUses;
+    });
+    copy._store = copyStore;
+    copyStore.graph = copy;
     return copy;
   }
 

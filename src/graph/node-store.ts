@@ -237,6 +237,16 @@ export class NodeStore {
     this.built = new Array<Node | undefined>(n);
   }
 
+  /** A store over the same nodes for a copy of the graph: the read-only index and bytes shared, nothing built or made. */
+  copyUnbuilt(): NodeStore {
+    const copy = Object.assign(Object.create(NodeStore.prototype) as NodeStore, this);
+    copy.values = new Array<Value | undefined>(this.names.count);
+    copy.built = new Array<Node | undefined>(this.count);
+    copy.builtCount = 0;
+    copy.graph = undefined;
+    return copy;
+  }
+
   /** The uses of name `id` as (node, input index) pairs in node order: uses(id)[0..] = [node0, slot0, node1, slot1, ...] from `usesFrom`. */
   usesOf(id: number): { nodes: Int32Array; slots: Int32Array; from: number; to: number } {
     if (!this.useStart) this.indexUses();
