@@ -137,6 +137,7 @@ function graphSize(): void {
         const ms = JSON.parse(phases.stdout) as Record<string, number>;
         console.log(`${n} nodes in one process: ${Object.entries(ms).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)} s`).join(', ')}`);
       }
+      lazyWalk(file);
     }
     rmSync(file, { force: true }); rmSync(out, { force: true });
   }
@@ -151,6 +152,25 @@ function graphSize(): void {
       report(`${cmd}: peak RSS(1M) / peak RSS(100k)`, big.rssBytes / mid.rssBytes, '<= 10', big.rssBytes / mid.rssBytes <= 10, `100k / 10k: ${(mid.rssBytes / small.rssBytes).toFixed(2)}`);
     }
   }
+}
+
+/** findNodes over half of a 1M-node graph then every result's uses, against walking everything first (bench/lazy-walk.ts), 3 interleaved rounds. */
+function lazyWalk(file: string): void {
+  const run = (how: string) => {
+    const p = spawnSync(process.execPath, [path.join(root, 'dist', 'bench', 'lazy-walk.js'), file, how, 'Relu'], { encoding: 'utf8' });
+    if (p.status !== 0) throw new Error(`lazy-walk.js ${how} failed: ${p.stderr}`);
+    return (JSON.parse(p.stdout) as { ms: number }).ms;
+  };
+  const ratios: number[] = [];
+  const times: Record<string, number[]> = { lazy: [], eager: [] };
+  for (let round = 0; round < 3; round++) {
+    const lazy = run('lazy'), eager = run('eager');
+    times['lazy']!.push(lazy); times['eager']!.push(eager);
+    ratios.push(lazy / eager);
+  }
+  const ratio = median(ratios);
+  report('findNodes (half of 1M nodes) + uses / walk everything first + the same', ratio, '<= 1.2', ratio <= 1.2,
+    `${median(times['lazy']!).toFixed(0)} vs ${median(times['eager']!).toFixed(0)} ms`);
 }
 
 /**

@@ -787,8 +787,8 @@ export class Graph {
    * use, a name lookup, findNodes) and everything when the list itself is walked.
    */
   _store: NodeStore | undefined = undefined;
-  /** @internal The segment entries, ordered by `_segFrom`. */
-  private segments: Node[] = [];
+  /** @internal Per stored node, the segment entry holding it while unbuilt (made on the first build). */
+  private segmentOf: (Node | undefined)[] | undefined = undefined;
 
   /** @internal */
   private readonly sentinel: Node;
@@ -915,7 +915,6 @@ export class Graph {
     segment.graph = this;
     this.splice(this.sentinel._prev!, segment);
     this.count += store.count - 1;
-    this.segments.push(segment);
   }
 
   /** @internal Appends a segment entry for stored nodes [from, to) (a copy of a graph that holds them). */
@@ -925,7 +924,6 @@ export class Graph {
     segment._segTo = to;
     this.splice(this.sentinel._prev!, segment);
     this.count += to - from - 1;
-    this.segments.push(segment);
   }
 
   /** @internal The node built for stored node k (built now if it was not). */
@@ -933,19 +931,13 @@ export class Graph {
     const store = this._store!;
     const known = store.built[k];
     if (known) return known;
-    // The segment holding k: the last one starting at or before it.
-    const segments = this.segments;
-    let lo = 0, hi = segments.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (segments[mid]!._segFrom <= k) lo = mid; else hi = mid - 1;
-    }
-    const segment = segments[lo]!;
+    const segmentOf = this.segmentOf ??= this.indexSegments();
+    const segment = segmentOf[k]!;
+    segmentOf[k] = undefined;
     const node = this.makeStoredNode(k);
     const from = segment._segFrom, to = segment._segTo;
     if (from === k && to === k + 1) {
       this.replaceEntry(segment, node);
-      segments.splice(lo, 1);
     } else if (from === k) {
       segment._segFrom = k + 1;
       this.linkEntry(segment._prev!, node);
@@ -953,23 +945,45 @@ export class Graph {
       segment._segTo = k;
       this.linkEntry(segment, node);
     } else {
-      const rest = new Node('<stored nodes>');
-      rest._segFrom = k + 1;
-      rest._segTo = to;
-      rest.graph = this;
-      segment._segTo = k;
-      this.linkEntry(segment, node);
-      this.linkEntry(node, rest);
-      segments.splice(lo + 1, 0, rest);
+      // Split: the smaller side gets a new entry (and its nodes a new owner), so each stored node is
+      // moved O(log n) times however the builds are ordered.
+      const part = new Node('<stored nodes>');
+      part.graph = this;
+      if (k - from <= to - k - 1) {
+        part._segFrom = from;
+        part._segTo = k;
+        segment._segFrom = k + 1;
+        this.linkEntry(segment._prev!, part);
+        this.linkEntry(part, node);
+        for (let i = from; i < k; i++) segmentOf[i] = part;
+      } else {
+        part._segFrom = k + 1;
+        part._segTo = to;
+        segment._segTo = k;
+        this.linkEntry(segment, node);
+        this.linkEntry(node, part);
+        for (let i = k + 1; i < to; i++) segmentOf[i] = part;
+      }
     }
     return node;
+  }
+
+  /** @internal Which segment entry holds each unbuilt stored node. */
+  private indexSegments(): (Node | undefined)[] {
+    const segmentOf = new Array<Node | undefined>(this._store!.count);
+    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) {
+      for (let k = node._segFrom; k < node._segTo; k++) segmentOf[k] = node;
+    }
+    return segmentOf;
   }
 
   /** @internal Builds every stored node in list order and lets go of the store: the graph is plain objects again. */
   _buildAll(): void {
     const store = this._store;
     if (!store) return;
-    for (const segment of this.segments) {
+    const segments: Node[] = [];
+    for (let node = this.sentinel._next!; node !== this.sentinel; node = node._next!) if (node._segFrom >= 0) segments.push(node);
+    for (const segment of segments) {
       let at = segment._prev!;
       for (let k = segment._segFrom; k < segment._segTo; k++) {
         const node = this.makeStoredNode(k);
@@ -978,7 +992,7 @@ export class Graph {
       }
       this.unlinkEntry(segment);
     }
-    this.segments = [];
+    this.segmentOf = undefined;
     for (const value of store.values) if (value) value._settle();
     for (const value of store.values) if (value) value._store = undefined;
     this._store = undefined;
