@@ -9,7 +9,7 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as graphApi from '../src/graph/index.js';
 import {
-  GraphEditError, ModelBuilder, Node, Tensor, Value, attr, decodeModel, decodeModelProto, encodeModel, topologicalSort,
+  DataType, GraphEditError, ModelBuilder, Node, Tensor, Value, attr, decodeModel, decodeModelProto, encodeModel, topologicalSort, tensorType,
   type Graph, type Model,
 } from '../src/graph/index.js';
 import { deferredPayloadOf } from '../src/graph/deferred.js';
@@ -405,4 +405,35 @@ test('Tensor.toArray of a model decoded from a Node Buffer gives the tensor, not
     assert.equal(array.length, count, `${v.name}: ${array.length} elements for dims [${t.dims}]`);
     assert.deepEqual(new Uint8Array(array.buffer), new Uint8Array(t.rawBytes()), v.name);
   }
+});
+
+// ---------------------------------------------------------------- misuse gets a typed error (user trial)
+
+test('misuse is refused with GraphEditError saying what to do, and numpy dtype names work', () => {
+  const model = decodeModel(encodeModel(buildTinyGpt()));
+  const g = model.graph;
+  assert.equal(g.findNodes().length, g.nodeCount, 'findNodes() with no filter lists every node');
+  const refused = (f: () => unknown, pattern: RegExp) => assert.throws(f, (e: Error) => e instanceof GraphEditError && pattern.test(e.message));
+  const ids = g.inputs[0]!.name;
+  refused(() => Node.create('Identity', [ids as unknown as Value]), /must be a Value.*graph\.value\("input_ids"\)/);
+  const gather = g.findNodes({ opType: 'Gather' })[0]!;
+  refused(() => gather.replaceInput(1, undefined as unknown as Value), /must be a Value .*not undefined/);
+  refused(() => gather.setAttribute('axis', {} as never), /attribute value must be .* not a object/);
+  refused(() => gather.setAttribute('axis', [1, 'a'] as never), /neither all numbers nor all strings/);
+  refused(() => model.names.claim(gather.name!), /already used.*fresh/);
+  refused(() => tensorType('float33'), /Unknown ONNX data type "float33": use one of float, uint8/);
+  assert.equal(Tensor.fromArray('float32', [2], [1, 2]).dataType, DataType.FLOAT);
+  assert.equal(Tensor.fromArray('float64', [1], [1]).dataType, DataType.DOUBLE);
+  assert.ok(sameBytes(encodeModel(model), encodeModel(decodeModel(encodeModel(buildTinyGpt())))), 'refused edits changed nothing');
+});
+
+test('initializerToInput gives the new input the tensor\'s type and shape (ONNX inputs are typed)', () => {
+  const model = decodeModel(encodeModel(buildTinyGpt()));
+  const table = model.graph.findNodes({ opType: 'Gather' }).map((n) => n.input(0)!).find((v) => v.initializer)!;
+  const dims = table.initializer!.dims;
+  model.graph.initializerToInput(table);
+  assert.equal(table.elemType, DataType.FLOAT);
+  assert.deepEqual(table.shape, dims);
+  const again = decodeModel(encodeModel(model));
+  assert.deepEqual(again.graph.value(table.name)!.shape, dims, 'the type is saved');
 });

@@ -3,6 +3,7 @@
  * arrays, inputs and outputs with symbolic dims, subgraphs that capture outer values.
  */
 import { DataType, parseDataType } from './dtype.js';
+import { GraphEditError } from './errors.js';
 import { Attribute, AttributeType, Graph, Model, Node, Value, type Dim } from './ir.js';
 import type { AttributeProto, TypeProto } from './proto.js';
 import { Tensor, type TensorData } from './tensor.js';
@@ -61,6 +62,11 @@ function toTyped(input: AttributeInput): TypedAttribute {
   if (typeof input === 'string') return attr.string(input);
   if (input instanceof Tensor) return attr.tensor(input);
   if (input instanceof Graph || input instanceof GraphBuilder) return attr.graph(input);
+  const isNumber = (x: unknown) => typeof x === 'number' || typeof x === 'bigint';
+  if (!Array.isArray(input) || !(input.every((x) => typeof x === 'string') || input.every(isNumber))) {
+    const what = input === undefined || input === null ? String(input) : Array.isArray(input) ? 'a list that is neither all numbers nor all strings' : `a ${typeof input}`;
+    throw new GraphEditError(`An attribute value must be a number, bigint, string, Tensor, Graph, a list of numbers or of strings, or attr.*(...), not ${what}`);
+  }
   const list = input as readonly (number | string)[];
   if (list.every((x) => typeof x === 'string')) return attr.strings(list as string[]);
   return (list as number[]).every(Number.isInteger) ? attr.ints(list as number[]) : attr.floats(list as number[]);

@@ -1,4 +1,5 @@
 /** ONNX element types (TensorProto.DataType) and what the library knows about each. */
+import { GraphEditError } from './errors.js';
 export enum DataType {
   UNDEFINED = 0, FLOAT = 1, UINT8 = 2, INT8 = 3, UINT16 = 4, INT16 = 5, INT32 = 6, INT64 = 7,
   STRING = 8, BOOL = 9, FLOAT16 = 10, DOUBLE = 11, UINT32 = 12, UINT64 = 13, COMPLEX64 = 14,
@@ -30,12 +31,19 @@ export const isIntegerType = (type: number): boolean =>
   type === DataType.UINT64 || type === DataType.UINT32 || type === DataType.UINT16 || type === DataType.UINT8;
 
 /** Accepts an enum value or a name such as `float16` / `FLOAT16`. */
+/** NumPy's names for the two ONNX types named otherwise. */
+const NUMPY_NAMES: Readonly<Record<string, string>> = { FLOAT32: 'FLOAT', FLOAT64: 'DOUBLE' };
+
 export function parseDataType(type: DataType | string): DataType {
   if (typeof type === 'number') return type;
   // Own names only: the enum object also maps numbers back to names, and has a prototype.
-  const key = type.toUpperCase();
+  const upper = typeof type === 'string' ? type.toUpperCase() : '';
+  const key = NUMPY_NAMES[upper] ?? upper;
   const found = Object.hasOwn(DataType, key) ? (DataType as unknown as Record<string, unknown>)[key] : undefined;
-  if (typeof found !== 'number') throw new TypeError(`Unknown ONNX data type "${type}"`);
+  if (typeof found !== 'number') {
+    const known = Object.keys(DataType).filter((k) => Number.isNaN(Number(k)) && k !== 'UNDEFINED').map((k) => k.toLowerCase());
+    throw new GraphEditError(`Unknown ONNX data type ${JSON.stringify(type)}: use one of ${known.join(', ')} (any case), float32 or float64`);
+  }
   return found;
 }
 

@@ -22,7 +22,7 @@ import {
   type TypeProto, type ValueInfoProto, isMessage,
 } from './proto.js';
 import { Tensor } from './tensor.js';
-import { makeAttribute, type AttributeInput } from './builder.js';
+import { makeAttribute, tensorType, type AttributeInput } from './builder.js';
 import { NameAllocator } from './names.js';
 import { NodeFlag, utf8Bytes, type NodeStore } from './node-store.js';
 
@@ -552,11 +552,13 @@ export class Node {
   /** @internal Sets the inputs of a node that has none yet, keeping `values` as the list (sized exactly). */
   _adoptInputs(values: (Value | null)[]): void {
     if (this.inputList.length) throw new GraphEditError(`Node ${this.describe()} already has inputs`);
+    for (let i = 0; i < values.length; i++) checkInputValue(this, i, values[i]);
     this.inputList = values;
     if (this.attached) for (let i = 0; i < values.length; i++) values[i]?._addUse(this, i);
   }
 
   appendInput(value: Value | null): void {
+    checkInputValue(this, this.inputList.length, value);
     this.inputList.push(value);
     if (this.attached) value?._addUse(this, this.inputList.length - 1);
   }
@@ -566,6 +568,7 @@ export class Node {
     if (index < 0 || index >= this.inputList.length) {
       throw new GraphEditError(`Node ${this.describe()} has no input #${index}`);
     }
+    checkInputValue(this, index, value);
     const old = this.inputList[index];
     if (old === value) return;
     if (this.attached) old?._removeUse(this, index);
@@ -670,6 +673,14 @@ function tombAt(node: Node, epoch: number): Tomb {
 }
 
 const normalDomain = (domain: string) => (domain === 'ai.onnx' ? '' : domain);
+
+/** A node input is a Value or null (an absent optional input); a name or anything else is refused with what to do. */
+function checkInputValue(node: Node, index: number, value: unknown): void {
+  if (value === null || value instanceof Value) return;
+  const what = typeof value === 'string' ? `the string "${value}"` : value === undefined ? 'undefined' : `a ${typeof value}`;
+  throw new GraphEditError(`Input #${index} of ${node.describe()} must be a Value (or null for an absent optional input), not ${what}` +
+    (typeof value === 'string' ? `: look the value up first (graph.value("${value}") or graph.lookup for enclosing scopes)` : ''));
+}
 
 function checkNoOtherProducer(value: Value, node: Node): void {
   const current = value.producer;
@@ -852,7 +863,7 @@ export class Graph {
    * order. On a graph decoded from bytes only the nodes returned are built as objects, so a pass
    * that looks for a few op types in a large graph does not pay for the rest.
    */
-  findNodes(filter: NodeFilter): Node[] {
+  findNodes(filter: NodeFilter = {}): Node[] {
     const opTypes = filter.opType === undefined ? undefined : new Set(typeof filter.opType === 'string' ? [filter.opType] : filter.opType);
     const store = this._store;
     if (!store) {
@@ -1344,7 +1355,10 @@ export class Graph {
     const i = this._initializers.indexOf(value);
     if (i < 0) throw new GraphEditError(`Value ${value.name} is not an initializer of graph ${graphLabel(this)}`);
     this._initializers.splice(i, 1);
+    const tensor = value.initializer!;
     value.initializer = undefined;
+    // ONNX graph inputs are typed: an untyped one takes the tensor's type and shape.
+    if (!value.type) value.type = tensorType(tensor.dataType, tensor.dims);
     if (!this._inputs.includes(value)) this._inputs.push(value);
     this._listsChanged();
     return value;

@@ -1,3 +1,4 @@
+import { GraphEditError } from './errors.js';
 import { walkGraphs, type Graph, type Model } from './ir.js';
 
 /** A set of names that hands out fresh ones: `base`, then `base_1`, `base_2`, ... */
@@ -20,7 +21,7 @@ export class NameSet {
 
   /** Reserves `name` exactly; throws if it is taken. */
   claim(name: string): string {
-    if (this.taken.has(name)) throw new TypeError(`Name "${name}" is already used in this model`);
+    if (this.taken.has(name)) throw new GraphEditError(`Name "${name}" is already used in this model: ask fresh("${name}") for a free one like it`);
     this.taken.add(name);
     return name;
   }
