@@ -38,7 +38,7 @@ export function parseDataType(type: DataType | string): DataType {
   if (typeof type === 'number') return type;
   // Own names only: the enum object also maps numbers back to names, and has a prototype.
   const upper = typeof type === 'string' ? type.toUpperCase() : '';
-  const key = NUMPY_NAMES[upper] ?? upper;
+  const key = Object.hasOwn(NUMPY_NAMES, upper) ? NUMPY_NAMES[upper]! : upper;
   const found = Object.hasOwn(DataType, key) ? (DataType as unknown as Record<string, unknown>)[key] : undefined;
   if (typeof found !== 'number') {
     const known = Object.keys(DataType).filter((k) => Number.isNaN(Number(k)) && k !== 'UNDEFINED').map((k) => k.toLowerCase());
