@@ -166,7 +166,7 @@ async function patch(options: NeftuneOptions): Promise<Reply> {
   const whole = file.bytes.length <= WHOLE_MODEL_LIMIT && !missing.length;
   // A large model is checked on the slice that computes its sites (the patch record travels with
   // it): verifying it whole would hold several more copies of the weights in this tab.
-  const sites = result.record.sites.map((site) => model.graph.scope.get(site.value));
+  const sites = result.record.sites.map((site) => model.graph.value(site.value));
   const checked = !whole && !missing.length && sites.every((v) => v?.producer) ? extractSlice(model, model.graph, sites as Value[]) : model;
   const externalData = await dataBuffers(file);
   const verifyOn = async (provider: string, providers: string[]): Promise<Verified> => {

@@ -329,7 +329,7 @@ async function newSessionCheck(ctx: Ctx, probe: Probe, feeds: Record<string, Ort
 function locate(model: Model, path: readonly string[], name: string): { graph: Graph; value: Value } | undefined {
   for (const entry of graphsWithPaths(model)) {
     if (entry.path.join('\u0000') !== path.join('\u0000')) continue;
-    const value = entry.graph.scope.get(name);
+    const value = entry.graph.value(name);
     if (value?.producer) return { graph: entry.graph, value };
   }
   return undefined;
