@@ -97,6 +97,18 @@ export const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs
 /** The loss column of a Train tab CSV's rows for `run`. */
 export const lossColumn = (csv: string, run = /^NEFTune alpha 5$/): number[] => csv.trim().split('\n').slice(1).map((row) => row.split(',')).filter((r) => run.test(r[0]!)).map((r) => Number(r[2]));
 
+/** The losses of the page's CSV download (#download-loss). */
+export async function downloadedLosses(page: Page): Promise<number[]> {
+  return lossColumn(Buffer.from((await downloadBytes(page, '#download-loss')).bytes).toString('utf8'));
+}
+
+/** The largest difference, relative to the loss, between a Node run's losses and the page's, step by step. */
+export function worstLossGap(node: RunResult, pageLosses: readonly number[]): number {
+  let worst = 0;
+  node.events.forEach((e, i) => { worst = Math.max(worst, Math.abs(e.loss - pageLosses[i]!) / Math.max(1, e.loss)); });
+  return worst;
+}
+
 /** The Train tab's run in Node, on onnxruntime-web's wasm, with the bundled data. */
 export async function nodeTrainingRun(settings: Partial<TrainSettings>): Promise<RunResult> {
   const { loadRuntime } = await import('../../src/runtime/node.js');

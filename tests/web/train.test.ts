@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Page } from 'playwright-core';
 import { decodeModel, isPatched } from '../../src/index.js';
-import { downloadBytes, lossColumn, mean, nodeTrainingRun, openApp, logitsAgainst, pageText, screenshot, skipWithoutChromium, tabTo, waitTrainStatus, type App } from './helpers.js';
+import { downloadBytes, downloadedLosses, lossColumn, mean, nodeTrainingRun, worstLossGap, openApp, logitsAgainst, pageText, screenshot, skipWithoutChromium, tabTo, waitTrainStatus, type App } from './helpers.js';
 
 const STEPS = 60;
 
@@ -47,16 +47,14 @@ await trainTest('Train tab: keyboard-only start; the plot grows per step and the
 
   const model = await downloadBytes(page, '#download-trained');
   assert.equal(model.name, 'tiny-gpt.fine-tuned.neftune.onnx');
-  const csv = await downloadBytes(page, '#download-loss');
-  const browserLosses = lossColumn(Buffer.from(csv.bytes).toString('utf8'));
+  const browserLosses = await downloadedLosses(page);
   assert.equal(browserLosses.length, STEPS);
   const [first, last] = [mean(browserLosses.slice(0, 5)), mean(browserLosses.slice(-5))];
   assert.ok(last < first - 1, `loss falls: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
 
   // The same run in Node, on onnxruntime-web's wasm: the same losses, and the same parameters.
   const node = await nodeTrainingRun({ steps: STEPS });
-  let worstLoss = 0;
-  node.events.forEach((e, i) => { worstLoss = Math.max(worstLoss, Math.abs(e.loss - browserLosses[i]!) / Math.max(1, e.loss)); });
+  const worstLoss = worstLossGap(node, browserLosses);
   assert.ok(worstLoss < 1e-5, `losses: browser vs Node differ by ${worstLoss}`);
 
   // The download: the unpatched forward graph; evaluated on onnxruntime-node, the logits of the

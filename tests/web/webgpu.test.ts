@@ -11,7 +11,7 @@ import { decodeModel, encodeModel, isPatched, type VerifyReport } from '../../sr
 import { buildTinyGpt } from '../../examples/models.js';
 import { readFixture, sameBytes, skipWithoutFixtures } from '../helpers.js';
 import { WEBGPU_ARGS } from '../training/browser-runner.js';
-import { downloadBytes, dropFiles, lossColumn, mean, webGpuAdapter, nodeTrainingRun, openApp, pageText, screenshot, skipWithoutChromium, logitsAgainst, waitStatus, waitTrainStatus, type App } from './helpers.js';
+import { downloadBytes, downloadedLosses, dropFiles, mean, worstLossGap, webGpuAdapter, nodeTrainingRun, openApp, pageText, screenshot, skipWithoutChromium, logitsAgainst, waitStatus, waitTrainStatus, type App } from './helpers.js';
 
 const FIXTURES = ['ort_bert_toy_optimized.onnx', 'optimum_tiny_distilbert.onnx', 'ort_gpt2_past.onnx'];
 const STEPS = 30;
@@ -98,7 +98,7 @@ test('WebGPU: the Train tab trains the bundled model on webgpu; the loss falls; 
     const done = await waitTrainStatus(page, /^Trained|^Not trained/, 90_000);
     assert.match(done, new RegExp(`^Trained ${STEPS} steps on webgpu`), `${done}\n${await pageText(page)}`);
     await screenshot(page, 'webgpu-train-done');
-    const browserLosses = lossColumn(Buffer.from((await downloadBytes(page, '#download-loss')).bytes).toString('utf8'));
+    const browserLosses = await downloadedLosses(page);
     assert.equal(browserLosses.length, STEPS);
     const [first, last] = [mean(browserLosses.slice(0, 5)), mean(browserLosses.slice(-5))];
     assert.ok(last < first - 0.5, `loss falls: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
@@ -106,8 +106,7 @@ test('WebGPU: the Train tab trains the bundled model on webgpu; the loss falls; 
     // The same run in Node on wasm: WebGPU sums in another order, so the runs agree to float
     // tolerance, not bit for bit (measured: losses 4e-6, logits 4e-5 after 30 updates).
     const node = await nodeTrainingRun({ steps: STEPS });
-    let worstLoss = 0;
-    node.events.forEach((e, i) => { worstLoss = Math.max(worstLoss, Math.abs(e.loss - browserLosses[i]!) / Math.max(1, e.loss)); });
+    const worstLoss = worstLossGap(node, browserLosses);
     assert.ok(worstLoss < 1e-4, `losses: WebGPU vs Node wasm differ by ${worstLoss}`);
     const model = await downloadBytes(page, '#download-trained');
     assert.equal(isPatched(decodeModel(model.bytes)), false, 'NEFTune stripped');
